@@ -1,0 +1,62 @@
+"""Storage backends. :func:`open_store` picks one from a URL.
+
+- ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``;
+  query options: ``synchronous=normal|full`` (default normal: survives process crashes;
+  full: survives power loss), ``busy_timeout`` (ms, default 30000).
+- ``postgresql://user@host:5432/db`` (also ``postgres://``); query options: ``schema``
+  (default ``outlast``), ``pool_min``, ``pool_max``; needs ``pip install 'outlast[postgres]'``.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    STATUSES,
+    TERMINAL,
+    Entry,
+    NewRun,
+    Page,
+    QueueSpec,
+    QueueStats,
+    RunRecord,
+    Store,
+)
+
+__all__ = [
+    "STATUSES",
+    "TERMINAL",
+    "Entry",
+    "NewRun",
+    "Page",
+    "QueueSpec",
+    "QueueStats",
+    "RunRecord",
+    "Store",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open (and migrate) the store named by ``url``; raises ConfigurationError for a bad URL."""
+    from ..errors import ConfigurationError
+
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"bad store URL {url!r}: expected sqlite:///path/to/file.db, sqlite:///:memory: "
+            "or postgresql://user@host:5432/dbname"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                f"the PostgreSQL store needs psycopg 3: run pip install 'outlast[postgres]' ({exc})"
+            ) from exc
+        return PostgresStore(url)
+    raise ConfigurationError(
+        f"bad store URL {url!r}: unknown scheme {scheme!r}; use sqlite:/// or postgresql://"
+    )

@@ -1,0 +1,336 @@
+"""The storage contract: what every backend (SQLite, PostgreSQL) must do.
+
+The store sees bytes and plain records only; serialization sits above it. Every method is
+safe to call from several threads of one process and from several processes at once. The
+docstrings are the contract, checked by ``tests/test_store_contract.py`` on every backend.
+
+Fencing: a run has an ``epoch`` that grows by one whenever ownership changes (claim, takeover,
+cancel, release). Every write a run's executor makes (:meth:`Store.record`, :meth:`Store.finish`,
+:meth:`Store.release`, :meth:`Store.take_event`, :meth:`Store.stash`, :meth:`Store.transaction`)
+carries the epoch it was given at claim time, and is refused with :class:`~outlast.errors.LeaseLost`
+when the run's epoch is no longer that one, so a worker that was paused past its lease can never
+write into a run someone else now owns.
+
+Times are seconds since the epoch (floats). Leases are computed with the store's own clock
+(the database server's, for PostgreSQL) so workers on machines with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pending", "running", "suspended", "completed", "failed", "cancelled", "paused"]
+STATUSES: tuple[str, ...] = (
+    "pending",
+    "running",
+    "suspended",
+    "completed",
+    "failed",
+    "cancelled",
+    "paused",
+)
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create. ``input`` is the serialized ``(args, kwargs)``."""
+
+    run_id: str
+    workflow: str
+    input: bytes
+    input_hash: str
+    queue: str = "default"
+    priority: int = 0
+    concurrency_key: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as stored."""
+
+    run_id: str
+    workflow: str
+    status: str
+    input: bytes
+    input_hash: str
+    output: bytes | None
+    error: bytes | None
+    queue: str
+    priority: int
+    concurrency_key: str | None
+    parent_id: str | None
+    owner: str | None
+    epoch: int
+    lease_expires_at: float | None
+    wake_at: float | None
+    wait_event: str | None
+    reason: str | None
+    snapshot: bytes | None
+    snapshot_position: int | None
+    stats: str | None
+    recoveries: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journal entry: the recorded outcome of one durable call in a run.
+
+    ``key`` is unique within a run (``"{name}:{n}"`` by default, or a caller's explicit key);
+    ``position`` is the call's place in the run's order of durable calls. ``status`` is
+    ``"completed"`` (``output`` holds the serialized value), ``"failed"`` (``output`` holds the
+    serialized error) or ``"intent"`` (an at-most-once effect was about to run; no outcome yet).
+    ``meta`` is JSON text for extra facts (tokens, cost, latency of model calls).
+    """
+
+    key: str
+    position: int
+    kind: str
+    name: str
+    status: str
+    output: bytes | None = None
+    args_hash: str | None = None
+    attempts: int = 1
+    started_at: float = 0.0
+    ended_at: float | None = None
+    meta: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """Flow control for one named queue, enforced by :meth:`Store.claim` across all workers.
+
+    ``concurrency``: runs of this queue running at once, fleet-wide (None: unlimited).
+    ``worker_concurrency``: runs of this queue one worker runs at once (None: unlimited).
+    ``rate_limit`` starts per ``rate_period`` seconds, fleet-wide (None: unlimited).
+    ``key_concurrency``: runs sharing one ``concurrency_key`` running at once (None: unlimited).
+    """
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate_limit: int | None = None
+    rate_period: float = 1.0
+    key_concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Depth and load of one queue, for ``outlast queues``."""
+
+    name: str
+    pending: int
+    running: int
+    suspended: int
+    spec: QueueSpec | None = None
+
+
+@dataclass(slots=True)
+class Page:
+    """A filter for :meth:`Store.list_runs`."""
+
+    status: str | None = None
+    workflow: str | None = None
+    parent_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """Runs, their journals, events and leases. One instance per process and URL."""
+
+    #: "sqlite" or "postgresql"
+    dialect: str
+    #: the URL the store was opened with, password removed
+    url: str
+
+    # -- runs -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_run(
+        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+    ) -> tuple[RunRecord, bool]:
+        """Insert the run unless its id exists; return ``(stored run, created)``.
+
+        Atomic: of several concurrent creators of one id exactly one gets ``created=True`` and
+        all get the same stored row. With ``owner`` the new run is created already claimed by
+        it (status ``running``, epoch 1, lease ``lease`` seconds) in the same statement; an
+        existing run is returned untouched. Wakes idle workers when the run is ``pending``.
+        """
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None."""
+
+    @abc.abstractmethod
+    def list_runs(self, page: Page) -> list[RunRecord]:
+        """Runs matching ``page``, newest first."""
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        owner: str,
+        lease: float,
+        *,
+        run_id: str | None = None,
+        steal_from: str | None = None,
+        workflows: Iterable[str] | None = None,
+        queues: Mapping[str, QueueSpec] | None = None,
+        limit: int = 1,
+    ) -> list[RunRecord]:
+        """Take ownership of up to ``limit`` runnable runs and return them as claimed.
+
+        Runnable: ``pending``; ``running`` with an expired lease; ``suspended`` with
+        ``wake_at`` due. With ``run_id``, only that run is considered, and it is also taken
+        when its current owner equals ``steal_from`` (a dead process on this host). With
+        ``workflows``, only runs of those workflow names. Queue limits in ``queues`` are
+        honoured fleet-wide. Highest priority first, then oldest.
+
+        Atomic per run: a run is claimed by one caller only. Claiming sets status ``running``,
+        ``owner``, a lease of ``lease`` seconds, ``started_at`` if unset, bumps ``epoch`` and
+        counts a recovery when the run had been running before (lease expired or stolen).
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend the lease of each listed run still running and owned by ``owner``.
+
+        Returns the ids among ``run_ids`` that the owner no longer holds (taken over,
+        cancelled, finished elsewhere), so their executors can stop. One round trip.
+        """
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        output: bytes | None = None,
+        error: bytes | None = None,
+        stats: str | None = None,
+    ) -> None:
+        """End the run as ``completed`` or ``failed``; fenced (raises LeaseLost).
+
+        Clears owner and lease, sets ``ended_at``. Atomic with the fencing check.
+        """
+
+    @abc.abstractmethod
+    def release(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        wake_at: float | None = None,
+        wait_event: str | None = None,
+        reason: str | None = None,
+        stats: str | None = None,
+    ) -> None:
+        """Give the run up without ending it; fenced (raises LeaseLost).
+
+        ``status`` is ``pending`` (anyone may claim it now), ``suspended`` (claimable when
+        ``wake_at`` is due, or at once when an event named ``wait_event`` is sent; a pending
+        event of that name makes it due at once) or ``paused`` (only an operator's
+        :meth:`resolve` makes it runnable; ``reason`` says why). Clears owner and lease and
+        bumps the epoch. Wakes idle workers when the run is runnable now.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, run_id: str) -> list[str]:
+        """Cancel the run and, recursively, its unfinished children; return the ids cancelled.
+
+        A terminal run is left as it is (and not listed). Bumps each epoch, so a process
+        still executing the run is fenced out at its next write. Raises RunNotFound.
+        """
+
+    @abc.abstractmethod
+    def resolve(self, run_id: str, entry: Entry | None, drop_key: str | None = None) -> RunRecord:
+        """Operator decision on a paused run, atomically: record ``entry`` (replacing an intent
+        of the same key), or with ``drop_key`` delete that intent so the step runs again; then
+        make the run ``pending``. Raises RunNotFound, NotPaused when the run is not paused.
+        """
+
+    # -- journal ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load_journal(self, run_id: str) -> list[Entry]:
+        """Every journal entry of the run, ordered by position."""
+
+    @abc.abstractmethod
+    def record(
+        self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Append ``entry`` to the run's journal, fenced, in one transaction.
+
+        An existing entry with the same key is replaced only if its status is ``intent``;
+        otherwise the write is refused with RunConflict (a step recorded twice). ``blobs``
+        (hash -> bytes) are stored first in the same transaction, each once, and referenced
+        from the run. This is the hot path: one statement where the backend allows it.
+        """
+
+    @abc.abstractmethod
+    def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        """The stored blobs among ``hashes``."""
+
+    @abc.abstractmethod
+    def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
+        """Replace the run's snapshot, taken after journal position ``position``; fenced.
+
+        Entries before ``position`` are deleted in the same transaction (compaction).
+        """
+
+    @abc.abstractmethod
+    def transaction(
+        self, run_id: str, epoch: int, work: Callable[[Any], Entry]
+    ) -> Entry:
+        """Run ``work(connection)`` and record the entry it returns, in one database
+        transaction, fenced: the user's writes and the journal entry commit together or not
+        at all. ``connection`` is the backend's DB-API connection.
+        """
+
+    # -- events -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def send_event(self, run_id: str, name: str, payload: bytes) -> int:
+        """Store an event for the run and return its sequence number.
+
+        Events of one name are delivered in sending order. If the run is suspended waiting
+        for ``name``, it becomes due at once (and idle workers are woken). Raises RunNotFound.
+        """
+
+    @abc.abstractmethod
+    def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> Entry | None:
+        """Consume the oldest undelivered event ``name`` and record it, fenced, atomically.
+
+        The recorded entry is ``entry`` with the event payload as output; it is returned.
+        None when no event is waiting (nothing written).
+        """
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def queue_stats(self) -> list[QueueStats]:
+        """Depth and load per queue."""
+
+    @abc.abstractmethod
+    def prune(self, older_than: float) -> int:
+        """Delete terminal runs that ended before ``older_than`` with their journals and
+        events, then blobs no longer referenced; never a run that is not terminal. Returns
+        the number of runs deleted."""
+
+    @abc.abstractmethod
+    def wait_for_work(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds, returning early when new work may be runnable."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections. The store cannot be used afterwards."""

@@ -1,0 +1,609 @@
+"""The embedded SQLite store (the default).
+
+One connection per store, guarded by a lock: SQLite serializes writers anyway, and one
+connection keeps the hot path (a journal write) to a single prepared statement with no
+thread-local lookups. Several processes may share one file: WAL mode lets readers work
+during a write, and ``busy_timeout`` makes writers queue instead of failing.
+
+Durability: ``synchronous=normal`` (default) survives any process crash; a power loss may
+drop the last few commits. ``?synchronous=full`` survives power loss at a higher commit cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from . import migrations
+from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
+
+_ENTRY_COLUMNS = (
+    "key, position, kind, name, status, output, args_hash, attempts, started_at, ended_at, meta"
+)
+_RECORD_SQL = f"""
+INSERT INTO outlast_journal (run_id, {_ENTRY_COLUMNS})
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+WHERE EXISTS (SELECT 1 FROM outlast_runs WHERE run_id = ? AND epoch = ? AND status = 'running')
+ON CONFLICT (run_id, key) DO UPDATE SET
+  position = excluded.position, kind = excluded.kind, name = excluded.name,
+  status = excluded.status, output = excluded.output, args_hash = excluded.args_hash,
+  attempts = excluded.attempts, started_at = excluded.started_at,
+  ended_at = excluded.ended_at, meta = excluded.meta
+WHERE outlast_journal.status = 'intent'
+"""
+_SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM outlast_runs"
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, str]]:
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/"):
+        raise ConfigurationError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative.db, sqlite:////absolute/path.db "
+            "or sqlite:///:memory:"
+        )
+    path, _, query = rest[1:].partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    known = {"synchronous", "busy_timeout"}
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigurationError(
+            f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}; known: {sorted(known)}"
+        )
+    if not path:
+        raise ConfigurationError(f"bad SQLite URL {url!r}: no file path")
+    return unquote(path), options
+
+
+class SQLiteStore(Store):
+    """Runs and journals in one SQLite file (or in memory, for one process)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path, options = _parse_url(url)
+        sync = options.get("synchronous", "normal").lower()
+        if sync not in ("normal", "full", "off", "extra"):
+            raise ConfigurationError(
+                f"bad synchronous={sync!r} in {url!r}: use normal (survives process crashes) "
+                "or full (survives power loss)"
+            )
+        try:
+            busy_ms = int(options.get("busy_timeout", "30000"))
+        except ValueError:
+            raise ConfigurationError(f"busy_timeout must be milliseconds in {url!r}") from None
+        self.path = path
+        if path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise ConfigurationError(
+                    f"cannot open {url!r}: folder {parent!r} does not exist; create it first"
+                )
+        try:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {sync}")
+            self._conn.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open SQLite database {url!r}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._closed = False
+        self._migrate()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: takes the write lock up front so read-then-write is safe
+        across processes (a deferred one could fail with SQLITE_BUSY on upgrade)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        store = self
+
+        class _Target:
+            def current_version(self) -> int:
+                store._conn.execute(
+                    "CREATE TABLE IF NOT EXISTS outlast_schema "
+                    "(version INTEGER NOT NULL, description TEXT, applied_at REAL)"
+                )
+                row = store._conn.execute("SELECT max(version) FROM outlast_schema").fetchone()
+                return int(row[0] or 0)
+
+            def execute(self, sql: str) -> None:
+                store._conn.execute(sql)
+
+            def set_version(self, version: int, description: str) -> None:
+                store._conn.execute(
+                    "INSERT INTO outlast_schema VALUES (?, ?, ?)", (version, description, time.time())
+                )
+
+        try:
+            migrations.apply(_Target(), MIGRATIONS, self._tx, self.url)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(
+                f"cannot use {self.url!r} as an outlast database: {exc}"
+            ) from exc
+
+    def _one(self, run_id: str) -> RunRecord | None:
+        row = self._conn.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
+        return RunRecord(*row) if row else None
+
+    def _why_refused(self, run_id: str, epoch: int) -> LeaseLost:
+        run = self._one(run_id)
+        if run is None:
+            return LeaseLost(f"run {run_id!r} no longer exists", run_id=run_id)
+        return LeaseLost(
+            f"run {run_id!r} is no longer owned by this executor (epoch {epoch}, now "
+            f"{run.epoch}, status {run.status}); another worker or a cancel took it over",
+            run_id=run_id,
+        )
+
+    def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
+        row = conn.execute(
+            "SELECT 1 FROM outlast_runs WHERE run_id = ? AND epoch = ? AND status = 'running'",
+            (run_id, epoch),
+        ).fetchone()
+        if row is None:
+            raise self._why_refused(run_id, epoch)
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def create_run(
+        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+    ) -> tuple[RunRecord, bool]:
+        now = time.time()
+        claimed = owner is not None
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, queue, "
+                "priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, "
+                "created_at, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (run_id) DO NOTHING",
+                (
+                    run.run_id,
+                    run.workflow,
+                    "running" if claimed else "pending",
+                    run.input,
+                    run.input_hash,
+                    run.queue,
+                    run.priority,
+                    run.concurrency_key,
+                    run.parent_id,
+                    owner,
+                    1 if claimed else 0,
+                    now + lease if claimed else None,
+                    now,
+                    now if claimed else None,
+                ),
+            )
+            created = cur.rowcount == 1
+            stored = self._one(run.run_id)
+        assert stored is not None
+        return stored, created
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            return self._one(run_id)
+
+    def list_runs(self, page: Page) -> list[RunRecord]:
+        where, params = [], []
+        for column in ("status", "workflow", "parent_id"):
+            value = getattr(page, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = _SELECT_RUN + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*params, page.limit, page.offset)).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def claim(
+        self,
+        owner: str,
+        lease: float,
+        *,
+        run_id: str | None = None,
+        steal_from: str | None = None,
+        workflows: Iterable[str] | None = None,
+        queues: Mapping[str, QueueSpec] | None = None,
+        limit: int = 1,
+    ) -> list[RunRecord]:
+        now = time.time()
+        runnable = (
+            "(status = 'pending' OR (status = 'running' AND lease_expires_at < :now)"
+            " OR (status = 'suspended' AND wake_at <= :now)"
+        )
+        params: dict[str, Any] = {"now": now, "owner": owner, "lease": now + lease}
+        if steal_from is not None:
+            runnable += " OR (status = 'running' AND owner = :steal)"
+            params["steal"] = steal_from
+        runnable += ")"
+        where = [runnable]
+        if run_id is not None:
+            where.append("run_id = :run_id")
+            params["run_id"] = run_id
+        if workflows is not None:
+            names = list(workflows)
+            marks = ", ".join(f":w{i}" for i in range(len(names)))
+            where.append(f"workflow IN ({marks})" if names else "0")
+            params.update({f"w{i}": name for i, name in enumerate(names)})
+        claimed: list[RunRecord] = []
+        with self._tx() as conn:
+            candidates = conn.execute(
+                f"SELECT run_id, queue, concurrency_key FROM outlast_runs "
+                f"WHERE {' AND '.join(where)} ORDER BY priority DESC, created_at, run_id "
+                f"LIMIT {max(limit, 1) * 20 if queues else max(limit, 1)}",
+                params,
+            ).fetchall()
+            admit = _Admission(conn, owner, queues or {}, now) if queues else None
+            for cand_id, queue, key in candidates:
+                if len(claimed) >= limit:
+                    break
+                if admit is not None and not admit.take(queue, key):
+                    continue
+                row = conn.execute(
+                    "UPDATE outlast_runs SET "
+                    "recoveries = recoveries + (CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
+                    "status = 'running', owner = :owner, epoch = epoch + 1, "
+                    "lease_expires_at = :lease, wake_at = NULL, wait_event = NULL, "
+                    "started_at = coalesce(started_at, :now) WHERE run_id = :id "
+                    f"RETURNING {', '.join(RUN_COLUMNS)}",
+                    {**params, "id": cand_id},
+                ).fetchone()
+                if admit is not None:
+                    admit.started(queue)
+                claimed.append(RunRecord(*row))
+        return claimed
+
+    def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
+        if not run_ids:
+            return set()
+        marks = ", ".join("?" * len(run_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                f"UPDATE outlast_runs SET lease_expires_at = ? WHERE owner = ? "
+                f"AND status = 'running' AND run_id IN ({marks}) RETURNING run_id",
+                (time.time() + lease, owner, *run_ids),
+            ).fetchall()
+        return set(run_ids) - {r[0] for r in rows}
+
+    def finish(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        output: bytes | None = None,
+        error: bytes | None = None,
+        stats: str | None = None,
+    ) -> None:
+        if status not in ("completed", "failed"):
+            raise ValueError(f"finish() takes completed or failed, not {status!r}")
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE outlast_runs SET status = ?, output = ?, error = ?, "
+                "stats = coalesce(?, stats), owner = NULL, lease_expires_at = NULL, "
+                "ended_at = ? WHERE run_id = ? AND epoch = ? AND status = 'running'",
+                (status, output, error, stats, time.time(), run_id, epoch),
+            )
+            if cur.rowcount != 1:
+                raise self._why_refused(run_id, epoch)
+
+    def release(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        wake_at: float | None = None,
+        wait_event: str | None = None,
+        reason: str | None = None,
+        stats: str | None = None,
+    ) -> None:
+        if status not in ("pending", "suspended", "paused"):
+            raise ValueError(f"release() takes pending, suspended or paused, not {status!r}")
+        with self._tx() as conn:
+            self._fence(conn, run_id, epoch)
+            if status == "suspended" and wait_event is not None:
+                waiting = conn.execute(
+                    "SELECT 1 FROM outlast_events WHERE run_id = ? AND name = ? "
+                    "AND consumed_at IS NULL LIMIT 1",
+                    (run_id, wait_event),
+                ).fetchone()
+                if waiting:
+                    wake_at = time.time()
+            conn.execute(
+                "UPDATE outlast_runs SET status = ?, wake_at = ?, wait_event = ?, reason = ?, "
+                "stats = coalesce(?, stats), owner = NULL, lease_expires_at = NULL, "
+                "epoch = epoch + 1 WHERE run_id = ?",
+                (status, wake_at, wait_event, reason, stats, run_id),
+            )
+
+    def cancel(self, run_id: str) -> list[str]:
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM outlast_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id)
+            rows = conn.execute(
+                "WITH RECURSIVE tree(id) AS (SELECT ? UNION "
+                "SELECT r.run_id FROM outlast_runs r JOIN tree ON r.parent_id = tree.id) "
+                "UPDATE outlast_runs SET status = 'cancelled', owner = NULL, "
+                "lease_expires_at = NULL, wake_at = NULL, epoch = epoch + 1, ended_at = ? "
+                "WHERE run_id IN (SELECT id FROM tree) "
+                "AND status NOT IN ('completed', 'failed', 'cancelled') RETURNING run_id",
+                (run_id, time.time()),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def resolve(self, run_id: str, entry: Entry | None, drop_key: str | None = None) -> RunRecord:
+        with self._tx() as conn:
+            run = self._one(run_id)
+            if run is None:
+                raise RunNotFound(run_id)
+            if run.status != "paused":
+                raise NotPaused(
+                    f"run {run_id!r} is {run.status}, not paused: nothing to resolve",
+                    run_id=run_id,
+                    status=run.status,
+                )
+            if entry is not None:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO outlast_journal (run_id, {_ENTRY_COLUMNS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, *_entry_row(entry)),
+                )
+            if drop_key is not None:
+                conn.execute(
+                    "DELETE FROM outlast_journal WHERE run_id = ? AND key = ? AND status = 'intent'",
+                    (run_id, drop_key),
+                )
+            conn.execute(
+                "UPDATE outlast_runs SET status = 'pending', reason = NULL, epoch = epoch + 1 "
+                "WHERE run_id = ?",
+                (run_id,),
+            )
+            resolved = self._one(run_id)
+        assert resolved is not None
+        return resolved
+
+    # -- journal --------------------------------------------------------------------------------
+
+    def load_journal(self, run_id: str) -> list[Entry]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM outlast_journal WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        entries = [Entry(*row) for row in rows]
+        entries.sort(key=lambda e: e.position)
+        return entries
+
+    def record(
+        self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
+    ) -> None:
+        params = (run_id, *_entry_row(entry), run_id, epoch)
+        if blobs:
+            with self._tx() as conn:
+                conn.executemany(
+                    "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    blobs.items(),
+                )
+                conn.executemany(
+                    "INSERT INTO outlast_blob_refs (run_id, hash) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    [(run_id, h) for h in blobs],
+                )
+                if conn.execute(_RECORD_SQL, params).rowcount != 1:
+                    raise self._refusal(run_id, epoch, entry)
+            return
+        with self._lock:
+            if self._conn.execute(_RECORD_SQL, params).rowcount != 1:
+                raise self._refusal(run_id, epoch, entry)
+
+    def _refusal(self, run_id: str, epoch: int, entry: Entry) -> BaseException:
+        run = self._one(run_id)
+        if run is not None and run.epoch == epoch and run.status == "running":
+            return RunConflict(
+                f"run {run_id!r} already has a recorded result for {entry.key!r} "
+                f"(position {entry.position}); a step cannot be recorded twice",
+                run_id=run_id,
+                key=entry.key,
+            )
+        return self._why_refused(run_id, epoch)
+
+    def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT hash, data FROM outlast_blobs WHERE hash IN ({marks})", chunk
+                ).fetchall()
+                found.update(rows)
+        return found
+
+    def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
+        with self._tx() as conn:
+            self._fence(conn, run_id, epoch)
+            conn.execute(
+                "UPDATE outlast_runs SET snapshot = ?, snapshot_position = ? WHERE run_id = ?",
+                (snapshot, position, run_id),
+            )
+            conn.execute(
+                "DELETE FROM outlast_journal WHERE run_id = ? AND position < ?", (run_id, position)
+            )
+
+    def transaction(self, run_id: str, epoch: int, work: Callable[[Any], Entry]) -> Entry:
+        with self._tx() as conn:
+            self._fence(conn, run_id, epoch)
+            entry = work(conn)
+            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(entry), run_id, epoch)).rowcount != 1:
+                raise self._refusal(run_id, epoch, entry)
+        return entry
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def send_event(self, run_id: str, name: str, payload: bytes) -> int:
+        now = time.time()
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM outlast_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFound(run_id, "events can only be sent to an existing run")
+            seq = conn.execute(
+                "INSERT INTO outlast_events (run_id, name, payload, created_at) VALUES (?,?,?,?)",
+                (run_id, name, payload, now),
+            ).lastrowid
+            conn.execute(
+                "UPDATE outlast_runs SET wake_at = ? WHERE run_id = ? AND status = 'suspended' "
+                "AND wait_event = ?",
+                (now, run_id, name),
+            )
+        assert seq is not None
+        return seq
+
+    def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> Entry | None:
+        with self._tx() as conn:
+            self._fence(conn, run_id, epoch)
+            row = conn.execute(
+                "SELECT id, payload FROM outlast_events WHERE run_id = ? AND name = ? "
+                "AND consumed_at IS NULL ORDER BY id LIMIT 1",
+                (run_id, name),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE outlast_events SET consumed_at = ? WHERE id = ?", (time.time(), row[0])
+            )
+            taken = Entry(**{**_entry_dict(entry), "output": row[1]})
+            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(taken), run_id, epoch)).rowcount != 1:
+                raise self._refusal(run_id, epoch, taken)
+        return taken
+
+    # -- maintenance ----------------------------------------------------------------------------
+
+    def queue_stats(self) -> list[QueueStats]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT queue, sum(status = 'pending'), sum(status = 'running'), "
+                "sum(status = 'suspended') FROM outlast_runs GROUP BY queue ORDER BY queue"
+            ).fetchall()
+        return [QueueStats(q, int(p or 0), int(r or 0), int(s or 0)) for q, p, r, s in rows]
+
+    def prune(self, older_than: float) -> int:
+        with self._tx() as conn:
+            doomed = "SELECT run_id FROM outlast_runs WHERE ended_at < ? AND status IN ('completed', 'failed', 'cancelled')"
+            for table in ("outlast_journal", "outlast_events", "outlast_blob_refs"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id IN ({doomed})", (older_than,))
+            count = conn.execute(
+                "DELETE FROM outlast_runs WHERE ended_at < ? "
+                "AND status IN ('completed', 'failed', 'cancelled')",
+                (older_than,),
+            ).rowcount
+            conn.execute(
+                "DELETE FROM outlast_blobs WHERE hash NOT IN (SELECT hash FROM outlast_blob_refs)"
+            )
+        return count
+
+    def wait_for_work(self, timeout: float) -> None:
+        # No cross-process signal exists for a SQLite file; callers poll at this granularity.
+        time.sleep(max(0.0, min(timeout, 0.2)))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+
+def _entry_row(entry: Entry) -> tuple[Any, ...]:
+    return (
+        entry.key,
+        entry.position,
+        entry.kind,
+        entry.name,
+        entry.status,
+        entry.output,
+        entry.args_hash,
+        entry.attempts,
+        entry.started_at,
+        entry.ended_at,
+        entry.meta,
+    )
+
+
+def _entry_dict(entry: Entry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in Entry.__slots__}
+
+
+class _Admission:
+    """Queue limits for one claim transaction (the write lock makes the counts exact)."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, owner: str, specs: Mapping[str, QueueSpec], now: float
+    ) -> None:
+        self.conn, self.owner, self.specs, self.now = conn, owner, specs, now
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def _count(self, label: str, sql: str, params: tuple[Any, ...]) -> int:
+        if (label, repr(params)) not in self.counts:
+            self.counts[(label, repr(params))] = int(self.conn.execute(sql, params).fetchone()[0])
+        return self.counts[(label, repr(params))]
+
+    def take(self, queue: str, key: str | None) -> bool:
+        spec = self.specs.get(queue)
+        if spec is None:
+            return True
+        checks: list[tuple[str, str, tuple[Any, ...], int]] = []
+        running = "SELECT count(*) FROM outlast_runs WHERE status = 'running' AND lease_expires_at >= ? AND queue = ?"
+        if spec.concurrency is not None:
+            checks.append(("q", running, (self.now, queue), spec.concurrency))
+        if spec.worker_concurrency is not None:
+            checks.append(("w", running + " AND owner = ?", (self.now, queue, self.owner), spec.worker_concurrency))
+        if spec.key_concurrency is not None and key is not None:
+            checks.append(("k", running + " AND concurrency_key = ?", (self.now, queue, key), spec.key_concurrency))
+        if spec.rate_limit is not None:
+            checks.append((
+                "r",
+                "SELECT count(*) FROM outlast_queue_starts WHERE queue = ? AND started_at > ?",
+                (queue, self.now - spec.rate_period),
+                spec.rate_limit,
+            ))
+        for label, sql, params, limit in checks:
+            if self._count(label, sql, params) >= limit:
+                return False
+        for label, _sql, params, _limit in checks:
+            self.counts[(label, repr(params))] += 1
+        return True
+
+    def started(self, queue: str) -> None:
+        spec = self.specs.get(queue)
+        if spec is not None and spec.rate_limit is not None:
+            self.conn.execute(
+                "INSERT INTO outlast_queue_starts (queue, started_at) VALUES (?, ?)", (queue, self.now)
+            )
+            self.conn.execute(
+                "DELETE FROM outlast_queue_starts WHERE queue = ? AND started_at < ?",
+                (queue, self.now - spec.rate_period * 2),
+            )

@@ -1,0 +1,104 @@
+"""The SQLite schema, as ordered migrations. Never edit a released migration: add one."""
+
+from __future__ import annotations
+
+from .migrations import Migration
+
+#: Column order of ``outlast_runs`` as read into :class:`~outlast.store.base.RunRecord`.
+RUN_COLUMNS = (
+    "run_id",
+    "workflow",
+    "status",
+    "input",
+    "input_hash",
+    "output",
+    "error",
+    "queue",
+    "priority",
+    "concurrency_key",
+    "parent_id",
+    "owner",
+    "epoch",
+    "lease_expires_at",
+    "wake_at",
+    "wait_event",
+    "reason",
+    "snapshot",
+    "snapshot_position",
+    "stats",
+    "recoveries",
+    "created_at",
+    "started_at",
+    "ended_at",
+)
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "runs, journal, events, blobs",
+        (
+            """CREATE TABLE outlast_runs (
+                run_id TEXT PRIMARY KEY,
+                workflow TEXT NOT NULL,
+                status TEXT NOT NULL,
+                input BLOB NOT NULL,
+                input_hash TEXT NOT NULL,
+                output BLOB,
+                error BLOB,
+                queue TEXT NOT NULL DEFAULT 'default',
+                priority INTEGER NOT NULL DEFAULT 0,
+                concurrency_key TEXT,
+                parent_id TEXT,
+                owner TEXT,
+                epoch INTEGER NOT NULL DEFAULT 0,
+                lease_expires_at REAL,
+                wake_at REAL,
+                wait_event TEXT,
+                reason TEXT,
+                snapshot BLOB,
+                snapshot_position INTEGER,
+                stats TEXT,
+                recoveries INTEGER NOT NULL DEFAULT 0,
+                created_at REAL NOT NULL,
+                started_at REAL,
+                ended_at REAL
+            )""",
+            "CREATE INDEX outlast_runs_runnable ON outlast_runs (status, priority DESC, created_at)",
+            "CREATE INDEX outlast_runs_wake ON outlast_runs (wake_at) WHERE status = 'suspended'",
+            "CREATE INDEX outlast_runs_parent ON outlast_runs (parent_id) WHERE parent_id IS NOT NULL",
+            "CREATE INDEX outlast_runs_created ON outlast_runs (created_at)",
+            """CREATE TABLE outlast_journal (
+                run_id TEXT NOT NULL,
+                key TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                name TEXT NOT NULL,
+                status TEXT NOT NULL,
+                output BLOB,
+                args_hash TEXT,
+                attempts INTEGER NOT NULL DEFAULT 1,
+                started_at REAL NOT NULL,
+                ended_at REAL,
+                meta TEXT,
+                PRIMARY KEY (run_id, key)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE outlast_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                run_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                payload BLOB,
+                created_at REAL NOT NULL,
+                consumed_at REAL
+            )""",
+            "CREATE INDEX outlast_events_pending ON outlast_events (run_id, name, id) "
+            "WHERE consumed_at IS NULL",
+            "CREATE TABLE outlast_blobs (hash TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
+            """CREATE TABLE outlast_blob_refs (
+                run_id TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (run_id, hash)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX outlast_blob_refs_hash ON outlast_blob_refs (hash)",
+            """CREATE TABLE outlast_queue_starts (queue TEXT NOT NULL, started_at REAL NOT NULL)""",
+            "CREATE INDEX outlast_queue_starts_q ON outlast_queue_starts (queue, started_at)",
+        ),
+    ),
+)

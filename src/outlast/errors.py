@@ -31,6 +31,7 @@ bare ``except Exception`` in a workflow cannot catch it:
     └── Interrupt               base of outlast's control flow
         ├── Cancelled           the run was cancelled; raised at the next step boundary
         ├── Suspend             the run hibernates (long wait); internal
+        ├── Pause               the run needs an operator (outcome unknown); internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
 All errors pickle and unpickle cleanly, so they can cross process boundaries.
@@ -49,6 +50,7 @@ __all__ = [
     "NonDeterminismError",
     "NotPaused",
     "OutlastError",
+    "Pause",
     "RetryableError",
     "RunCancelled",
     "RunConflict",
@@ -188,6 +190,10 @@ class Cancelled(Interrupt):
 
 class Suspend(Interrupt):
     """The run hibernates until ``wake_at`` or an event; raised by waits, caught by the engine."""
+
+
+class Pause(Interrupt):
+    """The run stops until an operator resolves it; ``reason`` says why. Raised by the engine."""
 
 
 class LeaseLost(Interrupt):

@@ -1,0 +1,435 @@
+"""The App: where workflows and steps are registered, and runs are started and inspected."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+from . import engine, serde
+from .errors import ConfigurationError, RunConflict, RunNotFound
+from .lease import Heartbeat
+from .owner import new_owner_id
+from .retry import Retry
+from .run import Run, RunInfo
+from .step import Step
+from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
+from .store.base import TERMINAL
+from .workflow import Workflow
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_URL = "sqlite:///outlast.db"
+MAX_LEASE = 15.0
+
+
+class App:
+    """A set of workflows and steps bound to one store.
+
+    ``url``: the store; else ``$OUTLAST_DATABASE_URL``; else ``sqlite:///outlast.db``.
+    ``lease``: seconds a run stays owned by an executor that stopped renewing it (default
+    10, at most 15); heartbeats renew it every ``lease / 3`` seconds.
+    ``hibernate_after``: waits longer than this many seconds suspend the run instead of
+    holding a thread (default 5).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        lease: float = 10.0,
+        hibernate_after: float = 5.0,
+    ) -> None:
+        if not 0 < lease <= MAX_LEASE:
+            raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
+        if hibernate_after < 0:
+            raise ConfigurationError(f"hibernate_after must be >= 0, got {hibernate_after}")
+        self.url = url or os.environ.get("OUTLAST_DATABASE_URL") or DEFAULT_URL
+        self.lease = lease
+        self.hibernate_after = hibernate_after
+        self.workflows: dict[str, Workflow[Any, Any]] = {}
+        self.steps: dict[str, Step[Any, Any]] = {}
+        self.queues: dict[str, QueueSpec] = {}
+        self._store: Store | None = None
+        self._pid = -1
+        self._owner = ""
+        self._hb: Heartbeat | None = None
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+
+    # -- wiring -------------------------------------------------------------------------------
+
+    def use(self, url: str) -> None:
+        """Point the app at another store (before it is first used; the CLI's ``--db``)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.url = url
+
+    def _ensure(self) -> None:
+        # Opened lazily, and again after a fork: a SQLite connection or a pool must not be
+        # shared across processes, and the owner id names the process.
+        if self._store is not None and self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._store is not None and self._pid == os.getpid():
+                return
+            self._store = open_store(self.url)
+            self._owner = new_owner_id()
+            self._hb = Heartbeat(self._store, self._owner, self.lease)
+            self._pid = os.getpid()
+
+    @property
+    def store(self) -> Store:
+        """The store, opened (and migrated) on first use."""
+        self._ensure()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def owner(self) -> str:
+        """This app's executor id in this process."""
+        self._ensure()
+        return self._owner
+
+    @property
+    def _heartbeat(self) -> Heartbeat:
+        self._ensure()
+        assert self._hb is not None
+        return self._hb
+
+    def close(self) -> None:
+        """Stop the heartbeat and close the store."""
+        if self._hb is not None:
+            self._hb.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # -- decorators ---------------------------------------------------------------------------
+
+    @overload
+    def step(self, fn: Callable[P, R], /) -> Step[P, R]: ...
+
+    @overload
+    def step(
+        self, *, name: str | None = None, retry: Retry | None = None
+    ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
+
+    def step(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+    ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
+        """Declare a journaled step: ``@app.step`` or ``@app.step(name=..., retry=Retry(...))``."""
+
+        def decorate(f: Callable[P, R]) -> Step[P, R]:
+            step = Step(self, f, name=name or f.__name__, retry=retry)
+            return self._register(self.steps, step)
+
+        return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def workflow(self, fn: Callable[P, R], /) -> Workflow[P, R]: ...
+
+    @overload
+    def workflow(
+        self, *, name: str | None = None, queue: str = "default", priority: int = 0
+    ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+
+    def workflow(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
+        """Declare a workflow: ``@app.workflow`` or ``@app.workflow(name=..., queue=...)``.
+
+        The default name is the bare function name, so a run started by a script resumes
+        under ``outlast worker module:app``.
+        """
+
+        def decorate(f: Callable[P, R]) -> Workflow[P, R]:
+            wf: Workflow[P, R] = Workflow(self, f, name=name or f.__name__, queue=queue, priority=priority)
+            return self._register(self.workflows, wf)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def _register(self, table: dict[str, Any], obj: Any) -> Any:
+        existing = table.get(obj.name)
+        if existing is not None and getattr(existing, "fn", None) is not obj.fn:
+            kind = "workflow" if table is self.workflows else "step"
+            raise ConfigurationError(
+                f"two {kind}s are named {obj.name!r} ({existing.fn.__module__}."
+                f"{existing.fn.__qualname__} and {obj.fn.__module__}.{obj.fn.__qualname__}); "
+                f"give one another name with @app.{kind}(name=...)"
+            )
+        table[obj.name] = obj
+        return obj
+
+    def queue(self, name: str, **limits: Any) -> QueueSpec:
+        """Declare flow control for a queue (see :class:`~outlast.store.QueueSpec`)."""
+        spec = QueueSpec(name, **limits)
+        self.queues[name] = spec
+        return spec
+
+    # -- starting runs ------------------------------------------------------------------------
+
+    def _resolve(self, workflow: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
+        if isinstance(workflow, Workflow):
+            if workflow.app is not self:
+                raise ConfigurationError(
+                    f"workflow {workflow.name!r} belongs to another App; start it with that app"
+                )
+            return workflow
+        wf = self.workflows.get(workflow) if isinstance(workflow, str) else None
+        if wf is None:
+            known = ", ".join(sorted(self.workflows)) or "none registered"
+            raise ConfigurationError(
+                f"unknown workflow {workflow!r}; this app has: {known}. Import the module that "
+                "defines it before starting or resuming runs"
+            )
+        return wf
+
+    def _workflow_for(self, run: RunRecord) -> Workflow[Any, Any]:
+        return self._resolve(run.workflow)
+
+    def _create(
+        self,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        queue: str | None,
+        priority: int | None,
+        concurrency_key: str | None,
+        claim: bool,
+        parent_id: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
+            raise ConfigurationError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
+        rid = run_id or uuid.uuid4().hex
+        data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
+        queue_name = queue or wf.queue
+        new = NewRun(
+            rid, wf.name, data, serde.fingerprint(data), queue_name,
+            wf.priority if priority is None else priority, concurrency_key, parent_id,
+        )
+        # A run in a flow-controlled queue waits for its turn through claim(); others start here.
+        owned = claim and queue_name not in self.queues
+        record, created = self.store.create_run(
+            new, owner=self.owner if owned else None, lease=self.lease
+        )
+        if not created:
+            if record.workflow != wf.name:
+                raise RunConflict(
+                    f"run id {rid!r} already names a run of workflow {record.workflow!r}, not "
+                    f"{wf.name!r}; choose another run id",
+                    run_id=rid,
+                )
+            if record.input_hash != new.input_hash:
+                raise RunConflict(
+                    f"run {rid!r} of {wf.name!r} already exists with other arguments; resume "
+                    "it with the same arguments, or choose another run id",
+                    run_id=rid,
+                )
+        else:
+            self._notify()
+        return record, created and owned
+
+    def run(
+        self,
+        workflow: Workflow[P, R] | str,
+        *args: Any,
+        run_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Start the run (or resume it, if ``run_id`` exists) and wait for its result.
+
+        A finished run returns its stored result (or raises its stored error) without
+        running again. A paused run raises RunPaused naming the reason and the fix.
+        """
+        wf = self._resolve(workflow)
+        if wf.is_async:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                raise ConfigurationError(
+                    f"workflow {wf.name!r} is async and an event loop is running: use "
+                    "`await app.run_async(...)`"
+                )
+        record, owned = self._create(
+            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=True,
+        )
+        if owned:
+            outcome = engine.execute(self, wf, record)
+            self._notify()
+            if outcome.status == "completed":
+                return outcome.value
+            if outcome.status == "failed" and outcome.error is not None:
+                raise outcome.error
+        return engine.drive(self, wf, record.run_id)[1]
+
+    async def run_async(
+        self,
+        workflow: Workflow[P, R] | str,
+        *args: Any,
+        run_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """:meth:`run` for async callers; async workflows execute on the running loop."""
+        wf = self._resolve(workflow)
+        record, owned = self._create(
+            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=True,
+        )
+        if owned:
+            outcome = await engine.execute_async(self, wf, record)
+            self._notify()
+            if outcome.status == "completed":
+                return outcome.value
+            if outcome.status == "failed" and outcome.error is not None:
+                raise outcome.error
+        return await engine.drive_async(self, wf, record.run_id)
+
+    def start(
+        self,
+        workflow: Workflow[P, R] | str,
+        *args: Any,
+        run_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Record the run, start executing it in a background thread here, return its handle.
+
+        The run is stored before this returns, so events sent right after are kept. If it
+        hibernates, the thread ends; ``handle.result()`` (or a worker) resumes it when due.
+        """
+        wf = self._resolve(workflow)
+        record, owned = self._create(
+            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=True,
+        )
+
+        def background() -> None:
+            try:
+                if owned:
+                    outcome = engine.execute(self, wf, record)
+                    self._notify()
+                    if outcome.status in ("completed", "failed"):
+                        return
+                engine.drive(self, wf, record.run_id, detach_on_suspend=True)
+            except BaseException:  # the outcome is in the store; result() reports it
+                pass
+            finally:
+                self._notify()
+
+        threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
+        return Run(self, record.run_id)
+
+    def enqueue(
+        self,
+        workflow: Workflow[P, R] | str,
+        *args: Any,
+        run_id: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        concurrency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Record the run for the workers (``outlast worker``) and return its handle at once."""
+        wf = self._resolve(workflow)
+        record, _ = self._create(
+            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=False,
+        )
+        return Run(self, record.run_id)
+
+    def handle(self, run_id: str) -> Run:
+        """A handle on an existing run; raises RunNotFound."""
+        self.get_run(run_id, steps=False)
+        return Run(self, run_id)
+
+    # -- inspecting and steering --------------------------------------------------------------
+
+    def get_run(self, run_id: str, *, steps: bool = True) -> RunInfo:
+        """The run as stored, with its journaled steps; raises RunNotFound."""
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        entries = self.store.load_journal(run_id) if steps else None
+        return RunInfo.from_record(record, entries)
+
+    def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs, newest first (without their steps)."""
+        return [
+            RunInfo.from_record(r)
+            for r in self.store.list_runs(Page(status=status, workflow=workflow, limit=limit))
+        ]
+
+    def cancel(self, run_id: str) -> list[str]:
+        """Cancel the run and its unfinished children; a running run stops at its next step
+        boundary. Returns the ids cancelled (empty when the run had already ended)."""
+        cancelled = self.store.cancel(run_id)
+        for rid in cancelled:
+            self._heartbeat.interrupt(rid)
+        self._notify()
+        return cancelled
+
+    def send(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send event ``name`` with a JSON-like ``payload`` to a run (see ``ctx.wait_for``)."""
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id, "events can only be sent to an existing run")
+        if record.status in TERMINAL:
+            raise ConfigurationError(
+                f"run {run_id!r} is {record.status}; it will never read event {name!r}"
+            )
+        self.store.send_event(run_id, name, serde.dumps(payload, what=f"payload of event {name!r}"))
+        self._notify()
+
+    # -- waiting (shared by the engine) -------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early when a local run changes state."""
+        with self._changed:
+            self._changed.wait(max(0.0, seconds))
+
+    def _pause(self, seconds: float, state: Any) -> None:
+        """Sleep between step attempts, stopping early if the run is cancelled."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+            state.check()
+
+    def __repr__(self) -> str:
+        return f"<outlast.App {self.url!r}>"

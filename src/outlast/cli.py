@@ -1,0 +1,224 @@
+"""The ``outlast`` command line. click and rich are imported here only, when the CLI runs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from .app import App
+from .errors import OutlastError
+from .run import RunInfo
+
+DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _app(db: str | None) -> App:
+    return App(db) if db else App()
+
+
+def load_app(target: str, db: str | None = None) -> App:
+    """Import ``module:attribute`` and return the App it names (the worker's argument)."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected module:app (e.g. myagent:app), got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{target!r} is not an outlast.App (found {type(app).__name__})")
+    if db:
+        app.use(db)
+    return app
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+STATUS_STYLE = {
+    "completed": "green", "failed": "red", "running": "cyan", "pending": "white",
+    "suspended": "blue", "paused": "yellow", "cancelled": "magenta",
+}
+
+
+def _info_json(info: RunInfo, steps: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "run_id": info.run_id, "workflow": info.workflow, "status": info.status,
+        "queue": info.queue, "created_at": info.created_at, "started_at": info.started_at,
+        "ended_at": info.ended_at, "reason": info.reason, "recoveries": info.recoveries,
+        "parent_id": info.parent_id, "stats": info.stats,
+    }
+    if info.status == "completed":
+        try:
+            data["result"] = json.loads(json.dumps(info.result, default=repr))
+        except OutlastError as exc:
+            data["result_error"] = str(exc)
+    if info.status == "failed":
+        err = info.error
+        data["error"] = None if err is None else f"{type(err).__name__}: {err}"
+    if steps:
+        data["steps"] = [
+            {
+                "position": s.position, "key": s.key, "name": s.name, "kind": s.kind,
+                "status": s.status, "attempts": s.attempts, "duration": s.duration,
+                "error": s.error, "meta": s.meta,
+            }
+            for s in info.steps
+        ]
+    return data
+
+
+@click.group()
+@click.version_option(package_name="outlast")
+def main() -> None:
+    """outlast: durable execution for AI agents."""
+
+
+@main.command()
+@click.argument("target")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+@click.option("--burst", is_flag=True, help="Exit when nothing is left to run.")
+@click.option("--concurrency", "-c", default=4, show_default=True, help="Runs executed at once.")
+@click.option("--poll", default=0.5, show_default=True, help="Idle poll interval, seconds.")
+def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: float) -> None:
+    """Run every runnable run (new, orphaned, due) of the app MODULE:APP."""
+    import logging
+
+    from .worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = load_app(target, db)
+    w = Worker(app, concurrency=concurrency, burst=burst, poll=poll)
+    w.install_signal_handlers()
+    count = w.run()
+    click.echo(f"worker done: {count} run(s) executed", err=True)
+
+
+@main.command()
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+@click.option("--status", type=click.Choice(["pending", "running", "suspended", "completed", "failed", "cancelled", "paused"]))
+@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    infos = _app(db).list_runs(status=status, workflow=workflow, limit=limit)
+    if as_json:
+        click.echo(json.dumps([_info_json(i, steps=False) for i in infos], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(infos)} run(s)")
+    for col in ("run id", "workflow", "status", "started", "duration", "tokens", "cost", "note"):
+        table.add_column(col)
+    for i in infos:
+        note = i.reason or (f"{i.recoveries} recovery(ies)" if i.recoveries else "")
+        table.add_row(
+            i.run_id, i.workflow, f"[{STATUS_STYLE.get(i.status, 'white')}]{i.status}[/]",
+            _when(i.started_at), _secs(i.duration),
+            f"{int(i.stats.get('tokens', 0))}" if i.stats.get("tokens") else "-",
+            f"${i.stats['cost']:.4f}" if i.stats.get("cost") else "-",
+            note,
+        )
+    _console().print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(run_id: str, db: str | None, as_json: bool) -> None:
+    """Show a run and its step timeline."""
+    info = _app(db).get_run(run_id)
+    if as_json:
+        click.echo(json.dumps(_info_json(info, steps=True), indent=2))
+        return
+    from rich.table import Table
+
+    console = _console()
+    style = STATUS_STYLE.get(info.status, "white")
+    console.print(f"[bold]{info.run_id}[/]  workflow [bold]{info.workflow}[/]  [{style}]{info.status}[/]")
+    console.print(
+        f"started {_when(info.started_at)}  ended {_when(info.ended_at)}  "
+        f"duration {_secs(info.duration)}  recoveries {info.recoveries}"
+    )
+    if info.reason:
+        console.print(f"[yellow]reason:[/] {info.reason}")
+    if len(info.steps) > 10_000:
+        console.print(
+            f"[yellow]warning:[/] the journal holds {len(info.steps)} entries; consider "
+            "ctx.continue_as_new() to keep resumes fast"
+        )
+    table = Table()
+    for col in ("#", "step", "kind", "status", "attempts", "duration", "error"):
+        table.add_column(col)
+    for s in info.steps:
+        table.add_row(
+            str(s.position), s.name, s.kind,
+            f"[{STATUS_STYLE.get(s.status, 'yellow')}]{s.status}[/]", str(s.attempts),
+            _secs(s.duration), s.error or "",
+        )
+    console.print(table)
+    if info.stats:
+        shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
+        console.print(f"stats: {shown}")
+    if info.status == "failed" and info.error is not None:
+        console.print(f"[red]error:[/] {type(info.error).__name__}: {info.error}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+def cancel(run_id: str, db: str | None) -> None:
+    """Cancel a run and its unfinished children."""
+    ids = _app(db).cancel(run_id)
+    click.echo(f"cancelled: {', '.join(ids)}" if ids else f"run {run_id} had already ended")
+
+
+@main.command()
+@click.option("--db", help="Store URL (default: a SQLite file in a new temporary folder).")
+@click.option("--kill-at", default=14, show_default=True, help="Step at which the agent is killed.")
+def demo(db: str | None, kill_at: int) -> None:
+    """A research agent killed with SIGKILL at step 14, then resumed from its journal."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(db, kill_at))
+
+
+def run_cli() -> None:
+    """Entry point that turns outlast errors into one clear line and exit code 1."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OutlastError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli()

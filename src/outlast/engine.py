@@ -1,0 +1,312 @@
+"""Executing a claimed run, and driving a run to an outcome.
+
+:func:`execute` runs a workflow body once for a claimed run (replaying its journal) and
+settles the run in the store: finished, failed, suspended, paused or released. :func:`drive`
+decides what to do next with a run someone waits on (claim it, wait for its owner, return its
+outcome); the sync and async loops share that decision (:func:`next_action`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import serde
+from .context import Context, RunState, _run_var
+from .errors import (
+    Cancelled,
+    LeaseLost,
+    Pause,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    RunPaused,
+    StepFailed,
+    Suspend,
+    Timeout,
+)
+from .journal import Journal
+from .owner import is_dead_local
+from .store.base import TERMINAL, RunRecord
+
+if TYPE_CHECKING:
+    from .app import App
+    from .workflow import Workflow
+
+log = logging.getLogger("outlast.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one execution of a run ended, as far as this process knows."""
+
+    status: str  # completed, failed, suspended, paused, cancelled, lost, released
+    value: Any = None
+    error: BaseException | None = None
+
+
+# -- executing ---------------------------------------------------------------------------------
+
+
+def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord) -> tuple[RunState, Context]:
+    entries = app.store.load_journal(run.run_id)
+    start = (run.snapshot_position or 0) if run.snapshot is not None else 0
+    state = RunState(app, app.store, run, Journal(run.run_id, entries, start), wf.is_async)
+    app._heartbeat.add(state)
+    return state, Context(state)
+
+
+def _call_args(wf: Workflow[Any, Any], run: RunRecord, ctx: Context) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = serde.decode_args(run.input)
+    return ((ctx, *args) if wf.takes_ctx else tuple(args)), kwargs
+
+
+def execute(app: App, wf: Workflow[Any, Any], run: RunRecord) -> Outcome:
+    """Execute a claimed run of a sync workflow (an async one gets a fresh event loop)."""
+    if wf.is_async:
+        return asyncio.run(execute_async(app, wf, run))
+    state, ctx = _prepare(app, wf, run)
+    token = _run_var.set(state)
+    try:
+        args, kwargs = _call_args(wf, run, ctx)
+        value = wf.fn(*args, **kwargs)
+    except BaseException as exc:
+        return _settle_error(state, exc)
+    else:
+        return _settle_ok(state, value)
+    finally:
+        _run_var.reset(token)
+        app._heartbeat.remove(state)
+
+
+async def execute_async(app: App, wf: Workflow[Any, Any], run: RunRecord) -> Outcome:
+    """Execute a claimed run on the running event loop (a sync workflow goes to a thread)."""
+    if not wf.is_async:
+        return await asyncio.to_thread(execute, app, wf, run)
+    state, ctx = _prepare(app, wf, run)
+    token = _run_var.set(state)
+    try:
+        args, kwargs = _call_args(wf, run, ctx)
+        value = await wf.fn(*args, **kwargs)
+    except BaseException as exc:
+        return _settle_error(state, exc)
+    else:
+        return _settle_ok(state, value)
+    finally:
+        _run_var.reset(token)
+        app._heartbeat.remove(state)
+
+
+def _stats(state: RunState) -> str:
+    """The run's accumulated figures, with what this execution served from the journal."""
+    old: dict[str, float] = json.loads(state.run.stats) if state.run.stats else {}
+    stats = {**old}
+    for name, amount in state.stats.items():
+        stats[name] = stats.get(name, 0.0) + amount
+    # Savings count only when this execution recovered a crashed run, not on every wake-up.
+    if state.run.recoveries > old.get("recoveries_seen", 0):
+        stats["recoveries_seen"] = state.run.recoveries
+        for entry in state.journal.replayed:
+            stats["saved_steps"] = stats.get("saved_steps", 0) + 1
+            if entry.ended_at is not None:
+                stats["saved_seconds"] = stats.get("saved_seconds", 0.0) + max(
+                    0.0, entry.ended_at - entry.started_at
+                )
+            if entry.meta:
+                meta = json.loads(entry.meta)
+                for field in ("tokens", "cost"):
+                    if isinstance(meta.get(field), (int, float)):
+                        stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]
+    return json.dumps(stats, sort_keys=True)
+
+
+def _settle_ok(state: RunState, value: Any) -> Outcome:
+    try:
+        output = serde.dumps(value, what=f"result of workflow {state.run.workflow!r}")
+    except serde.SerializationError as exc:
+        return _settle_error(state, exc)
+    try:
+        state.store.finish(state.run_id, state.epoch, "completed", output=output, stats=_stats(state))
+    except LeaseLost:
+        return Outcome("lost")
+    return Outcome("completed", value=value)
+
+
+def _settle_error(state: RunState, exc: BaseException) -> Outcome:
+    store, run_id, epoch = state.store, state.run_id, state.epoch
+    try:
+        if isinstance(exc, Suspend):
+            store.release(
+                run_id, epoch, "suspended",
+                wake_at=getattr(exc, "wake_at", None),
+                wait_event=getattr(exc, "wait_event", None),
+                stats=_stats(state),
+            )
+            return Outcome("suspended")
+        if isinstance(exc, Pause):
+            reason = str(getattr(exc, "reason", exc.message))
+            store.release(run_id, epoch, "paused", reason=reason, stats=_stats(state))
+            return Outcome("paused")
+        if isinstance(exc, Cancelled):
+            return Outcome("cancelled", error=exc)
+        if isinstance(exc, LeaseLost):
+            log.warning("%s", exc.message)
+            return Outcome("lost", error=exc)
+        if not isinstance(exc, Exception):
+            # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
+            store.release(run_id, epoch, "pending", stats=_stats(state))
+            raise exc
+        store.finish(
+            run_id, epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
+        )
+        return Outcome("failed", error=exc)
+    except LeaseLost as lost:
+        log.warning("%s", lost.message)
+        return Outcome("lost", error=lost)
+
+
+# -- driving -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a waiting caller does next with a run."""
+
+    kind: str  # "done", "claim", "wait", "detach"
+    run: RunRecord
+    steal_from: str | None = None
+    seconds: float = 0.0
+
+
+def next_action(run: RunRecord, now: float, *, detach_on_suspend: bool) -> Action:
+    """Decide the next move for a caller that wants ``run``'s outcome."""
+    if run.status in TERMINAL or run.status == "paused":
+        return Action("done", run)
+    if run.status == "pending":
+        return Action("claim", run)
+    if run.status == "suspended":
+        if run.wake_at is not None and run.wake_at <= now:
+            return Action("claim", run)
+        if detach_on_suspend:
+            return Action("detach", run)
+        until = (run.wake_at - now) if run.wake_at is not None else 1.0
+        return Action("wait", run, seconds=min(until, 1.0))
+    # running elsewhere
+    if is_dead_local(run.owner):
+        return Action("claim", run, steal_from=run.owner)
+    if run.lease_expires_at is not None and run.lease_expires_at < now:
+        return Action("claim", run)
+    until = (run.lease_expires_at - now) if run.lease_expires_at is not None else 0.2
+    return Action("wait", run, seconds=min(max(until, 0.01), 0.2))
+
+
+def outcome_of(app: App, run: RunRecord) -> Any:
+    """The stored result of a finished run, or raise what it ended with."""
+    if run.status == "completed":
+        return serde.loads(run.output or b"null", what=f"result of run {run.run_id!r}")
+    if run.status == "failed":
+        error = serde.load_error(run.error or b"null")
+        if isinstance(error, StepFailed) and getattr(error, "step", None) is None:
+            raise RunFailed(
+                f"run {run.run_id!r} failed: {error.message}", run_id=run.run_id
+            ) from error
+        raise error
+    if run.status == "cancelled":
+        raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
+    if run.status == "paused":
+        raise RunPaused(
+            f"run {run.run_id!r} is paused: {run.reason or 'no reason recorded'}. An operator "
+            f"must resolve it: `outlast resolve {run.run_id} --done JSON` records the step's "
+            f"result, `outlast resolve {run.run_id} --redo` runs it again (or app.resolve())",
+            run_id=run.run_id,
+            reason=run.reason,
+        )
+    raise RuntimeError(f"run {run.run_id!r} has no outcome yet (status {run.status})")
+
+
+def _load(app: App, run_id: str) -> RunRecord:
+    run = app.store.get_run(run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    return run
+
+
+def _timed_out(run_id: str, timeout: float | None) -> Timeout:
+    return Timeout(
+        f"run {run_id!r} did not finish within {timeout} s; it goes on (wait again with "
+        "handle.result(), or cancel it with app.cancel)",
+        run_id=run_id,
+    )
+
+
+def drive(
+    app: App,
+    wf: Workflow[Any, Any] | None,
+    run_id: str,
+    *,
+    timeout: float | None = None,
+    detach_on_suspend: bool = False,
+) -> tuple[bool, Any]:
+    """Bring the run to an outcome, executing it here whenever it is ours to execute.
+
+    Returns ``(True, value)`` when finished, ``(False, None)`` when detached from a
+    suspended run; raises what the run ended with.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    run = _load(app, run_id)
+    while True:
+        action = next_action(run, time.time(), detach_on_suspend=detach_on_suspend)
+        if action.kind == "done":
+            return True, outcome_of(app, run)
+        if action.kind == "detach":
+            return False, None
+        if action.kind == "claim":
+            claimed = app.store.claim(
+                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from
+            )
+            if claimed:
+                outcome = execute(app, wf or app._workflow_for(claimed[0]), claimed[0])
+                if outcome.status == "completed":
+                    return True, outcome.value
+                if outcome.status == "failed" and outcome.error is not None:
+                    raise outcome.error
+            run = _load(app, run_id)
+            continue
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise _timed_out(run_id, timeout)
+        app._wait(action.seconds if remaining is None else min(action.seconds, remaining))
+        run = _load(app, run_id)
+
+
+async def drive_async(
+    app: App, wf: Workflow[Any, Any] | None, run_id: str, *, timeout: float | None = None
+) -> Any:
+    """:func:`drive` for async callers: async workflows execute on the running loop."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    run = _load(app, run_id)
+    while True:
+        action = next_action(run, time.time(), detach_on_suspend=False)
+        if action.kind == "done":
+            return outcome_of(app, run)
+        if action.kind == "claim":
+            claimed = app.store.claim(
+                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from
+            )
+            if claimed:
+                outcome = await execute_async(app, wf or app._workflow_for(claimed[0]), claimed[0])
+                if outcome.status == "completed":
+                    return outcome.value
+                if outcome.status == "failed" and outcome.error is not None:
+                    raise outcome.error
+            run = _load(app, run_id)
+            continue
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise _timed_out(run_id, timeout)
+        await asyncio.sleep(action.seconds if remaining is None else min(action.seconds, remaining))
+        run = _load(app, run_id)

@@ -1,0 +1,107 @@
+"""The replay decisions: which recorded entry answers a durable call, or that none does.
+
+Pure logic with no I/O. The engine gives a run's recorded entries to :class:`Journal` when
+it starts executing the run, then asks :meth:`Journal.next_call` for every durable call the
+workflow makes (a step, ``ctx.now()``, a wait...). The answer is the call's identity
+(position, key, occurrence number) and the recorded entry if there is one. When the code
+asks for something other than what the journal holds at that point, the answer is a
+:class:`~outlast.errors.NonDeterminismError` that names the run, the position, what was
+recorded and what was called.
+
+Identity: a call's key is ``"{name}:{n}"`` where ``n`` counts the calls of that name in the
+run, from 1; a caller may give an explicit key instead (``"{name}:{key}"``, e.g. a tool-call
+id), so identity does not depend on the order in which parallel calls were made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import NonDeterminismError
+from .store.base import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The identity of one durable call and the entry recorded for it, if any."""
+
+    position: int
+    key: str
+    occurrence: int
+    entry: Entry | None
+
+
+class Journal:
+    """A run's recorded entries, walked in call order."""
+
+    __slots__ = ("run_id", "_by_position", "_by_key", "_counts", "position", "replayed")
+
+    def __init__(self, run_id: str, entries: list[Entry], start: int = 0) -> None:
+        self.run_id = run_id
+        self._by_position = {e.position: e for e in entries}
+        self._by_key = {e.key: e for e in entries}
+        self._counts: dict[str, int] = {}
+        #: the position the next call gets
+        self.position = start
+        #: entries answered from the journal so far (what resuming saved)
+        self.replayed: list[Entry] = []
+
+    def next_call(
+        self, kind: str, name: str, args_hash: str | None, key: str | None = None
+    ) -> Call:
+        """Assign the next call its identity and find its recorded entry.
+
+        Raises NonDeterminismError when the entry recorded at this position (or under this
+        explicit key) is of another kind or name, or was called with other arguments.
+        """
+        position = self.position
+        self.position += 1
+        occurrence = self._counts.get(name, 0) + 1
+        self._counts[name] = occurrence
+        if key is None:
+            full_key = f"{name}:{occurrence}"
+            entry = self._by_position.get(position)
+            if entry is not None and entry.key != full_key:
+                raise self._diverged(position, entry, kind, name, full_key)
+        else:
+            full_key = f"{name}:{key}"
+            entry = self._by_key.get(full_key)
+        if entry is not None:
+            if entry.kind != kind or entry.name != name:
+                raise self._diverged(position, entry, kind, name, full_key)
+            if args_hash is not None and entry.args_hash is not None and entry.args_hash != args_hash:
+                raise NonDeterminismError(
+                    f"run {self.run_id!r} diverged from its journal at position {position}: "
+                    f"{kind} {name!r} ({full_key}) was recorded with other arguments than the "
+                    "code passes now. Calls must be deterministic given earlier results; if the "
+                    "change is intended, start a new run (new run id) or cancel this one",
+                    run_id=self.run_id,
+                    position=position,
+                    recorded=f"{entry.kind} {entry.name!r} args#{entry.args_hash}",
+                    called=f"{kind} {name!r} args#{args_hash}",
+                )
+            if entry.status != "intent":
+                self.replayed.append(entry)
+        return Call(position, full_key, occurrence, entry)
+
+    def _diverged(
+        self, position: int, entry: Entry, kind: str, name: str, key: str
+    ) -> NonDeterminismError:
+        recorded = f"{entry.kind} {entry.name!r} ({entry.key})"
+        called = f"{kind} {name!r} ({key})"
+        return NonDeterminismError(
+            f"run {self.run_id!r} diverged from its journal at position {position}: the "
+            f"journal recorded {recorded} but the code called {called}. The workflow code "
+            "changed, or branches on something not recorded (time, randomness, environment: "
+            "use ctx.now(), ctx.random(), or a step). Restore the old code to finish this "
+            "run, or cancel it and start a new one",
+            run_id=self.run_id,
+            position=position,
+            recorded=recorded,
+            called=called,
+        )
+
+    def pending_keys(self) -> list[str]:
+        """Keys of recorded entries that no call has reached yet (for diagnostics)."""
+        seen = {e.key for e in self.replayed}
+        return [k for k in self._by_key if k not in seen]

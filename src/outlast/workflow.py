@@ -1,0 +1,80 @@
+"""Workflows: the decorated function whose durable calls make up a run."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .context import Context, _run_var
+
+if TYPE_CHECKING:
+    from .app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _takes_ctx(fn: Callable[..., Any]) -> bool:
+    """A workflow receives ``ctx`` when its first parameter is named ``ctx`` or typed Context."""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        return False
+    first = params[0]
+    annotation = first.annotation
+    if annotation is Context:
+        return True
+    if isinstance(annotation, str) and annotation.split(".")[-1] == "Context":
+        return True
+    return first.name == "ctx"
+
+
+class Workflow(Generic[P, R]):
+    """A durable function. Start it with ``app.run``/``app.start``/``app.enqueue``.
+
+    Called directly inside another workflow, its body runs inline as part of that run (its
+    steps are journaled in the caller's journal). Called directly anywhere else, it runs as
+    ``app.run(workflow, ...)`` with a fresh run id.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[..., Any],
+        *,
+        name: str,
+        queue: str = "default",
+        priority: int = 0,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.priority = priority
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.takes_ctx = _takes_ctx(fn)
+        #: the fiber-style recovery handler, if registered with :meth:`on_recovered`
+        self.recovery_handler: Callable[..., Any] | None = None
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        state = _run_var.get()
+        if state is None:
+            if self.is_async:
+                return self.app.run_async(self, *args, **kwargs)
+            return self.app.run(self, *args, **kwargs)
+        call_args = (Context(state), *args) if self.takes_ctx else args
+        return self.fn(*call_args, **kwargs)
+
+    def on_recovered(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``handler(ctx, snapshot, *args, **kwargs)``, called instead of replaying
+        from the top when an interrupted run that stashed a snapshot resumes."""
+        self.recovery_handler = handler
+        return handler
+
+    def __repr__(self) -> str:
+        return f"<outlast workflow {self.name!r}>"

@@ -93,7 +93,7 @@ class SQLiteStore(Store):
             )
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
@@ -180,7 +180,7 @@ class SQLiteStore(Store):
                 "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, queue, "
                 "priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, "
                 "created_at, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (run_id) DO NOTHING",
+                f"ON CONFLICT (run_id) DO NOTHING RETURNING {', '.join(RUN_COLUMNS)}",
                 (
                     run.run_id,
                     run.workflow,
@@ -198,10 +198,12 @@ class SQLiteStore(Store):
                     now if claimed else None,
                 ),
             )
-            created = cur.rowcount == 1
+            row = cur.fetchone()
+            if row is not None:
+                return RunRecord(*row), True
             stored = self._one(run.run_id)
         assert stored is not None
-        return stored, created
+        return stored, False
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -535,6 +537,20 @@ class SQLiteStore(Store):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
+    """Switch the file to WAL. SQLite refuses at once with "database is locked", without
+    waiting out busy_timeout, while another connection switches the same file: retry."""
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _entry_row(entry: Entry) -> tuple[Any, ...]:

@@ -280,7 +280,7 @@ class App:
             concurrency_key=concurrency_key, claim=True,
         )
         if owned:
-            outcome = engine.execute(self, wf, record)
+            outcome = engine.execute(self, wf, record, fresh=True)
             self._notify()
             if outcome.status == "completed":
                 return outcome.value
@@ -305,7 +305,7 @@ class App:
             concurrency_key=concurrency_key, claim=True,
         )
         if owned:
-            outcome = await engine.execute_async(self, wf, record)
+            outcome = await engine.execute_async(self, wf, record, fresh=True)
             self._notify()
             if outcome.status == "completed":
                 return outcome.value
@@ -337,7 +337,7 @@ class App:
         def background() -> None:
             try:
                 if owned:
-                    outcome = engine.execute(self, wf, record)
+                    outcome = engine.execute(self, wf, record, fresh=True)
                     self._notify()
                     if outcome.status in ("completed", "failed"):
                         return

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["Context", "current_idempotency_key", "idempotency_key"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepScope:
     """The step being executed right now (one per attempt)."""
 

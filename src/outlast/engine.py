@@ -9,6 +9,7 @@ outcome); the sync and async loops share that decision (:func:`next_action`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -52,8 +53,9 @@ class Outcome:
 # -- executing ---------------------------------------------------------------------------------
 
 
-def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord) -> tuple[RunState, Context]:
-    entries = app.store.load_journal(run.run_id)
+def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> tuple[RunState, Context]:
+    # A run this process has just created has an empty journal: skip the read.
+    entries = [] if fresh else app.store.load_journal(run.run_id)
     start = (run.snapshot_position or 0) if run.snapshot is not None else 0
     state = RunState(app, app.store, run, Journal(run.run_id, entries, start), wf.is_async)
     app._heartbeat.add(state)
@@ -65,11 +67,13 @@ def _call_args(wf: Workflow[Any, Any], run: RunRecord, ctx: Context) -> tuple[tu
     return ((ctx, *args) if wf.takes_ctx else tuple(args)), kwargs
 
 
-def execute(app: App, wf: Workflow[Any, Any], run: RunRecord) -> Outcome:
-    """Execute a claimed run of a sync workflow (an async one gets a fresh event loop)."""
+def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
+    """Execute a claimed run of a sync workflow (an async one gets a fresh event loop).
+
+    ``fresh``: the run was created by this caller just now (its journal is empty)."""
     if wf.is_async:
-        return asyncio.run(execute_async(app, wf, run))
-    state, ctx = _prepare(app, wf, run)
+        return asyncio.run(execute_async(app, wf, run, fresh=fresh))
+    state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
     try:
         args, kwargs = _call_args(wf, run, ctx)
@@ -83,11 +87,13 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord) -> Outcome:
         app._heartbeat.remove(state)
 
 
-async def execute_async(app: App, wf: Workflow[Any, Any], run: RunRecord) -> Outcome:
+async def execute_async(
+    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False
+) -> Outcome:
     """Execute a claimed run on the running event loop (a sync workflow goes to a thread)."""
     if not wf.is_async:
-        return await asyncio.to_thread(execute, app, wf, run)
-    state, ctx = _prepare(app, wf, run)
+        return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
+    state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
     try:
         args, kwargs = _call_args(wf, run, ctx)

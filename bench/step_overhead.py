@@ -1,0 +1,157 @@
+"""Journaled no-op step overhead beside a raw single-row INSERT+COMMIT, same file settings.
+
+    python bench/step_overhead.py [--quick] [--sync normal|full|both] [--postgres URL]
+
+For each setting, interleaved over several rounds (medians reported, with the spread):
+- raw: a single-row INSERT + COMMIT on a fresh connection with the same pragmas (SQLite) or
+  a single-row INSERT in autocommit (PostgreSQL round trip);
+- outlast, long run: one workflow calling N no-op steps (per-step cost of the journal write
+  and the engine around it);
+- outlast, 200 x 10: 200 workflows of 10 no-op steps each (per step, including starting and
+  finishing each run, amortized).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+import outlast  # noqa: E402
+
+
+def raw_sqlite(path: str, sync: str, n: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    conn.execute("CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, v BLOB)")
+    payload = b"1"
+    start = time.perf_counter()
+    for _ in range(n):
+        conn.execute("INSERT INTO raw (v) VALUES (?)", (payload,))
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed / n
+
+
+def raw_postgres(url: str, n: int) -> float:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE raw (id bigserial PRIMARY KEY, v bytea)")
+        start = time.perf_counter()
+        for _ in range(n):
+            conn.execute("INSERT INTO raw (v) VALUES (%s)", (b"1",))
+        return (time.perf_counter() - start) / n
+
+
+def make_app(url: str) -> tuple[outlast.App, Callable[..., object]]:
+    app = outlast.App(url)
+
+    @app.step
+    def noop() -> None:
+        return None
+
+    @app.workflow
+    def chain(ctx: outlast.Context, n: int) -> int:
+        for _ in range(n):
+            noop()
+        return n
+
+    return app, chain
+
+
+def outlast_long(url: str, n: int) -> float:
+    app, chain = make_app(url)
+    app.run(chain, 1)  # open and migrate the store outside the timing
+    start = time.perf_counter()
+    app.run(chain, n)
+    elapsed = time.perf_counter() - start
+    app.close()
+    return elapsed / n
+
+
+def outlast_many(url: str, runs: int, steps: int) -> float:
+    app, chain = make_app(url)
+    app.run(chain, 1)
+    start = time.perf_counter()
+    for _ in range(runs):
+        app.run(chain, steps)
+    elapsed = time.perf_counter() - start
+    app.close()
+    return elapsed / (runs * steps)
+
+
+def fmt(values: list[float]) -> str:
+    med = statistics.median(values)
+    return f"{med * 1e6:8.1f} us  (min {min(values) * 1e6:.1f}, max {max(values) * 1e6:.1f})"
+
+
+def bench_sqlite(sync: str, rounds: int, n: int, runs: int) -> dict[str, float]:
+    results: dict[str, list[float]] = {"raw": [], "long": [], "many": []}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["raw"].append(raw_sqlite(f"{tmp}/raw.db", sync, n))
+            url = f"sqlite:///{tmp}/o1.db?synchronous={sync}"
+            results["long"].append(outlast_long(url, n))
+            url2 = f"sqlite:///{tmp}/o2.db?synchronous={sync}"
+            results["many"].append(outlast_many(url2, runs, 10))
+    print(f"\nSQLite, WAL, synchronous={sync}  ({rounds} rounds, medians)")
+    print(f"  raw INSERT+COMMIT           {fmt(results['raw'])}")
+    print(f"  outlast step (1 x {n:<5})     {fmt(results['long'])}")
+    print(f"  outlast step ({runs} x 10)      {fmt(results['many'])}")
+    raw = statistics.median(results["raw"])
+    ratio_long = statistics.median(results["long"]) / raw
+    ratio_many = statistics.median(results["many"]) / raw
+    print(f"  ratio to raw commit: {ratio_long:.2f}x (long run), {ratio_many:.2f}x (200 x 10)")
+    return {"raw": raw, "long": statistics.median(results["long"]), "many": statistics.median(results["many"])}
+
+
+def bench_postgres(url: str, rounds: int, n: int, runs: int) -> dict[str, float]:
+    import psycopg
+
+    results: dict[str, list[float]] = {"raw": [], "long": [], "many": []}
+    for i in range(rounds):
+        schema = f"bench_{os.getpid()}_{i}"
+        results["raw"].append(raw_postgres(url, n))
+        sep = "&" if "?" in url else "?"
+        results["long"].append(outlast_long(f"{url}{sep}schema={schema}a", n))
+        results["many"].append(outlast_many(f"{url}{sep}schema={schema}b", runs, 10))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}a CASCADE")
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}b CASCADE")
+    print(f"\nPostgreSQL {url}  ({rounds} rounds, medians)")
+    print(f"  raw INSERT+COMMIT           {fmt(results['raw'])}")
+    print(f"  outlast step (1 x {n:<5})     {fmt(results['long'])}")
+    print(f"  outlast step ({runs} x 10)      {fmt(results['many'])}")
+    raw = statistics.median(results["raw"])
+    print(
+        f"  ratio to raw round trip: {statistics.median(results['long']) / raw:.2f}x (long run), "
+        f"{statistics.median(results['many']) / raw:.2f}x (200 x 10)"
+    )
+    return {"raw": raw, "long": statistics.median(results["long"]), "many": statistics.median(results["many"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
+    parser.add_argument("--sync", default="both", choices=["normal", "full", "both"])
+    parser.add_argument("--postgres", help="also measure on this PostgreSQL URL")
+    args = parser.parse_args()
+    rounds, n, runs = (3, 500, 50) if args.quick else (7, 2000, 200)
+    print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, outlast {outlast.__version__}")
+    for sync in (["normal", "full"] if args.sync == "both" else [args.sync]):
+        bench_sqlite(sync, rounds, n, runs)
+    if args.postgres:
+        bench_postgres(args.postgres, rounds, n // 2, runs // 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,635 @@
+"""The PostgreSQL store, for runs spread over many workers on many machines.
+
+``postgresql://user:password@host:5432/dbname?schema=outlast&pool_min=1&pool_max=10``: every
+table lives in ``schema`` (created if missing); the other query options go to libpq unchanged.
+Statements go through a :class:`psycopg_pool.ConnectionPool` in autocommit mode, so a
+single-statement write (a journal entry) is one round trip and its own transaction.
+
+Workers wait for work with LISTEN on one dedicated connection and are woken by NOTIFY from
+whoever makes a run runnable. Through a pooler (PgBouncer and the like) use **session
+mode**: transaction mode breaks LISTEN (and psycopg's automatic prepared statements).
+
+Connection faults (server restart, dropped connection) are retried with backoff for up to
+``retry_for`` seconds. A write whose outcome is unknown (the connection died after the
+statement was sent) is retried only where a retry cannot apply it twice: ``record`` treats
+an identical stored entry as its own success, ``finish``/``release``/``stash`` check that the
+run is in the state they would have left it in, ``take_event`` looks for its entry first;
+``send_event`` and ``transaction`` are not retried after such a fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields, replace
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from . import migrations
+from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .postgres_sql import (
+    POSTGRES_MIGRATIONS,
+    RUNNABLE,
+    Queries,
+    QueueLoad,
+    blocked_by_limits,
+    has_limits,
+    parse_url,
+    quote_ident,
+)
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+# connection-level failures (08xxx) and a server shutting down or starting up
+_RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+class PostgresStore(Store):
+    """Runs, journals and events in one schema of a PostgreSQL database."""
+
+    dialect = "postgresql"
+    #: how long operations keep retrying connection faults, in seconds
+    retry_for: float = 30.0
+
+    def __init__(self, url: str) -> None:
+        conninfo, self.url, options = parse_url(url)
+        self.schema = options["schema"]
+        self._q = Queries(self.schema)
+        self._conninfo = conninfo
+        # NOTIFY channels are identifiers of at most 63 bytes
+        channel = f"outlast_work_{self.schema}"
+        if len(channel) > 63:
+            channel = "outlast_work_" + hashlib.sha256(self.schema.encode()).hexdigest()[:40]
+        self._channel = channel
+        self._closed = False
+        self._listener: Conn | None = None
+        self._listen_lock = threading.Lock()
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                self._migrate(conn)
+        except psycopg.OperationalError as exc:
+            raise ConfigurationError(
+                f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}. Check that "
+                "the server is running and reachable, and that the user, password and "
+                "database in the URL are right"
+            ) from exc
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            conninfo,
+            min_size=options["pool_min"],
+            max_size=options["pool_max"],
+            kwargs={"autocommit": True},
+            open=False,
+            name=f"outlast:{self.schema}",
+        )
+        self._pool.open(wait=options["pool_min"] > 0, timeout=30.0)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _migrate(self, conn: Conn) -> None:
+        q, schema = self._q, self.schema
+
+        class Target:
+            def current_version(self) -> int:
+                row = conn.execute(q.current_version).fetchone()
+                return int(row[0]) if row else 0
+
+            def execute(self, sql: str) -> None:
+                conn.execute(sql.replace("{s}", quote_ident(schema)))
+
+            def set_version(self, version: int, description: str) -> None:
+                conn.execute(q.set_version, {"version": version, "description": description})
+
+        @contextlib.contextmanager
+        def locked() -> Iterator[None]:
+            with conn.transaction():
+                conn.execute(q.xact_lock, {"schema": schema, "purpose": "migrate"})
+                # checked first: CREATE SCHEMA needs a privilege a deployed user may lack
+                if conn.execute(q.schema_exists, {"schema": schema}).fetchone() is None:
+                    conn.execute(q.create_schema)
+                conn.execute(q.create_version_table)
+                yield
+
+        migrations.apply(Target(), POSTGRES_MIGRATIONS, locked, self.url)
+
+    def _run(self, op: Callable[[Conn, bool], T], *, idempotent: bool = True) -> T:
+        """``op(connection, maybe_applied)`` on a pooled connection, retrying connection faults.
+
+        ``maybe_applied`` is True on a retry after a fault that may have struck after the
+        server applied the previous attempt; ``op`` must then not apply it twice. An operation
+        that cannot tell (``idempotent=False``) is retried only when nothing was sent.
+        """
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        maybe_applied = False
+        while True:
+            try:
+                with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
+                    return op(conn, maybe_applied)
+            except psycopg.Error as exc:
+                unsent = isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback)
+                if (
+                    self._closed
+                    or not _transient(exc)
+                    or (not unsent and not idempotent)
+                    or time.monotonic() + delay > deadline
+                ):
+                    raise
+                maybe_applied = maybe_applied or not unsent
+            # after a restart every idle connection is dead: find them all now instead of
+            # failing on each in turn
+            with contextlib.suppress(psycopg.Error):
+                self._pool.check()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _notify(self, conn: Conn) -> None:
+        conn.execute(self._q.notify, {"channel": self._channel})
+
+    def _lease_lost(self, conn: Conn, run_id: str, epoch: int) -> LeaseLost:
+        state = self._fence_state(conn, run_id)
+        if state is None:
+            return LeaseLost(f"run {run_id!r} no longer exists", run_id=run_id)
+        return LeaseLost(
+            f"run {run_id!r} is no longer owned by this executor (epoch {epoch}, now "
+            f"{state[0]}, status {state[1]}); another worker or a cancel took it over",
+            run_id=run_id,
+        )
+
+    def _fence_state(self, conn: Conn, run_id: str) -> tuple[int, str] | None:
+        row = conn.execute(self._q.fence_state, {"run_id": run_id}).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+    ) -> tuple[RunRecord, bool]:
+        claimed = owner is not None
+        params = {
+            **_fields(run),
+            **{"owner": owner, "claimed": claimed, "lease": float(lease)},
+            **({"status": "running", "epoch": 1} if claimed else {"status": "pending", "epoch": 0}),
+        }
+
+        def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
+            while True:
+                row = conn.execute(self._q.create_run, params).fetchone()
+                if row is not None:
+                    if not claimed:
+                        self._notify(conn)
+                    return RunRecord(*row), True
+                row = conn.execute(self._q.get_run, params).fetchone()
+                if row is None:  # the other creator rolled back: try again
+                    continue
+                stored = RunRecord(*row)
+                # our own earlier attempt, if it committed, is the run we hold at epoch 1
+                ours = maybe_applied and claimed and stored.owner == owner and stored.epoch == 1
+                return stored, ours
+
+        return self._run(op)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._run(lambda c, _: c.execute(self._q.get_run, {"run_id": run_id}).fetchone())
+        return RunRecord(*row) if row else None
+
+    def list_runs(self, page: Page) -> list[RunRecord]:
+        where = [f"{c} = %({c})s" for c in ("status", "workflow", "parent_id") if getattr(page, c)]
+        sql = self._q.list_runs + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, run_id LIMIT %(limit)s OFFSET %(offset)s"
+        rows = self._run(lambda c, _: c.execute(sql, _fields(page)).fetchall())
+        return [RunRecord(*row) for row in rows]
+
+    def claim(
+        self,
+        owner: str,
+        lease: float,
+        *,
+        run_id: str | None = None,
+        steal_from: str | None = None,
+        workflows: Iterable[str] | None = None,
+        queues: Mapping[str, QueueSpec] | None = None,
+        limit: int = 1,
+    ) -> list[RunRecord]:
+        if limit < 1:
+            return []
+        where = [RUNNABLE]
+        if steal_from is not None:
+            where = [f"({RUNNABLE} OR (status = 'running' AND owner = %(steal_from)s))"]
+        if run_id is not None:
+            where.append("run_id = %(run_id)s")
+        if workflows is not None:
+            where.append("workflow = ANY(%(workflows)s::text[])")
+        names = list(workflows) if workflows is not None else None
+        params = {"owner": owner, "lease": float(lease), "limit": limit, "workflows": names}
+        params.update(run_id=run_id, steal_from=steal_from)
+        limited = {name: spec for name, spec in (queues or {}).items() if has_limits(spec)}
+        if limited:
+            rows = self._run(lambda c, _: self._claim_limited(c, where, params, limited))
+        else:
+            sql = self._q.claim_simple.replace("{where}", " AND ".join(where))
+            rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        claimed = [RunRecord(*row) for row in rows]
+        claimed.sort(key=lambda r: (-r.priority, r.created_at, r.run_id))
+        return claimed
+
+    def _claim_limited(
+        self,
+        conn: Conn,
+        where: list[str],
+        params: dict[str, Any],
+        specs: dict[str, QueueSpec],
+    ) -> list[tuple[Any, ...]]:
+        """Claim under queue limits: the limited queues are locked (in name order, so two
+        claimers cannot deadlock) for the whole transaction, so the counts stay exact until
+        the claims commit and two workers cannot both take a queue's last slot."""
+        q = self._q
+        names = sorted(specs)
+        periods = [specs[n].rate_period for n in names]
+        with conn.transaction():
+            conn.execute(q.lock_queues, {"schema": self.schema, "names": names})
+            loads = {name: QueueLoad(specs[name]) for name in names}
+            running = conn.execute(q.queue_running, {"names": names, "owner": params["owner"]})
+            for queue, key, count, mine in running.fetchall():
+                loads[queue].add(key, count, mine)
+            if any(spec.rate_limit is not None for spec in specs.values()):
+                starts = conn.execute(q.queue_starts, {"names": names, "periods": periods})
+                for queue, count in starts.fetchall():
+                    loads[queue].starts = count
+            picked: list[str] = []
+            started: list[str] = []
+            seen: list[str] = []
+            # Each batch excludes what the limits already block; a batch row refused because
+            # an earlier row of the same batch filled its slot is excluded from the next one.
+            while len(picked) < params["limit"]:
+                blocked, keys = blocked_by_limits(loads)
+                filters = where + [
+                    "run_id <> ALL(%(seen)s::text[])",
+                    "queue <> ALL(%(blocked)s::text[])",
+                    """NOT EXISTS (SELECT 1 FROM unnest(%(bq)s::text[], %(bk)s::text[]) AS b(q, k)
+                        WHERE b.q = runs.queue AND b.k = runs.concurrency_key)""",
+                ]
+                sql = q.claim_candidates.replace("{where}", " AND ".join(filters))
+                more = {"limit": params["limit"] - len(picked), "seen": seen, "blocked": blocked}
+                more.update(bq=[k[0] for k in keys], bk=[k[1] for k in keys])
+                batch = conn.execute(sql, {**params, **more}).fetchall()
+                if not batch:
+                    break
+                for candidate, queue, key in batch:
+                    seen.append(candidate)
+                    load = loads.get(queue)
+                    if load is None:
+                        picked.append(candidate)
+                    elif load.admit(key):
+                        picked.append(candidate)
+                        if load.spec.rate_limit is not None:
+                            started.append(queue)
+            if not picked:
+                return []
+            rows = conn.execute(q.claim_ids, {**params, "ids": picked}).fetchall()
+            if started:
+                conn.execute(q.record_starts, {"queues": started})
+                conn.execute(q.forget_starts, {"names": names, "periods": periods})
+            return rows
+
+    def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
+        if not run_ids:
+            return set()
+        params = {"owner": owner, "run_ids": list(run_ids), "lease": float(lease)}
+        rows = self._run(lambda c, _: c.execute(self._q.heartbeat, params).fetchall())
+        return set(run_ids) - {row[0] for row in rows}
+
+    def finish(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        output: bytes | None = None,
+        error: bytes | None = None,
+        stats: str | None = None,
+    ) -> None:
+        if status not in ("completed", "failed"):
+            raise ValueError(f"finish() takes completed or failed, not {status!r}")
+        params = {"run_id": run_id, "epoch": epoch, "status": status, "stats": stats}
+        params.update(output=output, error=error)
+
+        def op(conn: Conn, maybe_applied: bool) -> None:
+            if conn.execute(self._q.finish, params).rowcount == 1:
+                return
+            # finish keeps the epoch, so an applied earlier attempt left (epoch, status)
+            if maybe_applied and self._fence_state(conn, run_id) == (epoch, status):
+                return
+            raise self._lease_lost(conn, run_id, epoch)
+
+        self._run(op)
+
+    def release(
+        self,
+        run_id: str,
+        epoch: int,
+        status: str,
+        *,
+        wake_at: float | None = None,
+        wait_event: str | None = None,
+        reason: str | None = None,
+        stats: str | None = None,
+    ) -> None:
+        if status not in ("pending", "suspended", "paused"):
+            raise ValueError(f"release() takes pending, suspended or paused, not {status!r}")
+        params = {"run_id": run_id, "epoch": epoch, "status": status, "stats": stats}
+        params.update(wake_at=wake_at, wait_event=wait_event, reason=reason)
+
+        def op(conn: Conn, maybe_applied: bool) -> None:
+            with conn.transaction():
+                row = conn.execute(self._q.release, params).fetchone()
+                if row is None:
+                    # release bumps the epoch: an applied earlier attempt left (epoch+1, status)
+                    if maybe_applied and self._fence_state(conn, run_id) == (epoch + 1, status):
+                        return
+                    raise self._lease_lost(conn, run_id, epoch)
+                runnable = bool(row[0])
+                if status == "suspended" and wait_event is not None and not runnable:
+                    runnable = conn.execute(self._q.release_if_event, params).fetchone() is not None
+                if runnable:
+                    self._notify(conn)
+
+        self._run(op)
+
+    def cancel(self, run_id: str) -> list[str]:
+        def op(conn: Conn, _: bool) -> list[str]:
+            with conn.transaction():
+                rows = conn.execute(self._q.cancel, {"run_id": run_id}).fetchall()
+                if not rows and self._fence_state(conn, run_id) is None:
+                    raise RunNotFound(run_id)
+                if rows:
+                    self._notify(conn)
+            rows.sort(key=lambda r: (not r[1], r[2], r[0]))  # the run first, then oldest
+            return [r[0] for r in rows]
+
+        return self._run(op)
+
+    def resolve(self, run_id: str, entry: Entry | None, drop_key: str | None = None) -> RunRecord:
+        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
+            with conn.transaction():
+                state = conn.execute(self._q.lock_run, {"run_id": run_id}).fetchone()
+                if state is None:
+                    raise RunNotFound(run_id)
+                if state[1] != "paused":
+                    if maybe_applied and state[1] == "pending":  # our earlier attempt
+                        return RunRecord(*_one(conn, self._q.get_run, {"run_id": run_id}))
+                    raise NotPaused(
+                        f"run {run_id!r} is {state[1]}, not paused: nothing to resolve",
+                        run_id=run_id,
+                        status=state[1],
+                    )
+                if entry is not None:
+                    conn.execute(self._q.put_entry, _entry_params(run_id, 0, entry))
+                if drop_key is not None:
+                    conn.execute(self._q.drop_intent, {"run_id": run_id, "key": drop_key})
+                resolved = RunRecord(*_one(conn, self._q.make_pending, {"run_id": run_id}))
+                self._notify(conn)
+                return resolved
+
+        return self._run(op)
+
+    # -- journal ----------------------------------------------------------------------------
+
+    def load_journal(self, run_id: str) -> list[Entry]:
+        rows = self._run(
+            lambda c, _: c.execute(self._q.load_journal, {"run_id": run_id}).fetchall()
+        )
+        return [Entry(*row) for row in rows]
+
+    def record(
+        self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
+    ) -> None:
+        if not blobs:
+            self._run(lambda c, again: self._record_on(c, run_id, epoch, entry, again))
+            return
+        # sorted, so two runs storing the same blobs insert them in one order (no deadlock)
+        hashes = sorted(blobs)
+        blob_params = {"run_id": run_id, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+
+        def op(conn: Conn, maybe_applied: bool) -> None:
+            with conn.transaction():
+                # shared with other writers, exclusive for prune: a blob prune finds
+                # unreferenced cannot gain a reference before prune deletes it
+                conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+                self._record_on(conn, run_id, epoch, entry, maybe_applied)
+                conn.execute(self._q.insert_blobs, blob_params)
+                conn.execute(self._q.insert_blob_refs, blob_params)
+
+        self._run(op)
+
+    def _record_on(
+        self, conn: Conn, run_id: str, epoch: int, entry: Entry, maybe_applied: bool
+    ) -> None:
+        """The fenced journal write, then (only when it wrote nothing) the reason why."""
+        params = _entry_params(run_id, epoch, entry)
+        for _ in range(3):
+            if conn.execute(self._q.record, params).rowcount == 1:
+                return
+            row = conn.execute(self._q.record_refused, params).fetchone()
+            assert row is not None
+            run_epoch, run_status, has_entry = row[:3]
+            stored = Entry(*row[3:]) if has_entry else None
+            if maybe_applied and stored == entry:
+                return  # the earlier attempt committed before its connection failed
+            if run_epoch != epoch or run_status != "running":
+                raise self._lease_lost(conn, run_id, epoch)
+            if stored is not None and stored.status != "intent":
+                raise RunConflict(
+                    f"run {run_id!r} already has a recorded result for {entry.key!r} "
+                    f"(position {stored.position}); a step cannot be recorded twice",
+                    run_id=run_id,
+                    key=entry.key,
+                )
+            # neither reason holds any more (the row changed in between): write again
+        raise RunConflict(f"run {run_id!r}: could not record {entry.key!r}", run_id=run_id)
+
+    def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(hashes))
+        if not wanted:
+            return {}
+        rows = self._run(lambda c, _: c.execute(self._q.get_blobs, {"hashes": wanted}).fetchall())
+        return {h: bytes(d) for h, d in rows}
+
+    def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
+        params = {"run_id": run_id, "epoch": epoch, "snapshot": snapshot, "position": position}
+
+        def op(conn: Conn, maybe_applied: bool) -> None:
+            row = conn.execute(self._q.stash, params).fetchone()
+            if row is not None and row[0] == 1:
+                return
+            if maybe_applied and conn.execute(self._q.stash_applied, params).fetchone():
+                return
+            raise self._lease_lost(conn, run_id, epoch)
+
+        self._run(op)
+
+    def transaction(self, run_id: str, epoch: int, work: Callable[[Any], Entry]) -> Entry:
+        entry: Entry | None = None
+        try:
+            with self._pool.connection(timeout=self.retry_for) as conn, conn.transaction():
+                # Fail fast without a lock; the real fence is the journal write at the end,
+                # so the run row is not locked while user code runs (a worker's heartbeat
+                # would queue behind it).
+                if self._fence_state(conn, run_id) != (epoch, "running"):
+                    raise self._lease_lost(conn, run_id, epoch)
+                entry = work(conn)
+                if not isinstance(entry, Entry):
+                    raise TypeError(f"transaction work must return an Entry, not {entry!r}")
+                self._record_on(conn, run_id, epoch, entry, False)
+            return entry
+        except psycopg.OperationalError:
+            if entry is None:
+                raise
+            # The connection failed around COMMIT: the outcome is unknown, and the stored
+            # entry (identical, timestamps included) is the only witness.
+            key = entry.key
+            row = self._run(
+                lambda c, _: c.execute(self._q.get_entry, {"run_id": run_id, "key": key}).fetchone()
+            )
+            if row is not None and Entry(*row) == entry:
+                return entry
+            raise
+
+    # -- events -----------------------------------------------------------------------------
+
+    def send_event(self, run_id: str, name: str, payload: bytes) -> int:
+        params = {"run_id": run_id, "name": name, "payload": payload}
+
+        def op(conn: Conn, _: bool) -> int:
+            with conn.transaction():
+                row = conn.execute(self._q.send_event, params).fetchone()
+                if row is None:
+                    raise RunNotFound(run_id, "events can only be sent to an existing run")
+                if conn.execute(self._q.wake_for_event, params).fetchone() is not None:
+                    self._notify(conn)
+                return int(row[0])
+
+        # a second attempt after an unknown outcome could deliver the event twice
+        return self._run(op, idempotent=False)
+
+    def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> Entry | None:
+        params = {"run_id": run_id, "epoch": epoch, "name": name, "key": entry.key}
+
+        def op(conn: Conn, maybe_applied: bool) -> Entry | None:
+            if maybe_applied:
+                # taking again would consume the next event: look for the first one's entry
+                row = conn.execute(self._q.get_entry, params).fetchone()
+                if row is not None and row[4] != "intent":
+                    return Entry(*row)
+            with conn.transaction():
+                if conn.execute(self._q.fence_share, params).fetchone() is None:
+                    raise self._lease_lost(conn, run_id, epoch)
+                row = conn.execute(self._q.consume_event, params).fetchone()
+                if row is None:
+                    return None
+                taken = replace(entry, output=bytes(row[0]))
+                self._record_on(conn, run_id, epoch, taken, False)
+                return taken
+
+        return self._run(op)
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def queue_stats(self) -> list[QueueStats]:
+        rows = self._run(lambda c, _: c.execute(self._q.queue_stats).fetchall())
+        return [
+            QueueStats(name, pending, running, suspended)
+            for name, pending, running, suspended in rows
+        ]
+
+    def prune(self, older_than: float) -> int:
+        def op(conn: Conn, _: bool) -> int:
+            with conn.transaction():
+                row = conn.execute(self._q.prune_runs, {"older_than": older_than}).fetchone()
+                assert row is not None
+                count, hashes = row
+                if hashes:
+                    # a separate statement after the lock, so its snapshot sees every
+                    # reference committed by writers that held the shared lock
+                    conn.execute(self._q.xact_lock, {"schema": self.schema, "purpose": "blobs"})
+                    conn.execute(self._q.prune_blobs, {"hashes": hashes})
+                return int(count)
+
+        return self._run(op)
+
+    def wait_for_work(self, timeout: float) -> None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        # one waiter at a time on the listening connection; others just sleep
+        if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
+            return
+        try:
+            listener = self._listen()
+            left = deadline - time.monotonic()
+            if listener is None or left <= 0:
+                time.sleep(max(left, 0.0))
+                return
+            try:
+                for _ in listener.notifies(timeout=left, stop_after=1):
+                    break
+            except psycopg.Error:
+                self._drop_listener()
+                time.sleep(max(deadline - time.monotonic(), 0.0))
+        finally:
+            self._listen_lock.release()
+
+    def _listen(self) -> Conn | None:
+        """The dedicated LISTEN connection (a pooled one would be handed to others)."""
+        if self._listener is None and not self._closed:
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=True)
+                conn.execute(f'LISTEN "{self._channel}"')
+                self._listener = conn
+            except psycopg.Error:
+                return None  # unreachable, or a pooler in transaction mode: poll instead
+        return self._listener
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                listener.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+        self._drop_listener()
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A dataclass record's fields by name, as statement parameters."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def _entry_params(run_id: str, epoch: int, entry: Entry) -> dict[str, Any]:
+    return {"run_id": run_id, "epoch": epoch, **_fields(entry)}
+
+
+def _one(conn: Conn, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The single row ``sql`` returns (a statement that always returns one)."""
+    row = conn.execute(sql, params).fetchone()
+    assert row is not None, sql
+    return row
+
+
+def _transient(exc: BaseException) -> bool:
+    """A fault of the connection or the server's availability, worth retrying."""
+    if isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate
+        return state is None or state.startswith("08") or state in _RETRY_SQLSTATES
+    return False

@@ -1,0 +1,97 @@
+"""Fixtures shared by the whole suite.
+
+Stores:
+
+- ``sqlite_url``: a fresh SQLite file in the test's ``tmp_path``.
+- ``pg_url``: a fresh schema (``t_<random>``) on the PostgreSQL test server, dropped with
+  everything in it after the test. The server is ``OUTLAST_TEST_POSTGRES`` if set, else
+  ``postgresql://postgres@127.0.0.1:5432/test``.
+- ``store_url``: each backend in turn, with test ids ``sqlite`` and ``postgres`` (the latter
+  marked ``postgres``, so ``-m "not postgres"`` leaves it out).
+- ``store``: a store opened on ``store_url``, closed after the test.
+- ``store_factory``: opens more stores (on ``store_url`` by default), all closed after the test.
+
+PostgreSQL tests run whenever the server is up. When it is down they fail and say so, so a
+broken CI database cannot pass as green; set ``OUTLAST_SKIP_POSTGRES=1`` to skip them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from outlast.store import Store, open_store
+
+PG_SERVER = os.environ.get("OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL server URL, after checking once per session that it answers."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        with psycopg.connect(PG_SERVER, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        message = (
+            f"PostgreSQL tests need a server at {PG_SERVER} ({exc}). Start it, point "
+            "OUTLAST_TEST_POSTGRES at another one, or set OUTLAST_SKIP_POSTGRES=1 to skip them"
+        )
+        if os.environ.get("OUTLAST_SKIP_POSTGRES") == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    return PG_SERVER
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite store URL on a new file."""
+    return f"sqlite:///{tmp_path}/outlast.db"
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL store URL on a schema of its own, dropped after the test."""
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{pg_server}?schema={schema}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A fresh store URL for each backend."""
+    fixture = {"sqlite": "sqlite_url", "postgres": "pg_url"}[request.param]
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def store_factory(store_url: str) -> Iterator[Callable[..., Store]]:
+    """``store_factory(url=store_url)`` opens a store; every one is closed after the test."""
+    opened: list[Store] = []
+
+    def make(url: str = store_url) -> Store:
+        store = open_store(url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(store_factory: Callable[..., Store]) -> Store:
+    """A store on ``store_url``."""
+    return store_factory()

@@ -1,0 +1,915 @@
+"""The storage contract (``outlast/store/base.py``), checked on every backend.
+
+Each test runs unchanged on SQLite and on PostgreSQL (``store``/``store_url`` are
+parametrized in conftest). Leases are short (``SHORT``) where expiry is the point and long
+(``LONG``) where it must not interfere. A final section holds PostgreSQL-only checks:
+connection faults and URL handling.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from outlast.errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
+
+SHORT = 0.2
+LONG = 30.0
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def new_run(run_id: str | None = None, **fields: object) -> NewRun:
+    """A run with a unique id unless one is given."""
+    values: dict[str, object] = {
+        "run_id": run_id or f"run-{uuid.uuid4().hex[:10]}",
+        "workflow": "wf",
+        "input": b"input",
+        "input_hash": "ih",
+    }
+    values.update(fields)
+    return NewRun(**values)  # type: ignore[arg-type]
+
+
+def entry(
+    key: str,
+    position: int = 0,
+    status: str = "completed",
+    output: bytes | None = b"out",
+    **fields: object,
+) -> Entry:
+    values: dict[str, object] = {
+        "key": key,
+        "position": position,
+        "kind": "step",
+        "name": key.split(":")[0],
+        "status": status,
+        "output": output,
+        "started_at": 1000.5,
+        "ended_at": 1001.25,
+    }
+    values.update(fields)
+    return Entry(**values)  # type: ignore[arg-type]
+
+
+def running(store: Store, owner: str = "w1", lease: float = LONG, **fields: object) -> RunRecord:
+    """A new run created pending and claimed by ``owner``."""
+    run, _ = store.create_run(new_run(**fields))
+    [claimed] = store.claim(owner, lease, run_id=run.run_id)
+    return claimed
+
+
+def taken_over(store: Store) -> tuple[RunRecord, RunRecord]:
+    """A run claimed by w1 (the stale executor) and then stolen by w2; returns both views."""
+    old = running(store, "w1")
+    [new] = store.claim("w2", LONG, run_id=old.run_id, steal_from="w1")
+    return old, new
+
+
+def ids(runs: list[RunRecord]) -> list[str]:
+    return [r.run_id for r in runs]
+
+
+def raw_sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Run ``sql`` on the store's database directly (for schema bookkeeping only)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.split(":///", 1)[1], isolation_level=None)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+    import psycopg
+
+    parts = urlsplit(url)
+    schema = parse_qs(parts.query)["schema"][0]
+    with psycopg.connect(url.split("?", 1)[0], autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {schema}")
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else []
+
+
+def version_table(url: str) -> str:
+    return "outlast_schema" if url.startswith("sqlite") else "schema_version"
+
+
+def user_table(url: str) -> str:
+    """A table for user work inside ``transaction()``, kept inside the test's database."""
+    if url.startswith("sqlite"):
+        return "user_things"
+    return parse_qs(urlsplit(url).query)["schema"][0] + ".user_things"
+
+
+def wait_until(check: Callable[[], object], timeout: float = 3.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.02)
+
+
+# -- create_run, get_run, list_runs -------------------------------------------------------------
+
+
+def test_create_run_stores_a_pending_run(store: Store) -> None:
+    before = time.time()
+    run, created = store.create_run(
+        new_run("r1", queue="q", priority=3, concurrency_key="k", parent_id="p")
+    )
+    assert created
+    assert (run.run_id, run.status, run.epoch, run.owner, run.recoveries) == (
+        "r1",
+        "pending",
+        0,
+        None,
+        0,
+    )
+    assert (run.queue, run.priority, run.concurrency_key, run.parent_id) == ("q", 3, "k", "p")
+    assert (run.input, run.input_hash, run.started_at, run.ended_at) == (b"input", "ih", None, None)
+    assert before - 5 < run.created_at < time.time() + 5
+    assert store.get_run("r1") == run
+    assert store.get_run("nope") is None
+
+
+def test_create_run_leaves_an_existing_run_untouched(store: Store) -> None:
+    first, _ = store.create_run(new_run("r1"))
+    again, created = store.create_run(
+        new_run("r1", input=b"other", workflow="x"), owner="w1", lease=LONG
+    )
+    assert not created
+    assert again == first == store.get_run("r1")
+
+
+def test_create_run_with_owner_is_claimed_at_once(store: Store) -> None:
+    run, created = store.create_run(new_run("r1"), owner="w1", lease=LONG)
+    assert created
+    assert (run.status, run.owner, run.epoch) == ("running", "w1", 1)
+    assert run.lease_expires_at is not None and run.lease_expires_at > run.created_at + LONG / 2
+    assert run.started_at is not None
+    assert store.claim("w2", LONG) == []
+
+
+def test_concurrent_creators_of_one_id_get_one_created(store_factory: Callable[..., Store]) -> None:
+    stores = [store_factory(), store_factory()]
+    barrier = threading.Barrier(8)
+
+    def create(i: int) -> tuple[RunRecord, bool]:
+        barrier.wait()
+        return stores[i % 2].create_run(new_run("same", input=f"{i}".encode()))
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(create, range(8)))
+    assert sum(created for _, created in results) == 1
+    assert len({run for run, _ in results}) == 1
+
+
+def test_list_runs_filters_newest_first(store: Store) -> None:
+    store.create_run(new_run("a", workflow="x"))
+    store.create_run(new_run("b", workflow="y", parent_id="a"))
+    store.create_run(new_run("c", workflow="x", parent_id="a"))
+    store.claim("w1", LONG, run_id="c")
+    assert ids(store.list_runs(Page())) == ["c", "b", "a"]
+    assert ids(store.list_runs(Page(workflow="x"))) == ["c", "a"]
+    assert ids(store.list_runs(Page(status="pending"))) == ["b", "a"]
+    assert ids(store.list_runs(Page(parent_id="a", status="running"))) == ["c"]
+    assert ids(store.list_runs(Page(limit=1, offset=1))) == ["b"]
+
+
+# -- claim ----------------------------------------------------------------------------------------
+
+
+def test_claim_takes_a_pending_run(store: Store) -> None:
+    created, _ = store.create_run(new_run())
+    [run] = store.claim("w1", LONG)
+    assert run.run_id == created.run_id
+    assert (run.status, run.owner, run.epoch, run.recoveries) == ("running", "w1", 1, 0)
+    assert run.started_at is not None and run.lease_expires_at is not None
+    assert run.lease_expires_at > run.started_at + LONG / 2
+    assert store.get_run(run.run_id) == run
+    assert store.claim("w2", LONG) == []
+
+
+def test_claim_orders_by_priority_then_age(store: Store) -> None:
+    for run_id, priority in [("low", 0), ("high", 5), ("mid", 1), ("low2", 0)]:
+        store.create_run(new_run(run_id, priority=priority))
+    assert ids(store.claim("w1", LONG, limit=2)) == ["high", "mid"]
+    assert ids(store.claim("w1", LONG, limit=5)) == ["low", "low2"]
+
+
+def test_claim_filters_by_run_id_and_workflow(store: Store) -> None:
+    store.create_run(new_run("a", workflow="x"))
+    store.create_run(new_run("b", workflow="y"))
+    store.create_run(new_run("c", workflow="y"))
+    assert store.claim("w1", LONG, workflows=[]) == []
+    assert store.claim("w1", LONG, run_id="zzz") == []
+    assert ids(store.claim("w1", LONG, run_id="c")) == ["c"]
+    assert ids(store.claim("w1", LONG, workflows=["x", "z"], limit=5)) == ["a"]
+    assert ids(store.claim("w1", LONG, limit=5)) == ["b"]
+
+
+def test_claim_is_exclusive_under_concurrent_claimers(store_factory: Callable[..., Store]) -> None:
+    stores = [store_factory(), store_factory()]
+    for i in range(30):
+        stores[0].create_run(new_run(f"r{i:02}"))
+    barrier = threading.Barrier(6)
+
+    def claimer(i: int) -> list[str]:
+        barrier.wait()
+        taken: list[str] = []
+        while batch := stores[i % 2].claim(f"w{i}", LONG, limit=1 + i % 3):
+            taken += ids(batch)
+        return taken
+
+    with ThreadPoolExecutor(6) as pool:
+        taken = [run_id for batch in pool.map(claimer, range(6)) for run_id in batch]
+    assert sorted(taken) == [f"r{i:02}" for i in range(30)]
+
+
+def test_expired_lease_makes_a_run_claimable_again(store: Store) -> None:
+    first = running(store, "w1", SHORT)
+    assert store.claim("w2", LONG) == []
+    time.sleep(SHORT + 0.1)
+    [second] = store.claim("w2", LONG)
+    assert second.run_id == first.run_id
+    assert (second.owner, second.epoch, second.recoveries) == ("w2", first.epoch + 1, 1)
+    assert second.started_at == first.started_at
+
+
+def test_steal_from_takes_a_live_run_of_that_owner(store: Store) -> None:
+    first = running(store, "w1", LONG)
+    assert store.claim("w2", LONG, run_id=first.run_id) == []
+    assert store.claim("w2", LONG, run_id=first.run_id, steal_from="someone-else") == []
+    [stolen] = store.claim("w2", LONG, run_id=first.run_id, steal_from="w1")
+    assert (stolen.owner, stolen.epoch, stolen.recoveries) == ("w2", first.epoch + 1, 1)
+
+
+# -- fencing --------------------------------------------------------------------------------------
+
+
+def _record(s: Store, r: RunRecord) -> None:
+    s.record(r.run_id, r.epoch, entry("a:1"))
+
+
+def _record_blobs(s: Store, r: RunRecord) -> None:
+    s.record(r.run_id, r.epoch, entry("a:1"), blobs={"h-fenced": b"blob"})
+
+
+def _finish(s: Store, r: RunRecord) -> None:
+    s.finish(r.run_id, r.epoch, "completed", output=b"o")
+
+
+def _release(s: Store, r: RunRecord) -> None:
+    s.release(r.run_id, r.epoch, "pending")
+
+
+def _take_event(s: Store, r: RunRecord) -> None:
+    s.send_event(r.run_id, "ev", b"payload")
+    s.take_event(r.run_id, r.epoch, "ev", entry("ev:1"))
+
+
+def _stash(s: Store, r: RunRecord) -> None:
+    s.stash(r.run_id, r.epoch, b"snapshot", 5)
+
+
+def _transaction(s: Store, r: RunRecord) -> None:
+    s.transaction(r.run_id, r.epoch, lambda conn: entry("tx:1"))
+
+
+FENCED = [_record, _record_blobs, _finish, _release, _take_event, _stash, _transaction]
+
+
+@pytest.mark.parametrize("write", FENCED, ids=lambda f: f.__name__.strip("_"))
+def test_fenced_writes_refuse_a_stale_epoch(
+    store: Store, write: Callable[[Store, RunRecord], None]
+) -> None:
+    store.create_run(new_run("other"))
+    old, new = taken_over(store)
+    new_owner_journal = [entry("kept:1", 0)]
+    store.record(new.run_id, new.epoch, new_owner_journal[0])
+    with pytest.raises(LeaseLost):
+        write(store, old)
+    after = store.get_run(old.run_id)
+    assert after is not None
+    assert (after.status, after.owner, after.epoch, after.snapshot) == (
+        "running",
+        "w2",
+        new.epoch,
+        None,
+    )
+    assert store.load_journal(old.run_id) == new_owner_journal
+    assert store.get_blobs(["h-fenced"]) == {}
+
+
+def test_cancel_fences_out_the_executor(store: Store) -> None:
+    run = running(store)
+    assert store.cancel(run.run_id) == [run.run_id]
+    with pytest.raises(LeaseLost):
+        store.record(run.run_id, run.epoch, entry("a:1"))
+    with pytest.raises(LeaseLost):
+        store.finish(run.run_id, run.epoch, "completed")
+    assert store.load_journal(run.run_id) == []
+
+
+def test_finished_run_refuses_more_writes(store: Store) -> None:
+    run = running(store)
+    store.finish(run.run_id, run.epoch, "completed", output=b"o")
+    with pytest.raises(LeaseLost):
+        store.finish(run.run_id, run.epoch, "failed", error=b"e")
+    with pytest.raises(LeaseLost):
+        store.record(run.run_id, run.epoch, entry("a:1"))
+
+
+# -- journal ---------------------------------------------------------------------------------------
+
+
+def test_record_and_load_journal_in_position_order(store: Store) -> None:
+    run = running(store)
+    written = [
+        entry("c:1", 2, meta='{"tokens": 3}'),
+        entry("a:1", 0, args_hash="ah", attempts=2),
+        entry("b:1", 1, status="failed", output=b"err", ended_at=None),
+    ]
+    for e in written:
+        store.record(run.run_id, run.epoch, e)
+    assert store.load_journal(run.run_id) == sorted(written, key=lambda e: e.position)
+    assert store.load_journal("nope") == []
+
+
+def test_record_replaces_an_intent_but_not_an_outcome(store: Store) -> None:
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("mail:1", 0, status="intent", output=None))
+    done = entry("mail:1", 0, output=b"sent")
+    store.record(run.run_id, run.epoch, done)
+    assert store.load_journal(run.run_id) == [done]
+    with pytest.raises(RunConflict):
+        store.record(run.run_id, run.epoch, entry("mail:1", 0, output=b"sent twice"))
+    failed = entry("f:1", 1, status="failed", output=b"boom")
+    store.record(run.run_id, run.epoch, failed)
+    with pytest.raises(RunConflict):
+        store.record(run.run_id, run.epoch, entry("f:1", 1, status="intent", output=None))
+    assert store.load_journal(run.run_id) == [done, failed]
+
+
+def test_blobs_are_stored_once_and_readable(store: Store) -> None:
+    a, b = running(store), running(store)
+    store.record(a.run_id, a.epoch, entry("s:1"), blobs={"h1": b"one", "h2": b"two"})
+    store.record(b.run_id, b.epoch, entry("s:1"), blobs={"h1": b"one"})
+    assert store.get_blobs(["h1", "h2", "h3", "h1"]) == {"h1": b"one", "h2": b"two"}
+    assert store.get_blobs([]) == {}
+    assert [e.key for e in store.load_journal(b.run_id)] == ["s:1"]
+
+
+def test_refused_record_stores_no_blob(store: Store) -> None:
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("s:1"))
+    with pytest.raises(RunConflict):
+        store.record(run.run_id, run.epoch, entry("s:1"), blobs={"orphan": b"x"})
+    assert store.get_blobs(["orphan"]) == {}
+
+
+def test_stash_replaces_the_snapshot_and_compacts(store: Store) -> None:
+    run = running(store)
+    for position in range(5):
+        store.record(run.run_id, run.epoch, entry(f"s:{position}", position))
+    store.stash(run.run_id, run.epoch, b"first", 2)
+    store.stash(run.run_id, run.epoch, b"second", 3)
+    after = store.get_run(run.run_id)
+    assert after is not None and (after.snapshot, after.snapshot_position) == (b"second", 3)
+    assert [e.position for e in store.load_journal(run.run_id)] == [3, 4]
+
+
+def test_transaction_commits_user_work_with_the_entry(store: Store, store_url: str) -> None:
+    table = user_table(store_url)
+    run = running(store)
+
+    def work(conn: object) -> Entry:
+        cur = conn.cursor()  # type: ignore[attr-defined]
+        cur.execute(f"CREATE TABLE {table} (v TEXT)")
+        cur.execute(f"INSERT INTO {table} VALUES ('written')")
+        return entry("tx:1", output=b"done")
+
+    assert store.transaction(run.run_id, run.epoch, work) == entry("tx:1", output=b"done")
+    assert store.load_journal(run.run_id) == [entry("tx:1", output=b"done")]
+    assert raw_sql(store_url, f"SELECT v FROM {table}") == [("written",)]
+
+
+@pytest.mark.parametrize("failure", ["error", "conflict"])
+def test_transaction_rolls_back_user_work_and_entry(
+    store: Store, store_url: str, failure: str
+) -> None:
+    table = user_table(store_url)
+    raw_sql(store_url, f"CREATE TABLE {table} (v TEXT)")
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("done:1"))
+
+    def work(conn: object) -> Entry:
+        conn.cursor().execute(f"INSERT INTO {table} VALUES ('lost')")  # type: ignore[attr-defined]
+        if failure == "error":
+            raise ValueError("user code failed")
+        return entry("done:1", output=b"again")
+
+    with pytest.raises(ValueError if failure == "error" else RunConflict):
+        store.transaction(run.run_id, run.epoch, work)
+    assert store.load_journal(run.run_id) == [entry("done:1")]
+    assert raw_sql(store_url, f"SELECT v FROM {table}") == []
+
+
+# -- heartbeat, finish, release ----------------------------------------------------------------------
+
+
+def test_heartbeat_extends_held_leases_and_names_lost_runs(store: Store) -> None:
+    a, b, c = running(store, "w1", SHORT), running(store, "w1", SHORT), running(store, "w1", LONG)
+    assert store.heartbeat("w1", [], LONG) == set()
+    assert store.heartbeat("w1", [a.run_id, b.run_id, "missing"], LONG) == {"missing"}
+    time.sleep(SHORT + 0.1)
+    assert store.claim("w2", LONG, limit=5) == []  # the heartbeat outlived the first lease
+    store.claim("w2", LONG, run_id=b.run_id, steal_from="w1")
+    store.cancel(c.run_id)
+    assert store.heartbeat("w1", [a.run_id, b.run_id, c.run_id], LONG) == {b.run_id, c.run_id}
+    assert store.heartbeat("w2", [a.run_id, b.run_id], LONG) == {a.run_id}
+
+
+def test_finish_ends_the_run(store: Store) -> None:
+    run = running(store)
+    with pytest.raises(ValueError):
+        store.finish(run.run_id, run.epoch, "paused")
+    store.finish(run.run_id, run.epoch, "failed", error=b"err", stats='{"steps": 1}')
+    done = store.get_run(run.run_id)
+    assert done is not None
+    assert (done.status, done.error, done.output, done.stats) == (
+        "failed",
+        b"err",
+        None,
+        '{"steps": 1}',
+    )
+    assert (done.owner, done.lease_expires_at, done.epoch) == (None, None, run.epoch)
+    assert done.ended_at is not None and done.ended_at >= done.created_at
+    assert store.claim("w2", LONG) == []
+
+
+def test_release_pending_gives_the_run_up(store: Store) -> None:
+    run = running(store)
+    with pytest.raises(ValueError):
+        store.release(run.run_id, run.epoch, "completed")
+    store.release(run.run_id, run.epoch, "pending", stats='{"n": 1}')
+    released = store.get_run(run.run_id)
+    assert released is not None
+    assert (released.status, released.owner, released.lease_expires_at) == ("pending", None, None)
+    assert (released.epoch, released.stats) == (run.epoch + 1, '{"n": 1}')
+    [again] = store.claim("w2", LONG)
+    assert (again.epoch, again.recoveries) == (run.epoch + 2, 0)
+
+
+def test_suspended_run_is_due_at_wake_at(store: Store) -> None:
+    run = running(store)
+    store.release(run.run_id, run.epoch, "suspended", wake_at=time.time() + 0.4)
+    assert store.claim("w1", LONG) == []
+    time.sleep(0.5)
+    assert ids(store.claim("w1", LONG)) == [run.run_id]
+
+
+def test_suspended_run_is_due_when_its_event_is_sent(store: Store) -> None:
+    run = running(store)
+    store.release(run.run_id, run.epoch, "suspended", wait_event="go", wake_at=time.time() + LONG)
+    store.send_event(run.run_id, "other", b"")
+    assert store.claim("w1", LONG) == []
+    store.send_event(run.run_id, "go", b"")
+    assert ids(store.claim("w1", LONG)) == [run.run_id]
+
+
+def test_event_sent_before_release_makes_the_run_due(store: Store) -> None:
+    run = running(store)
+    store.send_event(run.run_id, "go", b"early")
+    store.release(run.run_id, run.epoch, "suspended", wait_event="go", wake_at=time.time() + LONG)
+    assert ids(store.claim("w1", LONG)) == [run.run_id]
+
+
+def test_paused_run_waits_for_resolve(store: Store) -> None:
+    run = running(store)
+    store.release(run.run_id, run.epoch, "paused", reason="mail:1 has no outcome")
+    paused = store.get_run(run.run_id)
+    assert paused is not None and (paused.status, paused.reason) == (
+        "paused",
+        "mail:1 has no outcome",
+    )
+    assert store.claim("w1", LONG) == []
+    resolved = store.resolve(run.run_id, None)
+    assert resolved.status == "pending" and resolved == store.get_run(run.run_id)
+    assert ids(store.claim("w1", LONG)) == [run.run_id]
+
+
+# -- resolve, cancel ----------------------------------------------------------------------------------
+
+
+def test_resolve_records_or_drops_the_intent(store: Store) -> None:
+    a, b = running(store), running(store)
+    for run in (a, b):
+        store.record(run.run_id, run.epoch, entry("mail:1", 0, status="intent", output=None))
+        store.release(run.run_id, run.epoch, "paused", reason="unknown outcome")
+    decided = entry("mail:1", 0, output=b"operator says sent")
+    assert store.resolve(a.run_id, decided).status == "pending"
+    assert store.load_journal(a.run_id) == [decided]
+    assert store.resolve(b.run_id, None, drop_key="mail:1").status == "pending"
+    assert store.load_journal(b.run_id) == []
+
+
+def test_resolve_refuses_runs_that_are_not_paused(store: Store) -> None:
+    run = running(store)
+    with pytest.raises(NotPaused) as info:
+        store.resolve(run.run_id, None)
+    assert info.value.status == "running"  # type: ignore[attr-defined]
+    with pytest.raises(RunNotFound):
+        store.resolve("nope", None)
+    assert store.get_run(run.run_id) == run
+
+
+def test_cancel_recurses_through_children(store: Store) -> None:
+    parent = running(store, run_id="parent")
+    child = running(store, run_id="child", parent_id="parent")
+    store.create_run(new_run("grandchild", parent_id="child"))
+    done = running(store, run_id="done", parent_id="parent")
+    store.finish(done.run_id, done.epoch, "completed")
+    store.create_run(new_run("stranger"))
+    assert sorted(store.cancel("parent")) == ["child", "grandchild", "parent"]
+    for run_id, before in [("parent", parent), ("child", child)]:
+        after = store.get_run(run_id)
+        assert after is not None
+        assert (after.status, after.owner, after.epoch) == ("cancelled", None, before.epoch + 1)
+        assert after.ended_at is not None
+    assert [store.get_run(r).status for r in ("grandchild", "done", "stranger")] == [  # type: ignore[union-attr]
+        "cancelled",
+        "completed",
+        "pending",
+    ]
+    assert store.cancel("parent") == []
+    with pytest.raises(RunNotFound):
+        store.cancel("nope")
+
+
+# -- events ----------------------------------------------------------------------------------------------
+
+
+def test_events_are_delivered_in_order_once(store: Store) -> None:
+    run = running(store)
+    seqs = [
+        store.send_event(run.run_id, name, payload)
+        for name, payload in [("a", b"a1"), ("b", b"b1"), ("a", b"a2")]
+    ]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    taken = [
+        store.take_event(run.run_id, run.epoch, "a", entry(f"wait:{i}", i, output=None))
+        for i in range(3)
+    ]
+    assert [t.output if t else None for t in taken] == [b"a1", b"a2", None]
+    assert store.load_journal(run.run_id) == [
+        entry("wait:0", 0, output=b"a1"),
+        entry("wait:1", 1, output=b"a2"),
+    ]
+    assert store.take_event(run.run_id, run.epoch, "b", entry("b:1", 5)) == entry(
+        "b:1", 5, output=b"b1"
+    )
+    with pytest.raises(RunNotFound):
+        store.send_event("nope", "a", b"")
+
+
+def test_concurrent_takers_consume_each_event_once(store: Store) -> None:
+    run = running(store)
+    for i in range(20):
+        store.send_event(run.run_id, "ev", f"{i}".encode())
+    keys = iter(range(1000))
+    lock = threading.Lock()
+
+    def taker(_: int) -> list[bytes]:
+        got: list[bytes] = []
+        while True:
+            with lock:
+                n = next(keys)
+            taken = store.take_event(run.run_id, run.epoch, "ev", entry(f"ev:{n}", n))
+            if taken is None:
+                return got
+            assert taken.output is not None
+            got.append(taken.output)
+
+    with ThreadPoolExecutor(4) as pool:
+        payloads = [p for got in pool.map(taker, range(4)) for p in got]
+    assert sorted(payloads, key=int) == [f"{i}".encode() for i in range(20)]
+
+
+def test_take_event_conflict_leaves_the_event(store: Store) -> None:
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("ev:1"))
+    store.send_event(run.run_id, "ev", b"keep me")
+    with pytest.raises(RunConflict):
+        store.take_event(run.run_id, run.epoch, "ev", entry("ev:1"))
+    assert store.take_event(run.run_id, run.epoch, "ev", entry("ev:2", 1)) == entry(
+        "ev:2", 1, output=b"keep me"
+    )
+
+
+# -- queues ---------------------------------------------------------------------------------------------
+
+
+def queued(store: Store, queue: str, n: int, **fields: object) -> list[str]:
+    return [store.create_run(new_run(queue=queue, **fields))[0].run_id for _ in range(n)]
+
+
+def test_queue_concurrency_is_fleet_wide(store: Store) -> None:
+    queued(store, "q", 4)
+    queued(store, "free", 2)
+    specs = {"q": QueueSpec("q", concurrency=2)}
+    first = store.claim("w1", LONG, queues=specs, limit=10)
+    assert sorted(r.queue for r in first) == ["free", "free", "q", "q"]
+    assert store.claim("w2", LONG, queues=specs, limit=10) == []
+    done, sleeping = [r for r in first if r.queue == "q"]
+    store.finish(done.run_id, done.epoch, "completed")
+    assert len(store.claim("w2", LONG, queues=specs, limit=10)) == 1
+    store.release(sleeping.run_id, sleeping.epoch, "suspended", wake_at=time.time() + LONG)
+    assert len(store.claim("w2", LONG, queues=specs, limit=10)) == 1
+    assert store.claim("w2", LONG, queues=specs, limit=10) == []
+
+
+def test_queue_concurrency_holds_under_concurrent_claimers(
+    store_factory: Callable[..., Store],
+) -> None:
+    stores = [store_factory(), store_factory()]
+    queued(stores[0], "q", 12)
+    specs = {"q": QueueSpec("q", concurrency=3)}
+    barrier = threading.Barrier(6)
+
+    def claimer(i: int) -> int:
+        barrier.wait()
+        return sum(len(stores[i % 2].claim(f"w{i}", LONG, queues=specs, limit=2)) for _ in range(3))
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(claimer, range(6))) == 3
+
+
+def test_worker_concurrency_limits_each_owner(store: Store) -> None:
+    queued(store, "q", 5)
+    specs = {"q": QueueSpec("q", worker_concurrency=2)}
+    assert len(store.claim("w1", LONG, queues=specs, limit=5)) == 2
+    assert store.claim("w1", LONG, queues=specs, limit=5) == []
+    assert len(store.claim("w2", LONG, queues=specs, limit=5)) == 2
+
+
+def test_key_concurrency_limits_runs_sharing_a_key(store: Store) -> None:
+    a1, a2 = queued(store, "q", 2, concurrency_key="A")
+    [b1] = queued(store, "q", 1, concurrency_key="B")
+    [none] = queued(store, "q", 1)
+    specs = {"q": QueueSpec("q", key_concurrency=1)}
+    assert sorted(ids(store.claim("w1", LONG, queues=specs, limit=10))) == sorted([a1, b1, none])
+    assert store.claim("w2", LONG, queues=specs, limit=10) == []
+    store.finish(a1, 1, "completed")
+    assert ids(store.claim("w2", LONG, queues=specs, limit=10)) == [a2]
+
+
+def test_rate_limit_counts_starts_per_period(store: Store) -> None:
+    queued(store, "q", 5)
+    specs = {"q": QueueSpec("q", rate_limit=2, rate_period=0.5)}
+    first = store.claim("w1", LONG, queues=specs, limit=5)
+    assert len(first) == 2
+    for run in first:  # finishing frees no slot: the limit is on starts, not on load
+        store.finish(run.run_id, run.epoch, "completed")
+    assert store.claim("w1", LONG, queues=specs, limit=5) == []
+    time.sleep(0.6)
+    assert len(store.claim("w1", LONG, queues=specs, limit=5)) == 2
+
+
+def test_limited_queue_claims_by_priority(store: Store) -> None:
+    store.create_run(new_run("low", queue="q"))
+    store.create_run(new_run("high", queue="q", priority=9))
+    specs = {"q": QueueSpec("q", concurrency=1)}
+    assert ids(store.claim("w1", LONG, queues=specs, limit=2)) == ["high"]
+
+
+def test_queue_stats_counts_live_runs(store: Store) -> None:
+    queued(store, "a", 2)
+    run = running(store, queue="a")
+    sleeper = running(store, queue="b")
+    store.release(sleeper.run_id, sleeper.epoch, "suspended", wake_at=time.time() + LONG)
+    done = running(store, queue="b")
+    store.finish(done.run_id, done.epoch, "completed")
+    stats = {s.name: (s.pending, s.running, s.suspended) for s in store.queue_stats()}
+    assert stats["a"] == (2, 1, 0) and stats["b"] == (0, 0, 1)
+    assert run.queue == "a"
+
+
+# -- prune ------------------------------------------------------------------------------------------------
+
+
+def test_prune_deletes_old_terminal_runs_and_their_blobs(store: Store) -> None:
+    old = running(store)
+    store.record(old.run_id, old.epoch, entry("s:1"), blobs={"shared": b"s", "mine": b"m"})
+    store.send_event(old.run_id, "ev", b"")
+    store.finish(old.run_id, old.epoch, "completed")
+    failed = running(store)
+    store.finish(failed.run_id, failed.epoch, "failed")
+    cancelled = running(store)
+    store.cancel(cancelled.run_id)
+    live = running(store)
+    store.record(live.run_id, live.epoch, entry("s:1"), blobs={"shared": b"s"})
+    pending, _ = store.create_run(new_run())
+    paused = running(store)
+    store.release(paused.run_id, paused.epoch, "paused")
+    time.sleep(0.05)
+    cutoff = time.time()
+    time.sleep(0.05)
+    recent = running(store)
+    store.finish(recent.run_id, recent.epoch, "completed")
+
+    assert store.prune(cutoff) == 3
+    for gone in (old, failed, cancelled):
+        assert store.get_run(gone.run_id) is None
+        assert store.load_journal(gone.run_id) == []
+    kept = (live.run_id, pending.run_id, paused.run_id, recent.run_id)
+    assert all(store.get_run(run_id) is not None for run_id in kept)
+    assert store.get_blobs(["shared", "mine"]) == {"shared": b"s"}
+    assert len(store.load_journal(live.run_id)) == 1
+    assert store.prune(time.time() + 3600) == 1  # only `recent` is terminal
+    assert all(store.get_run(run_id) is not None for run_id in kept[:3])
+
+
+# -- waiting for work ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["create", "release", "event"])
+def test_waiting_worker_sees_new_work_promptly(
+    store_factory: Callable[..., Store], cause: str
+) -> None:
+    worker, client = store_factory(), store_factory()
+    sleeper = running(client, "w0")
+    client.release(sleeper.run_id, sleeper.epoch, "suspended", wait_event="go")
+    busy = running(client, "w0")
+    assert worker.claim("w1", LONG) == []
+    worker.wait_for_work(0.01)  # starts listening, where the backend listens
+
+    def make_work() -> None:
+        time.sleep(0.3)
+        if cause == "create":
+            client.create_run(new_run())
+        elif cause == "release":
+            client.release(busy.run_id, busy.epoch, "pending")
+        else:
+            client.send_event(sleeper.run_id, "go", b"")
+
+    thread = threading.Thread(target=make_work)
+    start = time.monotonic()
+    thread.start()
+    claimed: list[RunRecord] = []
+    while not claimed and time.monotonic() - start < 10:
+        worker.wait_for_work(10)
+        claimed = worker.claim("w1", LONG)
+    thread.join()
+    assert len(claimed) == 1 and time.monotonic() - start < 1.8
+
+
+def test_wait_for_work_returns_by_its_timeout(store: Store) -> None:
+    start = time.monotonic()
+    store.wait_for_work(0.3)
+    store.wait_for_work(0)
+    assert time.monotonic() - start < 1.0
+
+
+# -- migrations ----------------------------------------------------------------------------------------------
+
+
+def test_stores_opening_one_database_at_once_migrate_it_once(store_url: str) -> None:
+    barrier = threading.Barrier(4)
+
+    def open_one(_: int) -> Store:
+        barrier.wait()
+        return open_store(store_url)
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(open_one, range(4)))
+    try:
+        stores[0].create_run(new_run("r1"))
+        assert all(s.get_run("r1") is not None for s in stores)
+    finally:
+        for s in stores:
+            s.close()
+    rows = raw_sql(store_url, f"SELECT version FROM {version_table(store_url)}")
+    assert sorted(r[0] for r in rows) == list(range(1, len(rows) + 1))  # type: ignore[misc]
+
+
+def test_a_newer_schema_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    table = version_table(store_url)
+    raw_sql(
+        store_url,
+        f"UPDATE {table} SET version = 999 WHERE version = (SELECT max(version) FROM {table})",
+    )
+    with pytest.raises(ConfigurationError, match="newer"):
+        open_store(store_url)
+
+
+# -- PostgreSQL only ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[Store]:
+    store = open_store(pg_url + "&application_name=" + pg_url.rsplit("=", 1)[1])
+    yield store
+    store.close()
+
+
+def _kill_backends(pg_url: str) -> int:
+    import psycopg
+
+    app = pg_url.rsplit("=", 1)[1]
+    with psycopg.connect(pg_url.split("?", 1)[0], autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (app,),
+        ).fetchall()
+    return len(rows)
+
+
+@pytest.mark.postgres
+def test_pg_operations_survive_dropped_connections(pg_store: Store, pg_url: str) -> None:
+    run = running(pg_store)
+    assert _kill_backends(pg_url) >= 1
+    pg_store.record(run.run_id, run.epoch, entry("a:1"))
+    assert _kill_backends(pg_url) >= 1
+    assert pg_store.get_run(run.run_id) is not None
+    _kill_backends(pg_url)
+    pg_store.finish(run.run_id, run.epoch, "completed")
+    assert [e.key for e in pg_store.load_journal(run.run_id)] == ["a:1"]
+
+
+@pytest.mark.postgres
+def test_pg_listener_recovers_from_a_dropped_connection(pg_store: Store, pg_url: str) -> None:
+    pg_store.wait_for_work(0.01)
+    _kill_backends(pg_url)
+    pg_store.wait_for_work(0.2)  # notices the dead listener
+    start = time.monotonic()
+    claimed: list[RunRecord] = []
+    threading.Timer(0.3, lambda: pg_store.create_run(new_run())).start()
+    while not claimed and time.monotonic() - start < 5:
+        pg_store.wait_for_work(5)
+        claimed = pg_store.claim("w1", LONG)
+    assert claimed and time.monotonic() - start < 1.8
+
+
+@pytest.mark.postgres
+def test_pg_record_retry_after_unknown_outcome_does_not_conflict(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    run = running(pg_store)
+    real = type(pg_store)._record_on  # type: ignore[attr-defined]
+    calls = []
+
+    def commit_then_fail(self: Store, conn: object, *args: object) -> None:
+        real(self, conn, *args)
+        calls.append(args)
+        if len(calls) == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(type(pg_store), "_record_on", commit_then_fail)
+    pg_store.record(run.run_id, run.epoch, entry("a:1"))
+    assert len(calls) == 2
+    assert pg_store.load_journal(run.run_id) == [entry("a:1")]
+    with pytest.raises(RunConflict):  # a genuine second write is still refused
+        pg_store.record(run.run_id, run.epoch, entry("a:1", output=b"different"))
+
+
+@pytest.mark.postgres
+def test_pg_transaction_hands_over_a_psycopg_connection(pg_store: Store) -> None:
+    import psycopg
+
+    run = running(pg_store)
+    seen: list[object] = []
+    pg_store.transaction(run.run_id, run.epoch, lambda conn: seen.append(conn) or entry("tx:1"))
+    assert isinstance(seen[0], psycopg.Connection)
+
+
+@pytest.mark.postgres
+def test_pg_url_errors_name_the_url_without_password(pg_server: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_store("postgresql://someone:s3cret@127.0.0.1:1/test?connect_timeout=2")
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and "s3cret" not in message and "running" in message
+    for bad in ("schema=1bad", "schema=a-b", "pool_min=x", "pool_min=5&pool_max=2", "nonsense=1"):
+        with pytest.raises(ConfigurationError):
+            open_store(f"{pg_server}?{bad}")
+
+
+@pytest.mark.postgres
+def test_pg_url_keeps_options_but_not_the_password(pg_url: str) -> None:
+    store = open_store(pg_url.replace("postgres@", "postgres:pw@") + "&pool_min=0&pool_max=2")
+    try:
+        assert "pw" not in store.url and "pool_max=2" in store.url
+        assert store.get_run("x") is None
+    finally:
+        store.close()

@@ -42,10 +42,12 @@ from .errors import (
     TerminalError,
     Timeout,
 )
+from .graph import END, START, Graph, append
 from .retry import Retry
 from .run import Run, RunInfo, StepInfo
 from .step import Step
 from .store.base import QueueSpec
+from .timetravel import Checkpoint
 from .workflow import Workflow
 
 __version__ = "0.1.0"
@@ -54,8 +56,11 @@ __all__ = [
     "App",
     "BudgetExceeded",
     "Cancelled",
+    "Checkpoint",
     "ConfigurationError",
     "Context",
+    "END",
+    "Graph",
     "NonDeterminismError",
     "NotPaused",
     "OutlastError",
@@ -69,6 +74,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunPaused",
+    "START",
     "SerializationError",
     "Step",
     "StepFailed",
@@ -76,6 +82,7 @@ __all__ = [
     "TerminalError",
     "Timeout",
     "Workflow",
+    "append",
     "current_idempotency_key",
     "idempotency_key",
 ]

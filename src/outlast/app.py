@@ -10,8 +10,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import engine, serde
+from . import engine, serde, timetravel
 from .errors import ConfigurationError, RunConflict, RunNotFound
+from .graph import Graph
 from .lease import Heartbeat
 from .owner import new_owner_id
 from .retry import Retry
@@ -19,6 +20,7 @@ from .run import Run, RunInfo
 from .step import Step
 from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
+from .timetravel import Checkpoint
 from .workflow import Workflow
 
 P = ParamSpec("P")
@@ -178,6 +180,17 @@ class App:
         table[obj.name] = obj
         return obj
 
+    def graph(
+        self, name: str, *, reducers: dict[str, Callable[[Any, Any], Any]] | None = None, **options: Any
+    ) -> Graph:
+        """Declare a state graph (see :mod:`outlast.graph`), run as a workflow named ``name``.
+
+        ``reducers`` maps a state key to ``f(current, update)`` (default: replace);
+        ``options``: ``snapshot_every``, ``max_nodes``, ``queue``.
+        """
+        graph = Graph(self, name, reducers=reducers, **options)
+        return self._register(self.workflows, graph)  # type: ignore[no-any-return]
+
     def queue(self, name: str, **limits: Any) -> QueueSpec:
         """Declare flow control for a queue (see :class:`~outlast.store.QueueSpec`)."""
         spec = QueueSpec(name, **limits)
@@ -192,6 +205,8 @@ class App:
                 raise ConfigurationError(
                     f"workflow {workflow.name!r} belongs to another App; start it with that app"
                 )
+            if isinstance(workflow, Graph):
+                workflow.validate()  # a bad graph is refused before a run is recorded
             return workflow
         wf = self.workflows.get(workflow) if isinstance(workflow, str) else None
         if wf is None:
@@ -367,6 +382,25 @@ class App:
             concurrency_key=concurrency_key, claim=False,
         )
         return Run(self, record.run_id)
+
+    def checkpoints(self, run_id: str) -> list[Checkpoint]:
+        """A graph run's checkpoints in order (see :mod:`outlast.timetravel`)."""
+        return timetravel.checkpoints(self, run_id)
+
+    def state(self, run_id: str, checkpoint_id: str | int | None = None) -> dict[str, Any]:
+        """A graph run's state at a checkpoint (default: the latest)."""
+        return timetravel.state(self, run_id, checkpoint_id)
+
+    def fork(
+        self,
+        run_id: str,
+        checkpoint_id: str | int,
+        update: dict[str, Any] | None = None,
+        new_run_id: str | None = None,
+    ) -> Run:
+        """Start a new graph run from a checkpoint's state (edited by ``update``), continuing
+        after that checkpoint's node; returns its handle like :meth:`start`."""
+        return timetravel.fork(self, run_id, checkpoint_id, update, new_run_id)
 
     def handle(self, run_id: str) -> Run:
         """A handle on an existing run; raises RunNotFound."""

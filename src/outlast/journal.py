@@ -101,6 +101,20 @@ class Journal:
             called=called,
         )
 
+    def recorded(self, kind: str) -> list[Entry]:
+        """The recorded entries of ``kind``, in position order (a graph's node entries)."""
+        return sorted((e for e in self._by_key.values() if e.kind == kind), key=lambda e: e.position)
+
+    def mark(self) -> tuple[int, dict[str, int]]:
+        """Where numbering stands: the next position, and the calls counted per name."""
+        return self.position, dict(self._counts)
+
+    def seek(self, position: int, counts: dict[str, int]) -> None:
+        """Continue numbering from a :meth:`mark`, skipping calls that will not be made again
+        (a resumed graph restores its state instead of re-running its completed nodes)."""
+        self.position = position
+        self._counts = dict(counts)
+
     def pending_keys(self) -> list[str]:
         """Keys of recorded entries that no call has reached yet (for diagnostics)."""
         seen = {e.key for e in self.replayed}

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import engine, serde, timetravel
+from . import effects, engine, serde, timetravel
 from .errors import ConfigurationError, RunConflict, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
@@ -21,6 +21,7 @@ from .step import Step
 from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
 from .timetravel import Checkpoint
+from .transaction import TransactionStep
 from .workflow import Workflow
 
 P = ParamSpec("P")
@@ -120,7 +121,12 @@ class App:
 
     @overload
     def step(
-        self, *, name: str | None = None, retry: Retry | None = None
+        self,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        at_most_once: bool = False,
+        reconcile: Callable[[str], Any] | None = None,
     ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
     def step(
@@ -130,12 +136,50 @@ class App:
         *,
         name: str | None = None,
         retry: Retry | None = None,
+        at_most_once: bool = False,
+        reconcile: Callable[[str], Any] | None = None,
     ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
-        """Declare a journaled step: ``@app.step`` or ``@app.step(name=..., retry=Retry(...))``."""
+        """Declare a journaled step: ``@app.step`` or ``@app.step(name=..., retry=Retry(...))``.
+
+        ``at_most_once=True``: a durable intent is recorded before the step runs, and a crash
+        between intent and outcome is never re-run blindly: ``reconcile(idempotency_key)``
+        answers (``outlast.effects.NOT_DONE`` or the result), else the run pauses for
+        :meth:`resolve`. See :mod:`outlast.effects`.
+        """
 
         def decorate(f: Callable[P, R]) -> Step[P, R]:
-            step = Step(self, f, name=name or f.__name__, retry=retry)
+            step_name = name or f.__name__
+            effects.check_options(step_name, f, at_most_once, reconcile)
+            step = Step(
+                self, f, name=step_name, retry=retry, at_most_once=at_most_once, reconcile=reconcile
+            )
             return self._register(self.steps, step)
+
+        return decorate(fn) if fn is not None else decorate
+
+    @overload
+    def transaction(self, fn: Callable[..., R], /) -> TransactionStep[R]: ...
+
+    @overload
+    def transaction(
+        self, *, name: str | None = None, retry: Retry | None = None
+    ) -> Callable[[Callable[..., R]], TransactionStep[R]]: ...
+
+    def transaction(
+        self,
+        fn: Callable[..., R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+    ) -> TransactionStep[R] | Callable[[Callable[..., R]], TransactionStep[R]]:
+        """Declare an exactly-once database step: ``fn(conn, *args)`` receives a DB-API
+        connection to the journal's database, and its writes commit in one transaction with
+        the step's journal entry. See :mod:`outlast.transaction`."""
+
+        def decorate(f: Callable[..., R]) -> TransactionStep[R]:
+            step = TransactionStep(self, f, name=name or f.__name__, retry=retry)
+            return self._register(self.steps, step)  # type: ignore[no-any-return]
 
         return decorate(fn) if fn is not None else decorate
 
@@ -446,6 +490,26 @@ class App:
             )
         self.store.send_event(run_id, name, serde.dumps(payload, what=f"payload of event {name!r}"))
         self._notify()
+
+    def resolve(
+        self,
+        run_id: str,
+        *,
+        done: Any = effects._UNSET,
+        redo: bool = False,
+        retry: bool = False,
+        key: str | None = None,
+    ) -> RunInfo:
+        """Decide a paused run's unknown outcome and make it runnable again (give one of):
+
+        ``done=result``: the effect happened; record ``result`` as the step's outcome.
+        ``redo=True``: it did not; run the step again. ``retry=True``: decide nothing, ask the
+        step's ``reconcile`` again. ``key`` names the step when several await an outcome.
+        Raises NotPaused when the run is not paused; bad input leaves the run as it was.
+        """
+        return RunInfo.from_record(
+            effects.resolve(self, run_id, done=done, redo=redo, retry=retry, key=key)
+        )
 
     # -- waiting (shared by the engine) -------------------------------------------------------
 

@@ -220,5 +220,9 @@ def run_cli() -> None:
         sys.exit(1)
 
 
+from .cli_effects import resolve as _resolve_cmd  # noqa: E402
+
+main.add_command(_resolve_cmd)
+
 if __name__ == "__main__":
     run_cli()

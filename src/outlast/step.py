@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from . import serde
+from . import effects, serde
 from .context import RunState, StepScope, _run_var, _step_var
 from .errors import SerializationError
 from .journal import Call
@@ -48,12 +48,17 @@ class Step(Generic[P, R]):
         name: str,
         retry: Retry | None = None,
         kind: str = "step",
+        at_most_once: bool = False,
+        reconcile: Callable[[str], Any] | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.retry = retry or NO_RETRY
         self.kind = kind
+        #: record a durable intent before running; never re-run blindly (see outlast.effects)
+        self.at_most_once = at_most_once
+        self.reconcile = reconcile
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
@@ -164,6 +169,10 @@ def _run_sync(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    if step.at_most_once:
+        answer = effects.begin(state, step, call, args_hash)
+        if answer is not effects.RUN:
+            return answer
     started = time.time()
     attempt = 0
     while True:
@@ -190,6 +199,10 @@ async def _run_async(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    if step.at_most_once:
+        answer = await effects.begin_async(state, step, call, args_hash)
+        if answer is not effects.RUN:
+            return answer
     started = time.time()
     attempt = 0
     while True:

@@ -1,0 +1,219 @@
+"""Exactly-once database writes: ``@app.transaction`` steps.
+
+The step's function receives a DB-API connection to the journal's own database (SQLite or
+PostgreSQL) as its first argument, followed by the call's arguments. Its writes and the step's
+journal entry commit in one transaction (:meth:`outlast.store.Store.transaction`, fenced), so
+whatever crashes, the writes are in the database exactly when the step is recorded as done, and
+a replay returns the recorded result without running the function again.
+
+- A function that raises rolls its writes back; the failure is recorded like any step's (after
+  the step's retry policy, each attempt in a fresh transaction).
+- The connection is lent for the duration of the call: ``commit``, ``rollback`` and ``close``
+  raise :class:`~outlast.errors.ConfigurationError` (outlast commits). On PostgreSQL, nested
+  ``conn.transaction()`` blocks are savepoints; unqualified tables go to the connection's
+  ``search_path`` (``public`` by default), not outlast's schema.
+- Async functions are supported: the transaction runs in a worker thread and the coroutine on an
+  event loop of its own there (the connection is the same synchronous DB-API one), so it must not
+  await objects bound to the workflow's loop.
+
+What cannot work is refused with ConfigurationError, leaving the run as it was: a function with
+no parameter for the connection (at decoration), a call outside a workflow or from inside another
+step (no journal entry of its own to commit with), commit/rollback/close on the lent connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import serde
+from .context import RunState, StepScope, _run_var, _step_var
+from .errors import ConfigurationError
+from .journal import Call
+from .retry import Retry
+from .step import Step, _begin, _replay, _replay_async, _settle
+from .store.base import Entry
+
+if TYPE_CHECKING:
+    from .app import App
+
+R = TypeVar("R")
+
+__all__ = ["TransactionStep"]
+
+_LENT = frozenset({"commit", "rollback", "close", "autocommit", "set_autocommit", "isolation_level"})
+
+
+class _Lent:
+    """The store's connection, lent to one transaction step: outlast owns commit and rollback."""
+
+    __slots__ = ("_conn", "_step")
+
+    def __init__(self, conn: Any, step: str) -> None:
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_step", step)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _LENT:
+            raise ConfigurationError(
+                f"transaction step {self._step!r} may not use connection.{name}: outlast commits "
+                "the step's writes together with its journal entry (raise to roll them back)"
+            )
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ConfigurationError(
+            f"transaction step {self._step!r} may not set connection.{name}"
+        )
+
+    def __enter__(self) -> Any:
+        raise ConfigurationError(
+            f"transaction step {self._step!r}: do not use the connection as a context manager "
+            "(it would commit or close it); use it directly"
+        )
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ refuses
+        return None
+
+
+class TransactionStep(Step[..., R]):
+    """A step whose database writes commit with its journal entry (see :mod:`outlast.transaction`)."""
+
+    def __init__(self, app: App, fn: Callable[..., R], *, name: str, retry: Retry | None) -> None:
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise ConfigurationError(
+                f"transaction step {name!r} must take the database connection as its first "
+                f"parameter, e.g. def {fn.__name__}(conn, ...)"
+            )
+        super().__init__(app, fn, name=name, retry=retry, kind="transaction")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        self._check_place()
+        return super().__call__(*args, **kwargs)
+
+    def call(self, *args: Any, key: str | None = None, **kwargs: Any) -> Any:
+        """Call the step with an explicit identity ``key`` (unique among this step's calls)."""
+        self._check_place()
+        return super().call(*args, key=key, **kwargs)
+
+    def _check_place(self) -> None:
+        if _run_var.get() is None:
+            raise ConfigurationError(
+                f"transaction step {self.name!r} was called outside a workflow: its writes commit "
+                "with the run's journal entry, so call it from a function decorated with "
+                "@app.workflow"
+            )
+        if _step_var.get() is not None:
+            raise ConfigurationError(
+                f"transaction step {self.name!r} was called from inside step "
+                f"{_step_var.get().name!r}: its writes could not commit with a journal entry "  # type: ignore[union-attr]
+                "of their own; call it from the workflow"
+            )
+
+    def _invoke(
+        self, state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None
+    ) -> Any:
+        call, args_hash = _begin(state, self, args, kwargs, key)
+        replaying = call.entry is not None and call.entry.status != "intent"
+        if not self.is_async:
+            if replaying:
+                return _replay(self, call)
+            return _run(state, self, call, args_hash, args, kwargs)
+        coro = _replay_async(self, call) if replaying else _run_async(
+            state, self, call, args_hash, args, kwargs
+        )
+        if state.is_async:
+            return coro
+        return asyncio.run(coro)
+
+
+def _work(
+    state: RunState,
+    step: TransactionStep[Any],
+    call: Call,
+    args_hash: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: int,
+    started: float,
+    result: list[Any],
+) -> Callable[[Any], Entry]:
+    """The function the store runs inside its transaction: the user's call, then the entry."""
+
+    def work(conn: Any) -> Entry:
+        token = _step_var.set(StepScope(state.run_id, step.name, call.key, attempt))
+        try:
+            value = step.fn(_Lent(conn, step.name), *args, **kwargs)
+            if step.is_async:
+                # In the store's thread, on a loop of its own: the transaction stays in one thread.
+                value = asyncio.run(value)
+        finally:
+            _step_var.reset(token)
+        # A result that cannot be stored fails the step and rolls the writes back.
+        output = serde.dumps(value, what=f"result of transaction step {step.name!r}")
+        result.append(value)
+        return Entry(
+            call.key, call.position, step.kind, step.name, "completed", output, args_hash,
+            attempt, started, time.time(),
+        )
+
+    return work
+
+
+def _run(
+    state: RunState,
+    step: TransactionStep[Any],
+    call: Call,
+    args_hash: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    started = time.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        result: list[Any] = []
+        work = _work(state, step, call, args_hash, args, kwargs, attempt, started, result)
+        try:
+            state.store.transaction(state.run_id, state.epoch, work)
+        except Exception as exc:
+            delay = step.retry.delay(attempt, exc)
+            if delay is None:
+                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
+        else:
+            return result[0]
+        state.app._pause(delay, state)
+
+
+async def _run_async(
+    state: RunState,
+    step: TransactionStep[Any],
+    call: Call,
+    args_hash: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    started = time.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        result: list[Any] = []
+        work = _work(state, step, call, args_hash, args, kwargs, attempt, started, result)
+        try:
+            # A thread: the SQLite store holds its lock, and psycopg blocks, for the whole call.
+            await asyncio.to_thread(state.store.transaction, state.run_id, state.epoch, work)
+        except Exception as exc:
+            delay = step.retry.delay(attempt, exc)
+            if delay is None:
+                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
+        else:
+            return result[0]
+        await asyncio.sleep(delay)
+        state.check()

@@ -180,6 +180,9 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
             _secs(s.duration), s.error or "",
         )
     console.print(table)
+    from .cli_graph import show_checkpoints
+
+    show_checkpoints(console, _app(db), run_id)
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
         console.print(f"stats: {shown}")
@@ -223,6 +226,9 @@ def run_cli() -> None:
 from .cli_effects import resolve as _resolve_cmd  # noqa: E402
 
 main.add_command(_resolve_cmd)
+from .cli_graph import fork as _fork_cmd  # noqa: E402
+
+main.add_command(_fork_cmd)
 
 if __name__ == "__main__":
     run_cli()

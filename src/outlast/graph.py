@@ -37,7 +37,7 @@ from .workflow import Workflow, _takes_ctx
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["END", "FORK", "START", "Graph", "append"]
+__all__ = ["END", "FORK", "START", "Graph", "append", "interrupt"]
 
 #: The virtual node a graph starts from (``graph.edge(outlast.START, "first")``).
 START = "__start__"
@@ -291,6 +291,26 @@ def summarize(update: Mapping[str, Any], limit: int = 80) -> str:
         parts.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
     line = ", ".join(parts) or "(no change)"
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def interrupt(value: Any = None) -> Any:
+    """Suspend the run until ``app.send(run_id, "resume", answer)``; return the answer.
+
+    Call it inside a graph node (or any workflow). ``value`` (what the run asks) is recorded,
+    so ``outlast show`` lists it. The run hibernates (no thread, no lease) and resumes on any
+    process when the answer arrives: the node runs again from its start, its completed steps
+    replay, and this call returns the answer. In an async graph, ``await`` it.
+    """
+    from . import waits
+
+    rs = current_run()
+    if rs is None:
+        raise ConfigurationError(
+            "outlast.interrupt() was called outside a run: call it inside a graph node or a "
+            "workflow executing under app.run/app.start"
+        )
+    rs.durable_value("interrupt", lambda: value)
+    return waits.wait_for(rs, "resume")
 
 
 class _Execution:

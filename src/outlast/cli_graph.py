@@ -1,0 +1,68 @@
+"""CLI for graph runs: the checkpoint table of ``outlast show``, and ``outlast fork``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import click
+
+from .app import App
+from .graph import NODE_KIND
+from .timetravel import checkpoints
+
+
+def show_checkpoints(console: Any, app: App, run_id: str) -> None:
+    """Print the checkpoint table of a graph run (nothing for other runs)."""
+    record = app.store.get_run(run_id)
+    if record is None:
+        return
+    has_nodes = any(e.kind == NODE_KIND for e in app.store.load_journal(run_id))
+    if not has_nodes and b'"fork"' not in record.input:
+        return
+    from rich.table import Table
+
+    table = Table(title="checkpoints (outlast fork MODULE:APP RUN_ID CHECKPOINT)")
+    for col in ("id", "node", "run", "at", "update", "next"):
+        table.add_column(col)
+    for cp in checkpoints(app, run_id):
+        table.add_row(
+            cp.id, cp.node, cp.run_id if cp.run_id != run_id else "",
+            time.strftime("%H:%M:%S", time.localtime(cp.at)), cp.summary, cp.next or "",
+        )
+    console.print(table)
+
+
+@click.command()
+@click.argument("target")
+@click.argument("run_id")
+@click.argument("checkpoint")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help="Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db).")
+@click.option("--update", "update_json", help="A JSON object applied to the state first (through the reducers).")
+@click.option("--run-id", "new_run_id", help="The new run's id (default: random).")
+@click.option("--wait", is_flag=True, help="Execute the fork here and print its final state.")
+def fork(
+    target: str, run_id: str, checkpoint: str, db: str | None, update_json: str | None,
+    new_run_id: str | None, wait: bool,
+) -> None:
+    """Start a new run of graph run RUN_ID from its CHECKPOINT, for the app MODULE:APP.
+
+    The fork is recorded for `outlast worker MODULE:APP`, or executed here with --wait.
+    """
+    from .cli import load_app
+    from .timetravel import fork as start_fork
+
+    app = load_app(target, db)
+    update = None
+    if update_json is not None:
+        try:
+            update = json.loads(update_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"--update is not JSON: {exc}") from exc
+        if not isinstance(update, dict):
+            raise click.BadParameter("--update must be a JSON object of state keys")
+    handle = start_fork(app, run_id, checkpoint, update, new_run_id, execute=False)
+    click.echo(f"forked {run_id} at checkpoint {checkpoint} as run {handle.run_id}")
+    if wait:
+        click.echo(json.dumps(handle.result(), default=repr))

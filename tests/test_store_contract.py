@@ -252,6 +252,12 @@ def test_steal_from_takes_a_live_run_of_that_owner(store: Store) -> None:
     assert (stolen.owner, stolen.epoch, stolen.recoveries) == ("w2", first.epoch + 1, 1)
 
 
+def test_steal_from_without_run_id_takes_all_of_that_owners_runs(store: Store) -> None:
+    mine = {running(store, "dead").run_id, running(store, "dead").run_id}
+    running(store, "alive")
+    assert set(ids(store.claim("w2", LONG, steal_from="dead", limit=10))) == mine
+
+
 # -- fencing --------------------------------------------------------------------------------------
 
 
@@ -317,6 +323,14 @@ def test_cancel_fences_out_the_executor(store: Store) -> None:
     with pytest.raises(LeaseLost):
         store.finish(run.run_id, run.epoch, "completed")
     assert store.load_journal(run.run_id) == []
+
+
+def test_transaction_work_does_not_run_when_fenced(store: Store) -> None:
+    old, _ = taken_over(store)
+    calls: list[object] = []
+    with pytest.raises(LeaseLost):
+        store.transaction(old.run_id, old.epoch, lambda conn: calls.append(conn) or entry("t:1"))
+    assert calls == []
 
 
 def test_finished_run_refuses_more_writes(store: Store) -> None:
@@ -522,6 +536,19 @@ def test_resolve_records_or_drops_the_intent(store: Store) -> None:
     assert store.load_journal(b.run_id) == []
 
 
+def test_resolve_overrides_an_outcome_but_drop_key_keeps_it(store: Store) -> None:
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("a:1", 0, output=b"recorded"))
+    store.record(run.run_id, run.epoch, entry("b:1", 1, output=b"kept"))
+    store.release(run.run_id, run.epoch, "paused")
+    resolved = store.resolve(run.run_id, entry("a:1", 0, output=b"operator"), drop_key="b:1")
+    assert resolved.epoch == run.epoch + 2  # release and resolve each bump it
+    assert store.load_journal(run.run_id) == [
+        entry("a:1", 0, output=b"operator"),
+        entry("b:1", 1, output=b"kept"),
+    ]
+
+
 def test_resolve_refuses_runs_that_are_not_paused(store: Store) -> None:
     run = running(store)
     with pytest.raises(NotPaused) as info:
@@ -538,8 +565,9 @@ def test_cancel_recurses_through_children(store: Store) -> None:
     store.create_run(new_run("grandchild", parent_id="child"))
     done = running(store, run_id="done", parent_id="parent")
     store.finish(done.run_id, done.epoch, "completed")
+    store.create_run(new_run("orphan", parent_id="done"))  # reached through a finished child
     store.create_run(new_run("stranger"))
-    assert sorted(store.cancel("parent")) == ["child", "grandchild", "parent"]
+    assert sorted(store.cancel("parent")) == ["child", "grandchild", "orphan", "parent"]
     for run_id, before in [("parent", parent), ("child", child)]:
         after = store.get_run(run_id)
         assert after is not None
@@ -681,7 +709,20 @@ def test_rate_limit_counts_starts_per_period(store: Store) -> None:
         store.finish(run.run_id, run.epoch, "completed")
     assert store.claim("w1", LONG, queues=specs, limit=5) == []
     time.sleep(0.6)
-    assert len(store.claim("w1", LONG, queues=specs, limit=5)) == 2
+    second = store.claim("w1", LONG, queues=specs, limit=5)
+    assert len(second) == 2
+    store.release(second[0].run_id, second[0].epoch, "pending")
+    assert store.claim("w1", LONG, queues=specs, limit=5) == []  # a resumption is a start too
+
+
+def test_expired_leases_do_not_hold_queue_slots(store: Store) -> None:
+    old, newer = queued(store, "q", 2)
+    specs = {"q": QueueSpec("q", concurrency=1)}
+    assert ids(store.claim("w1", SHORT, queues=specs, limit=2)) == [old]
+    assert store.claim("w2", LONG, queues=specs, limit=2) == []
+    time.sleep(SHORT + 0.1)
+    [taken] = store.claim("w2", LONG, queues=specs, limit=2)  # the expired one, and only it
+    assert (taken.run_id, taken.recoveries) == (old, 1)
 
 
 def test_limited_queue_claims_by_priority(store: Store) -> None:
@@ -858,6 +899,38 @@ def test_pg_listener_recovers_from_a_dropped_connection(pg_store: Store, pg_url:
         pg_store.wait_for_work(5)
         claimed = pg_store.claim("w1", LONG)
     assert claimed and time.monotonic() - start < 1.8
+
+
+@pytest.mark.postgres
+def test_pg_record_waits_for_an_inflight_takeover_then_is_refused(
+    pg_store: Store, pg_url: str
+) -> None:
+    import psycopg
+
+    run = running(pg_store)
+    schema = parse_qs(urlsplit(pg_url).query)["schema"][0]
+    outcome: list[BaseException | None] = []
+
+    def record() -> None:
+        try:
+            pg_store.record(run.run_id, run.epoch, entry("a:1"))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(pg_url.split("?", 1)[0]) as thief:  # a claim, not yet committed
+        thief.execute(
+            f"UPDATE {schema}.runs SET epoch = epoch + 1, owner = 'thief' WHERE run_id = %s",
+            (run.run_id,),
+        )
+        writer = threading.Thread(target=record)
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive()  # the fence waits for the takeover to decide
+        thief.commit()
+    writer.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
+    assert pg_store.load_journal(run.run_id) == []
 
 
 @pytest.mark.postgres

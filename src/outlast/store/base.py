@@ -9,7 +9,10 @@ cancel, release). Every write a run's executor makes (:meth:`Store.record`, :met
 :meth:`Store.release`, :meth:`Store.take_event`, :meth:`Store.stash`, :meth:`Store.transaction`)
 carries the epoch it was given at claim time, and is refused with :class:`~outlast.errors.LeaseLost`
 when the run's epoch is no longer that one, so a worker that was paused past its lease can never
-write into a run someone else now owns.
+write into a run someone else now owns. A fenced write also needs the run to be ``running``
+(a finished run refuses more writes), and a run that no longer exists refuses it with
+LeaseLost too, not RunNotFound: either way the executor has nothing left to write into.
+When a write is both stale and conflicting, LeaseLost wins over RunConflict.
 
 Times are seconds since the epoch (floats). Leases are computed with the store's own clock
 (the database server's, for PostgreSQL) so workers on machines with skewed clocks agree.
@@ -112,8 +115,13 @@ class QueueSpec:
 
     ``concurrency``: runs of this queue running at once, fleet-wide (None: unlimited).
     ``worker_concurrency``: runs of this queue one worker runs at once (None: unlimited).
-    ``rate_limit`` starts per ``rate_period`` seconds, fleet-wide (None: unlimited).
+    ``rate_limit`` starts per ``rate_period`` seconds, fleet-wide (None: unlimited). Every
+    claim of a run of the queue counts as a start, resumptions and recoveries included, in a
+    sliding window of ``rate_period`` seconds.
     ``key_concurrency``: runs sharing one ``concurrency_key`` running at once (None: unlimited).
+
+    "Running" counts runs whose lease has not expired: a run whose lease ran out is claimable
+    again, and counts once it is claimed.
     """
 
     name: str
@@ -137,7 +145,8 @@ class QueueStats:
 
 @dataclass(slots=True)
 class Page:
-    """A filter for :meth:`Store.list_runs`."""
+    """A filter for :meth:`Store.list_runs`. ``extra`` is reserved for backend-specific filters;
+    the built-in stores ignore it."""
 
     status: str | None = None
     workflow: str | None = None
@@ -192,10 +201,11 @@ class Store(abc.ABC):
         """Take ownership of up to ``limit`` runnable runs and return them as claimed.
 
         Runnable: ``pending``; ``running`` with an expired lease; ``suspended`` with
-        ``wake_at`` due. With ``run_id``, only that run is considered, and it is also taken
-        when its current owner equals ``steal_from`` (a dead process on this host). With
-        ``workflows``, only runs of those workflow names. Queue limits in ``queues`` are
-        honoured fleet-wide. Highest priority first, then oldest.
+        ``wake_at`` due. With ``run_id``, only that run is considered. With ``steal_from``
+        (a dead process on this host), runs still running under that owner are taken too,
+        lease or not: that one run with ``run_id``, any of them without. With ``workflows``,
+        only runs of those workflow names. Queue limits in ``queues`` are honoured
+        fleet-wide (queues not listed are unlimited). Highest priority first, then oldest.
 
         Atomic per run: a run is claimed by one caller only. Claiming sets status ``running``,
         ``owner``, a lease of ``lease`` seconds, ``started_at`` if unset, bumps ``epoch`` and
@@ -251,15 +261,18 @@ class Store(abc.ABC):
     def cancel(self, run_id: str) -> list[str]:
         """Cancel the run and, recursively, its unfinished children; return the ids cancelled.
 
-        A terminal run is left as it is (and not listed). Bumps each epoch, so a process
-        still executing the run is fenced out at its next write. Raises RunNotFound.
+        A terminal run is left as it is (and not listed); the recursion still goes through it
+        to its unfinished descendants. Bumps each epoch, so a process still executing the run
+        is fenced out at its next write. Raises RunNotFound.
         """
 
     @abc.abstractmethod
     def resolve(self, run_id: str, entry: Entry | None, drop_key: str | None = None) -> RunRecord:
-        """Operator decision on a paused run, atomically: record ``entry`` (replacing an intent
-        of the same key), or with ``drop_key`` delete that intent so the step runs again; then
-        make the run ``pending``. Raises RunNotFound, NotPaused when the run is not paused.
+        """Operator decision on a paused run, atomically: record ``entry`` (replacing whatever
+        the journal holds under its key: the operator's word is final), or with ``drop_key``
+        delete that key's intent (an outcome under that key is kept) so the step runs again;
+        then make the run ``pending`` and bump its epoch. Raises RunNotFound, NotPaused when the
+        run is not paused.
         """
 
     # -- journal ----------------------------------------------------------------------------
@@ -288,7 +301,8 @@ class Store(abc.ABC):
     def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
         """Replace the run's snapshot, taken after journal position ``position``; fenced.
 
-        Entries before ``position`` are deleted in the same transaction (compaction).
+        Entries before ``position`` (strictly lower positions) are deleted in the same
+        transaction (compaction); the entry at ``position`` is kept.
         """
 
     @abc.abstractmethod
@@ -297,7 +311,10 @@ class Store(abc.ABC):
     ) -> Entry:
         """Run ``work(connection)`` and record the entry it returns, in one database
         transaction, fenced: the user's writes and the journal entry commit together or not
-        at all. ``connection`` is the backend's DB-API connection.
+        at all. ``connection`` is the backend's DB-API connection (``sqlite3.Connection``,
+        ``psycopg.Connection``), inside the store's transaction: ``work`` must not commit, roll
+        back or change session settings. The fence is checked before ``work`` runs and again,
+        atomically, by the journal write.
         """
 
     # -- events -----------------------------------------------------------------------------
@@ -315,14 +332,16 @@ class Store(abc.ABC):
         """Consume the oldest undelivered event ``name`` and record it, fenced, atomically.
 
         The recorded entry is ``entry`` with the event payload as output; it is returned.
-        None when no event is waiting (nothing written).
+        None when no event is waiting (nothing written). When the entry cannot be recorded
+        (RunConflict), the event stays undelivered.
         """
 
     # -- maintenance ------------------------------------------------------------------------
 
     @abc.abstractmethod
     def queue_stats(self) -> list[QueueStats]:
-        """Depth and load per queue."""
+        """Depth and load per queue, by queue name. A queue with no pending, running or
+        suspended run may be left out."""
 
     @abc.abstractmethod
     def prune(self, older_than: float) -> int:
@@ -332,7 +351,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def wait_for_work(self, timeout: float) -> None:
-        """Block up to ``timeout`` seconds, returning early when new work may be runnable."""
+        """Block up to ``timeout`` seconds, returning early when new work may be runnable.
+
+        Early returns may be spurious: callers claim, then wait again.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:

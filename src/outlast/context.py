@@ -8,16 +8,18 @@ a workflow through context variables, which is how a step call knows it is journ
 
 from __future__ import annotations
 
+import os
 import random as _random
 import time
 import uuid as _uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serde
-from .errors import Cancelled, LeaseLost, OutlastError
+from .errors import Cancelled, LeaseLost, OutlastError, Suspend
 from .journal import Journal
 from .store.base import Entry, RunRecord, Store
 
@@ -43,6 +45,9 @@ class StepScope:
 
 _run_var: ContextVar[RunState | None] = ContextVar("outlast_run", default=None)
 _step_var: ContextVar[StepScope | None] = ContextVar("outlast_step", default=None)
+
+#: environment variable of the replay-each-step test mode (see RunState.recorded)
+REPLAY_EACH_STEP = "OUTLAST_REPLAY_EACH_STEP"
 
 
 def current_run() -> RunState | None:
@@ -113,6 +118,14 @@ class RunState:
 
     def record(self, entry: Entry, blobs: dict[str, bytes] | None = None) -> None:
         self.store.record(self.run_id, self.epoch, entry, blobs)
+        self.recorded(entry)
+
+    def recorded(self, entry: Entry) -> None:
+        """Called after an entry is journaled. In the replay-each-step test mode
+        (``OUTLAST_REPLAY_EACH_STEP=1``) the run stops here and resumes from its journal, so
+        every test proves that replay reaches the same calls (Restate's "always replay")."""
+        if entry.status != "intent" and os.environ.get(REPLAY_EACH_STEP) == "1":
+            raise Suspend(f"replay-each-step: {entry.key} recorded", wake_at=time.time())
 
     def add_stat(self, name: str, amount: float) -> None:
         self.stats[name] = self.stats.get(name, 0.0) + amount
@@ -168,6 +181,50 @@ class Context:
     def random(self) -> float:
         """A random float in [0, 1), recorded: replay returns the same."""
         return float(self._state.durable_value("random", _random.random))
+
+    # -- waits, children, snapshots (implemented in waits.py, children.py, snapshot.py) ----
+
+    def sleep(self, seconds: float | timedelta) -> Any:
+        """Sleep durably: after a crash only the remaining time is slept. Long sleeps
+        hibernate the run (no thread held). Await it in async workflows."""
+        from . import waits
+
+        return waits.sleep(self._state, seconds)
+
+    def sleep_until(self, when: datetime | float) -> Any:
+        """Sleep durably until ``when`` (a datetime, or seconds since the epoch)."""
+        from . import waits
+
+        return waits.sleep_until(self._state, when)
+
+    def wait_for(self, name: str, timeout: float | timedelta | None = None) -> Any:
+        """The payload of the next event ``name`` sent to this run (``app.send``), or raise
+        :class:`~outlast.Timeout` after ``timeout``. Await it in async workflows."""
+        from . import waits
+
+        return waits.wait_for(self._state, name, timeout)
+
+    def start_child(
+        self, workflow: Any, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Start a child run of ``workflow`` (journaled) and return its handle
+        (:class:`~outlast.children.ChildRun`); cancelling this run cancels the child."""
+        from . import children
+
+        return children.start_child(self._state, workflow, args, kwargs, run_id)
+
+    def stash(self, value: Any) -> None:
+        """Durably replace this run's snapshot with ``value``; a resume then calls the
+        workflow's ``on_recovered`` handler with it, and older journal entries are dropped."""
+        from . import snapshot
+
+        snapshot.stash(self._state, value)
+
+    def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Restart this workflow under the same run id with new arguments and a fresh journal."""
+        from . import snapshot
+
+        snapshot.continue_as_new(self._state, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<Context run_id={self.run_id!r} workflow={self.workflow!r}>"

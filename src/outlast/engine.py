@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import children, serde, snapshot
 from .context import Context, RunState, _run_var
 from .errors import (
     Cancelled,
@@ -56,15 +58,18 @@ class Outcome:
 def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> tuple[RunState, Context]:
     # A run this process has just created has an empty journal: skip the read.
     entries = [] if fresh else app.store.load_journal(run.run_id)
-    start = (run.snapshot_position or 0) if run.snapshot is not None else 0
-    state = RunState(app, app.store, run, Journal(run.run_id, entries, start), wf.is_async)
+    point = snapshot.resume_point(run)
+    journal = Journal(run.run_id, entries, point.start, point.counts)
+    state = RunState(app, app.store, run, journal, wf.is_async)
     app._heartbeat.add(state)
     return state, Context(state)
 
 
-def _call_args(wf: Workflow[Any, Any], run: RunRecord, ctx: Context) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    args, kwargs = serde.decode_args(run.input)
-    return ((ctx, *args) if wf.takes_ctx else tuple(args)), kwargs
+def _call_args(
+    wf: Workflow[Any, Any], run: RunRecord, ctx: Context
+) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    # The workflow, or its on_recovered handler when the run resumes from a stash.
+    return snapshot.entry_point(wf, run, ctx, snapshot.resume_point(run))
 
 
 def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
@@ -76,8 +81,8 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
     state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
     try:
-        args, kwargs = _call_args(wf, run, ctx)
-        value = wf.fn(*args, **kwargs)
+        fn, args, kwargs = _call_args(wf, run, ctx)
+        value = fn(*args, **kwargs)
     except BaseException as exc:
         return _settle_error(state, exc)
     else:
@@ -96,8 +101,10 @@ async def execute_async(
     state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
     try:
-        args, kwargs = _call_args(wf, run, ctx)
-        value = await wf.fn(*args, **kwargs)
+        fn, args, kwargs = _call_args(wf, run, ctx)
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):  # a recovery handler may be sync
+            value = await value
     except BaseException as exc:
         return _settle_error(state, exc)
     else:
@@ -139,6 +146,7 @@ def _settle_ok(state: RunState, value: Any) -> Outcome:
         state.store.finish(state.run_id, state.epoch, "completed", output=output, stats=_stats(state))
     except LeaseLost:
         return Outcome("lost")
+    children.notify_parent(state)
     return Outcome("completed", value=value)
 
 
@@ -169,6 +177,7 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
         store.finish(
             run_id, epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
         )
+        children.notify_parent(state)
         return Outcome("failed", error=exc)
     except LeaseLost as lost:
         log.warning("%s", lost.message)

@@ -31,6 +31,7 @@ bare ``except Exception`` in a workflow cannot catch it:
     └── Interrupt               base of outlast's control flow
         ├── Cancelled           the run was cancelled; raised at the next step boundary
         ├── Suspend             the run hibernates (long wait); internal
+        │   └── ContinueAsNew   the run restarts with new arguments and a fresh journal; internal
         ├── Pause               the run needs an operator (outcome unknown); internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetExceeded",
     "Cancelled",
     "ConfigurationError",
+    "ContinueAsNew",
     "Interrupt",
     "LeaseLost",
     "NonDeterminismError",
@@ -190,6 +192,11 @@ class Cancelled(Interrupt):
 
 class Suspend(Interrupt):
     """The run hibernates until ``wake_at`` or an event; raised by waits, caught by the engine."""
+
+
+class ContinueAsNew(Suspend):
+    """Raised by ``ctx.continue_as_new``: the run's old journal is gone and it restarts at once
+    under the same run id with its new arguments (released as due, so any executor takes it)."""
 
 
 class Pause(Interrupt):

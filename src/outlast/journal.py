@@ -36,11 +36,18 @@ class Journal:
 
     __slots__ = ("run_id", "_by_position", "_by_key", "_counts", "position", "replayed")
 
-    def __init__(self, run_id: str, entries: list[Entry], start: int = 0) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        entries: list[Entry],
+        start: int = 0,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         self.run_id = run_id
         self._by_position = {e.position: e for e in entries}
         self._by_key = {e.key: e for e in entries}
-        self._counts: dict[str, int] = {}
+        # Resuming from a snapshot: occurrence numbers go on where the snapshot left them.
+        self._counts: dict[str, int] = dict(counts or {})
         #: the position the next call gets
         self.position = start
         #: entries answered from the journal so far (what resuming saved)
@@ -100,6 +107,10 @@ class Journal:
             recorded=recorded,
             called=called,
         )
+
+    def counts(self) -> dict[str, int]:
+        """Calls made so far per name (saved with a snapshot, so keys stay stable)."""
+        return dict(self._counts)
 
     def recorded(self, kind: str) -> list[Entry]:
         """The recorded entries of ``kind``, in position order (a graph's node entries)."""

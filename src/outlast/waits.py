@@ -1,0 +1,184 @@
+"""Durable timers and events: ``ctx.sleep``, ``ctx.sleep_until``, ``ctx.wait_for``.
+
+Two tiers, same results. A wait whose remaining time is at most ``App.hibernate_after``
+seconds stays in memory: the thread (or task) waits while the heartbeat keeps the lease. A
+longer wait, or one without a timeout, hibernates at once: :class:`~outlast.errors.Suspend`
+makes the engine release the run as ``suspended`` (no thread, no lease) until its timer is
+due or its event is sent; it then replays from its journal to this wait.
+
+Determinism: the moment a wait ends is journaled before waiting (a ``timer`` entry for a
+sleep, a ``deadline`` entry for an event timeout), so a replay after a crash waits only for
+what is left. An event is consumed and journaled in one fenced transaction
+(:meth:`~outlast.store.base.Store.take_event`), so it is delivered exactly once; a timeout is
+journaled as a failed ``event`` entry, so a replay raises the same :class:`Timeout` even if
+the event arrives later (that event stays queued for the next ``wait_for`` of its name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import serde
+from .context import RunState
+from .errors import ConfigurationError, Suspend, Timeout
+from .store.base import Entry
+
+#: how often an in-memory event wait looks at the store (events from other processes)
+POLL = 0.05
+
+
+def _seconds(value: float | timedelta, what: str) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigurationError(f"{what} must be seconds (a number) or a timedelta, got {value!r}")
+    return float(value)
+
+
+def _recorded_time(state: RunState, kind: str, name: str, compute: Callable[[], float]) -> float:
+    """The end of a wait: computed once, journaled, and read back from the journal on replay."""
+    state.check()
+    call = state.journal.next_call(kind, name, None)
+    if call.entry is not None:
+        return float(serde.loads(call.entry.output or b"0", what=f"recorded {kind} {name!r}"))
+    at = compute()
+    now = time.time()
+    state.record(Entry(call.key, call.position, kind, name, "completed", serde.dumps(at), None, 1, now, now))
+    return at
+
+
+def _hibernates(state: RunState, remaining: float | None) -> bool:
+    return remaining is None or remaining > state.app.hibernate_after
+
+
+# -- timers ----------------------------------------------------------------------------------
+
+
+def sleep(state: RunState, seconds: float | timedelta) -> Any:
+    """``ctx.sleep``: see :meth:`~outlast.Context.sleep`."""
+    delay = max(0.0, _seconds(seconds, "ctx.sleep(seconds)"))
+    return _until(state, _recorded_time(state, "timer", "sleep", lambda: time.time() + delay))
+
+
+def sleep_until(state: RunState, when: datetime | float) -> Any:
+    """``ctx.sleep_until``: a naive datetime is local time, as ``datetime.timestamp`` reads it."""
+    at = when.timestamp() if isinstance(when, datetime) else _seconds(when, "ctx.sleep_until(when)")
+    return _until(state, _recorded_time(state, "timer", "sleep_until", lambda: at))
+
+
+def _until(state: RunState, wake_at: float) -> Any:
+    remaining = wake_at - time.time()
+    if remaining > 0 and _hibernates(state, remaining):
+        raise Suspend(f"run {state.run_id!r} sleeps until {wake_at}", wake_at=wake_at)
+    if state.is_async:
+        return _nap_async(state, wake_at)
+    _nap(state, wake_at)
+    return None
+
+
+def _nap(state: RunState, until: float) -> None:
+    # Short naps, so a cancel or a lost lease stops the wait within a quarter second.
+    while (left := until - time.time()) > 0:
+        time.sleep(min(left, 0.25))
+        state.check()
+
+
+async def _nap_async(state: RunState, until: float) -> None:
+    while (left := until - time.time()) > 0:
+        await asyncio.sleep(min(left, 0.25))
+        state.check()
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def wait_for(state: RunState, name: str, timeout: float | timedelta | None = None) -> Any:
+    """``ctx.wait_for``: see :meth:`~outlast.Context.wait_for`."""
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"ctx.wait_for: the event name must be a non-empty string, got {name!r}")
+    deadline: float | None = None
+    if timeout is not None:
+        secs = max(0.0, _seconds(timeout, "ctx.wait_for(timeout)"))
+        deadline = _recorded_time(state, "deadline", f"timeout:{name}", lambda: time.time() + secs)
+    state.check()
+    call = state.journal.next_call("event", name, None)
+    if call.entry is not None:
+        return _done_async(_replayed, call.entry) if state.is_async else _replayed(call.entry)
+    waiter = _EventWait(state, call.key, call.position, name, deadline)
+    return waiter.run_async() if state.is_async else waiter.run()
+
+
+def _replayed(entry: Entry) -> Any:
+    if entry.status == "failed":
+        raise serde.load_error(entry.output or b"null")
+    return serde.loads(entry.output or b"null", what=f"payload of event {entry.name!r}")
+
+
+async def _done_async(fn: Callable[[Entry], Any], entry: Entry) -> Any:
+    return fn(entry)
+
+
+class _EventWait:
+    """One unanswered ``wait_for``: take the event, time out, hibernate, or wait a little."""
+
+    __slots__ = ("state", "key", "position", "name", "deadline")
+
+    def __init__(self, state: RunState, key: str, position: int, name: str, deadline: float | None) -> None:
+        self.state, self.key, self.position, self.name, self.deadline = (
+            state, key, position, name, deadline,
+        )
+
+    def poll(self) -> tuple[bool, Any]:
+        """``(True, payload)`` when the event was taken, else ``(False, seconds to wait)``;
+        raises Timeout (journaled) or Suspend (hibernate)."""
+        state = self.state
+        now = time.time()
+        entry = Entry(self.key, self.position, "event", self.name, "completed", None, None, 1, now, now)
+        taken = state.store.take_event(state.run_id, state.epoch, self.name, entry)
+        if taken is not None:
+            value = serde.loads(taken.output or b"null", what=f"payload of event {self.name!r}")
+            state.recorded(taken)
+            return True, value
+        remaining = None if self.deadline is None else self.deadline - now
+        if remaining is not None and remaining <= 0:
+            raise self._time_out()
+        if _hibernates(state, remaining):
+            raise Suspend(
+                f"run {state.run_id!r} waits for event {self.name!r}",
+                wake_at=self.deadline, wait_event=self.name,
+            )
+        return False, min(POLL, remaining or POLL)
+
+    def _time_out(self) -> Timeout:
+        err = Timeout(
+            f"run {self.state.run_id!r}: event {self.name!r} did not arrive before its timeout; "
+            "catch outlast.Timeout in the workflow to go on without it",
+            run_id=self.state.run_id, event=self.name,
+        )
+        now = time.time()
+        self.state.record(Entry(
+            self.key, self.position, "event", self.name, "failed", serde.dump_error(err), None, 1, now, now,
+        ))
+        return err
+
+    def run(self) -> Any:
+        app = self.state.app
+        while True:
+            done, value = self.poll()
+            if done:
+                return value
+            app._wait(value)  # app.send in this process wakes it early
+            self.state.check()
+
+    async def run_async(self) -> Any:
+        while True:
+            done, value = self.poll()
+            if done:
+                return value
+            await asyncio.sleep(value)
+            self.state.check()

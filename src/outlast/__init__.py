@@ -43,10 +43,12 @@ from .errors import (
     Timeout,
 )
 from .graph import END, START, Graph, append
+from .graph import END, START, Graph, append, interrupt
 from .retry import Retry
 from .run import Run, RunInfo, StepInfo
 from .step import Step
 from .store.base import QueueSpec
+from .timetravel import Checkpoint
 from .timetravel import Checkpoint
 from .workflow import Workflow
 
@@ -57,8 +59,11 @@ __all__ = [
     "BudgetExceeded",
     "Cancelled",
     "Checkpoint",
+    "Checkpoint",
     "ConfigurationError",
     "Context",
+    "END",
+    "Graph",
     "END",
     "Graph",
     "NonDeterminismError",
@@ -75,6 +80,7 @@ __all__ = [
     "RunNotFound",
     "RunPaused",
     "START",
+    "START",
     "SerializationError",
     "Step",
     "StepFailed",
@@ -83,6 +89,8 @@ __all__ = [
     "Timeout",
     "Workflow",
     "append",
+    "append",
     "current_idempotency_key",
     "idempotency_key",
+    "interrupt",
 ]

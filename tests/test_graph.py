@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.apps.graphy import loop_graph
 
 import outlast
 from outlast.errors import ConfigurationError
@@ -80,31 +81,9 @@ def test_sigkill_inside_node6_resumes_at_node6(store_url: str, tmp_path: Path) -
     graphy.app.close()
 
 
-def _loop_graph(app: outlast.App, name: str = "loop", **options: Any) -> outlast.Graph:
-    graph = app.graph(name, reducers={"log": outlast.append}, **options)
-
-    @graph.node
-    def plan(state: dict) -> dict:
-        return {"log": "plan", "n": 0}
-
-    @graph.node
-    def search(state: dict) -> dict:
-        return {"log": f"search{state['n']}", "n": state["n"] + 1}
-
-    @graph.node
-    def write(state: dict) -> dict:
-        return {"log": "write", "done": True}
-
-    graph.edge(outlast.START, "plan")
-    graph.edge("plan", "search")
-    graph.route("search", lambda s: "write" if s["n"] >= s["rounds"] else "search", ["search", "write"])
-    graph.edge("write", outlast.END)
-    return graph
-
-
 def test_routes_and_loops(store_url: str) -> None:
     app = outlast.App(store_url)
-    graph = _loop_graph(app, snapshot_every=2)
+    graph = loop_graph(app, snapshot_every=2)
     final = app.run(graph, {"rounds": 4}, run_id="loop-1")
     assert final["log"] == ["plan", "search0", "search1", "search2", "search3", "write"]
     assert final["done"] is True and final["n"] == 4
@@ -288,7 +267,7 @@ def test_runtime_errors_name_run_node_and_fix(store_url: str) -> None:
         app.run(g, {"ret": [1]}, run_id="r2")
     assert app.get_run("r1").status == "failed"
 
-    loop = _loop_graph(app, "forever", max_nodes=5)
+    loop = loop_graph(app, "forever", max_nodes=5)
     with pytest.raises(ConfigurationError, match="ran 5 nodes without reaching END"):
         app.run(loop, {"rounds": 100}, run_id="r3")
     app.close()

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import outlast
 
@@ -72,6 +73,29 @@ def approve(state: dict) -> dict:
 ask.edge(outlast.START, "draft")
 ask.edge("draft", "approve")
 ask.edge("approve", outlast.END)
+
+
+def loop_graph(app: outlast.App, name: str = "loop", **options: Any) -> outlast.Graph:
+    """A graph that plans, searches ``state["rounds"]`` times in a loop, then writes."""
+    graph = app.graph(name, reducers={"log": outlast.append}, **options)
+
+    @graph.node
+    def plan(state: dict) -> dict:
+        return {"log": "plan", "n": 0}
+
+    @graph.node
+    def search(state: dict) -> dict:
+        return {"log": f"search{state['n']}", "n": state["n"] + 1}
+
+    @graph.node
+    def write(state: dict) -> dict:
+        return {"log": "write", "done": True}
+
+    graph.edge(outlast.START, "plan")
+    graph.edge("plan", "search")
+    graph.route("search", lambda s: "write" if s["n"] >= s["rounds"] else "search", ["search", "write"])
+    graph.edge("write", outlast.END)
+    return graph
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import effects, engine, serde, timetravel
+from .budget import Budget
 from .errors import ConfigurationError, RunConflict, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
@@ -188,7 +189,8 @@ class App:
 
     @overload
     def workflow(
-        self, *, name: str | None = None, queue: str = "default", priority: int = 0
+        self, *, name: str | None = None, queue: str = "default", priority: int = 0,
+        budget: Budget | None = None,
     ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 
     def workflow(
@@ -199,15 +201,19 @@ class App:
         name: str | None = None,
         queue: str = "default",
         priority: int = 0,
+        budget: Budget | None = None,
     ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
         """Declare a workflow: ``@app.workflow`` or ``@app.workflow(name=..., queue=...)``.
 
         The default name is the bare function name, so a run started by a script resumes
-        under ``outlast worker module:app``.
+        under ``outlast worker module:app``. ``budget``: limits on what each run may spend
+        on model calls made through :func:`outlast.llm.wrap` (see :class:`~outlast.Budget`).
         """
 
         def decorate(f: Callable[P, R]) -> Workflow[P, R]:
-            wf: Workflow[P, R] = Workflow(self, f, name=name or f.__name__, queue=queue, priority=priority)
+            wf: Workflow[P, R] = Workflow(
+                self, f, name=name or f.__name__, queue=queue, priority=priority, budget=budget
+            )
             return self._register(self.workflows, wf)
 
         return decorate(fn) if fn is not None else decorate

@@ -122,7 +122,10 @@ def _replay(step: Step[Any, Any], call: Call) -> Any:
     assert entry is not None
     if entry.status == "failed":
         raise serde.load_error(entry.output or b"null", step=step.name)
-    return serde.loads(entry.output or b"null", what=f"recorded result of step {step.name!r}")
+    return serde.loads(
+        entry.output or b"null", what=f"recorded result of step {step.name!r}",
+        blobs=step.app.store.get_blobs,
+    )
 
 
 async def _replay_async(step: Step[Any, Any], call: Call) -> Any:
@@ -141,9 +144,14 @@ def _settle(
 ) -> Any:
     """Record the step's outcome; return the value or raise the final exception."""
     status = "completed"
+    blobs: dict[str, bytes] = {}
     if exc is None:
         try:
             output = serde.dumps(value, what=f"result of step {step.name!r}")
+            if len(output) >= serde.BLOB_THRESHOLD:
+                # Large: encode again with its big parts as content-addressed blobs, stored
+                # once however many steps return them. Small values pay nothing for this.
+                output = serde.dumps(value, what=f"result of step {step.name!r}", blobs=blobs)
         except SerializationError as bad:
             # The value cannot be stored: the step fails with that error, recorded, so the
             # journal stays consistent and a replay fails the same way.
@@ -155,7 +163,7 @@ def _settle(
         call.key, call.position, step.kind, step.name, status, output, args_hash,
         attempts, started, time.time(),
     )
-    state.record(entry)
+    state.record(entry, blobs or None)
     if exc is not None:
         raise exc
     return value

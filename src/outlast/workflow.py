@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from .budget import Budget
 from .context import Context, _run_var
 
 if TYPE_CHECKING:
@@ -49,12 +50,15 @@ class Workflow(Generic[P, R]):
         name: str,
         queue: str = "default",
         priority: int = 0,
+        budget: Budget | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
         self.name = name
         self.queue = queue
         self.priority = priority
+        #: limits on each run's model spending (enforced by outlast.llm)
+        self.budget = budget
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_ctx = _takes_ctx(fn)
         #: the fiber-style recovery handler, if registered with :meth:`on_recovered`

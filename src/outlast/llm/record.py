@@ -1,0 +1,294 @@
+"""One durable model call: its identity, replay or a budget check, the request, the record.
+
+Shared by the sync and async wrappers (:mod:`outlast.llm.wrap`); only the sending and the
+waiting between retries differ. A call inside a workflow (not inside a step) is a journal
+entry of kind ``"llm"``:
+
+* ``output``: ``{"request": <the request, encoded with content-addressed blobs>, "class":
+  <SDK class>, "response": <the response as JSON>}``, or ``"classes"`` and ``"events"`` for
+  a stream. The request is kept as encoded text, so a replay reads the response without
+  reassembling the (possibly long) conversation; it is decoded only to show a difference.
+* ``meta``: provider, api, model, input/output/total tokens, cost, latency, stream flag and
+  ``fp``, the request's fingerprint (the hash of its encoding; blob hashes stand for their
+  content, so it is exact).
+
+What a run has spent (tokens, dollars) is the sum over its recorded calls: read from the
+journal once per execution (:func:`ledger`), it survives crashes and drives budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import serde
+from ..context import RunState
+from ..errors import BudgetExceeded, NonDeterminismError
+from ..journal import Call
+from ..retry import NO_RETRY, Retry
+from ..store.base import Entry
+from .pricing import Price, cost_of
+from .shapes import (
+    API,
+    TRANSPORT_OPTIONS,
+    class_path,
+    describe_diff,
+    dump,
+    estimate_tokens,
+    plain,
+    rebuild,
+    usage,
+)
+
+KIND = "llm"
+ON_CHANGE = ("error", "call")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How a wrapped client journals its calls (see :func:`outlast.llm.wrap`)."""
+
+    on_change: str = "error"
+    retry: Retry = NO_RETRY
+    name: str | None = None
+    prices: Mapping[str, Price] | None = None
+
+
+@dataclass(slots=True)
+class Ledger:
+    """What the run has spent on model calls, across every execution so far."""
+
+    tokens: float = 0.0
+    cost: float = 0.0
+    #: blob hashes this execution already stored, so a growing conversation is not re-sent
+    stored: set[str] = field(default_factory=set)
+
+
+_ledgers: weakref.WeakKeyDictionary[RunState, Ledger] = weakref.WeakKeyDictionary()
+
+
+def ledger(state: RunState) -> Ledger:
+    """The run's spending, read from its journal the first time this execution asks."""
+    found = _ledgers.get(state)
+    if found is not None:
+        return found
+    found = Ledger()
+    for entry in state.store.load_journal(state.run_id):
+        if entry.kind == KIND and entry.meta:
+            meta = json.loads(entry.meta)
+            found.tokens += float(meta.get("tokens") or 0)
+            found.cost += float(meta.get("cost") or 0)
+    # The run's stats are written when an execution ends; one that was SIGKILLed never wrote
+    # what it spent, but its calls are in the journal. Add the difference, once.
+    old = json.loads(state.run.stats) if state.run.stats else {}
+    for name in ("tokens", "cost"):
+        journaled = getattr(found, name)
+        written = float(old.get(name) or 0)
+        if journaled > written + 1e-12:
+            state.add_stat(name, journaled - written)
+        # Calls made again under on_change="call" are spent but not journaled.
+        setattr(found, name, max(journaled, written))
+    _ledgers[state] = found
+    return found
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A model call about to be answered from the journal or sent."""
+
+    state: RunState
+    api: API
+    name: str
+    call: Call
+    request: dict[str, Any]
+    encoded: bytes
+    blobs: dict[str, bytes]
+    fp: str
+    stream: bool
+    options: Options
+
+
+def prepare(state: RunState, api: API, kwargs: dict[str, Any], options: Options) -> Prepared:
+    """Give the call its identity (synchronously, so concurrent calls number in call order)."""
+    state.check()
+    name = options.name or api.label
+    request = plain({k: v for k, v in kwargs.items() if k not in TRANSPORT_OPTIONS})
+    blobs: dict[str, bytes] = {}
+    encoded = serde.dumps(request, what=f"request of model call {name!r}", blobs=blobs)
+    call = state.journal.next_call(KIND, name, None)
+    return Prepared(
+        state, api, name, call, request, encoded, blobs, serde.fingerprint(encoded),
+        request.get("stream") is True, options,
+    )
+
+
+class _Again:
+    """Marker: no usable recording, send the request."""
+
+
+AGAIN = _Again()
+
+
+def replay(prep: Prepared) -> Any:
+    """The recorded answer (object, events list, or raises the recorded error), or AGAIN."""
+    entry = prep.call.entry
+    if entry is None or entry.status == "intent":
+        return AGAIN
+    meta = json.loads(entry.meta) if entry.meta else {}
+    fetch = prep.state.store.get_blobs
+    if meta.get("fp") != prep.fp:
+        if prep.options.on_change == "call":
+            # Not served from the journal after all: it must not count as saved by recovery.
+            if entry in prep.state.journal.replayed:
+                prep.state.journal.replayed.remove(entry)
+            return AGAIN
+        raise _changed(prep, entry, fetch)
+    if entry.status == "failed":
+        raise serde.load_error(entry.output or b"null", step=prep.name)
+    data = serde.loads(entry.output or b"null", what=_what(prep), blobs=fetch)
+    if "events" in data:
+        classes = data["classes"]
+        return [rebuild(classes[i], event) for i, event in data["events"]]
+    return rebuild(data["class"], data["response"])
+
+
+def _what(prep: Prepared) -> str:
+    return f"recorded model call {prep.call.key!r} of run {prep.state.run_id!r}"
+
+
+def _changed(prep: Prepared, entry: Entry, fetch: Callable[[list[str]], Any]) -> NonDeterminismError:
+    try:
+        data = serde.loads(entry.output or b"null", what=_what(prep), blobs=fetch)
+        recorded = serde.loads(data["request"].encode(), what=_what(prep), blobs=fetch)
+        lines = describe_diff(recorded, prep.request)
+    except Exception as exc:  # a failed call recorded its error, not its request
+        lines = [f"(the recorded request cannot be shown: {exc})"]
+    diff = "\n  ".join(lines) or "(the requests differ in encoding only)"
+    run_id = prep.state.run_id
+    return NonDeterminismError(
+        f"run {run_id!r}: model call {prep.call.key!r} (position {prep.call.position}) was "
+        f"recorded with another request than the code sends now:\n  {diff}\nThe prompt or "
+        "parameters changed since the run started. Restore them to finish this run from its "
+        "journal, cancel it and start a new one, or let changed calls go to the model again "
+        "with wrap(client, on_change='call') (or client.with_options(on_change='call'))",
+        run_id=run_id,
+        position=prep.call.position,
+        recorded=f"llm {prep.name!r} fp#{json.loads(entry.meta or '{}').get('fp')}",
+        called=f"llm {prep.name!r} fp#{prep.fp}",
+    )
+
+
+def check_budget(prep: Prepared) -> None:
+    """Raise BudgetExceeded when sending this request could take the run past its budget."""
+    state = prep.state
+    spent = ledger(state)
+    wf = state.app.workflows.get(state.run.workflow)
+    budget = getattr(wf, "budget", None)
+    if budget is None:
+        return
+    est_in, est_out = estimate_tokens(prep.request)
+    model = str(prep.request.get("model") or "")
+    checks = (
+        ("tokens", budget.tokens, spent.tokens, est_in + est_out, "{:.0f} tokens"),
+        ("cost", budget.cost, spent.cost, cost_of(model, est_in, est_out, prep.options.prices),
+         "${:.6f}"),
+    )
+    for what, limit, used, estimate, fmt in checks:
+        if limit is not None and used + estimate > limit:
+            raise BudgetExceeded(
+                f"run {state.run_id!r}: model call {prep.call.key!r} was not sent: the run has "
+                f"spent {fmt.format(used)} of its budget of {fmt.format(limit)} and this request "
+                f"is estimated at {fmt.format(estimate)}. Raise the workflow's "
+                "budget=Budget(...) and resume the run, or catch BudgetExceeded in the workflow "
+                "to wrap up",
+                run_id=state.run_id, key=prep.call.key, what=what, limit=limit, spent=used,
+                estimate=estimate,
+            )
+
+
+def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> None:
+    """Journal a completed call (``response`` is an SDK object, or a list of stream events)."""
+    state = prep.state
+    payload: dict[str, Any] = {"request": prep.encoded.decode("utf-8", "surrogatepass")}
+    if isinstance(response, list):
+        classes: list[str] = []
+        events = []
+        for event in response:
+            path = class_path(event)
+            if path not in classes:
+                classes.append(path)
+            events.append([classes.index(path), dump(event)])
+        payload.update(classes=classes, events=events)
+        tokens_in, tokens_out = usage(prep.api, None, [e for _, e in events])
+        model = next(
+            (m for _, e in events if isinstance(m := _model_of(e), str)), prep.request.get("model")
+        )
+    else:
+        payload.update({"class": class_path(response), "response": dump(response)})
+        tokens_in, tokens_out = usage(prep.api, payload["response"], None)
+        model = payload["response"].get("model") or prep.request.get("model")
+    model = str(model or "")
+    cost = cost_of(model, tokens_in, tokens_out, prep.options.prices)
+    ended = time.time()
+    meta = {
+        "provider": prep.api.provider, "api": prep.api.name, "model": model,
+        "input_tokens": tokens_in, "output_tokens": tokens_out,
+        "tokens": tokens_in + tokens_out, "cost": cost, "latency": round(ended - started, 6),
+        "stream": prep.stream, "fp": prep.fp,
+    }
+    blobs = dict(prep.blobs)
+    output = serde.dumps(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
+    spent = ledger(state)
+    spent.tokens += tokens_in + tokens_out
+    spent.cost += cost
+    state.add_stat("tokens", tokens_in + tokens_out)
+    state.add_stat("cost", cost)
+    state.add_stat("llm_calls", 1)
+    _write(prep, "completed", output, attempts, started, ended, meta, blobs)
+
+
+def record_failed(prep: Prepared, exc: BaseException, started: float, attempts: int) -> None:
+    """Journal a call that failed for good, so a replay fails the same way."""
+    meta = {"provider": prep.api.provider, "api": prep.api.name, "fp": prep.fp,
+            "model": str(prep.request.get("model") or ""), "tokens": 0, "cost": 0.0}
+    _write(prep, "failed", serde.dump_error(exc), attempts, started, time.time(), meta, {})
+
+
+def _write(
+    prep: Prepared,
+    status: str,
+    output: bytes,
+    attempts: int,
+    started: float,
+    ended: float,
+    meta: dict[str, Any],
+    blobs: dict[str, bytes],
+) -> None:
+    spent = ledger(prep.state)
+    if prep.call.entry is not None and prep.call.entry.status != "intent":
+        return  # sent again under on_change="call": the slot keeps its first recording
+    new = {h: b for h, b in blobs.items() if h not in spent.stored}
+    entry = Entry(
+        prep.call.key, prep.call.position, KIND, prep.name, status, output, None, attempts,
+        started, ended, json.dumps(meta, sort_keys=True),
+    )
+    prep.state.record(entry, new or None)
+    spent.stored.update(new)
+
+
+def retry_delay(prep: Prepared, attempt: int, exc: Exception) -> float | None:
+    """Seconds before the next attempt (honouring Retry-After), or None to give up."""
+    return prep.options.retry.delay(attempt, exc)
+
+
+def _model_of(event: Any) -> Any:
+    if not isinstance(event, Mapping):
+        return None
+    if isinstance(event.get("model"), str):
+        return event["model"]
+    inner = event.get("response") or event.get("message")
+    return inner.get("model") if isinstance(inner, Mapping) else None

@@ -1,0 +1,369 @@
+"""``wrap(client)``: an openai or anthropic client whose model calls are journaled steps.
+
+The wrapper is a thin proxy: every attribute is the client's own, except the methods that
+call a model (``chat.completions.create``, ``responses.create``, ``messages.create``,
+``messages.stream``), which go through :mod:`outlast.llm.record`. Sync and async clients
+share that core; here only the sending, the streaming and the waiting differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from ..context import current_run, current_step
+from ..errors import ConfigurationError
+from ..retry import NO_RETRY, Retry
+from . import record
+from .pricing import Price
+from .record import AGAIN, Options, Prepared
+from .shapes import API, APIS
+
+__all__ = ["wrap"]
+
+C = TypeVar("C")
+
+# Attribute paths leading to a model call, and the calls themselves.
+_PATHS = frozenset({"chat", "chat.completions", "responses", "messages"})
+_METHODS: Mapping[str, API] = {
+    "chat.completions.create": APIS["chat.completions"],
+    "responses.create": APIS["responses"],
+    "messages.create": APIS["messages"],
+}
+_OUR_OPTIONS = frozenset({"on_change", "retry", "name", "prices"})
+
+
+def wrap(
+    client: C,
+    *,
+    on_change: str = "error",
+    retry: Retry | None = None,
+    name: str | None = None,
+    prices: Mapping[str, Price] | None = None,
+) -> C:
+    """Return ``client`` (``openai.OpenAI``/``AsyncOpenAI``, ``anthropic.Anthropic``/
+    ``AsyncAnthropic``) with its model calls journaled.
+
+    Inside a workflow (and not inside a step), each call is a durable call: on replay it
+    returns the recorded response (or stream) without contacting the model. Outside a
+    workflow, or inside a step, it is a plain call.
+
+    ``on_change``: what a replayed call does when the request differs from the recorded one:
+    ``"error"`` (raise :class:`~outlast.NonDeterminismError` showing the difference) or
+    ``"call"`` (send it to the model again; the new answer is returned, not journaled).
+    ``retry``: a :class:`~outlast.Retry` for failed calls (honours Retry-After); give the
+    SDK client ``max_retries=0`` so retries are not made twice. ``name``: the journal name of
+    the calls (default ``openai.chat.completions`` and the like). ``prices``: extra model
+    prices for this client. ``wrapped.with_options(on_change=..., ...)`` changes these per
+    call (SDK options given to it go to the client's own ``with_options``).
+    """
+    if on_change not in record.ON_CHANGE:
+        raise ConfigurationError(f"on_change must be one of {record.ON_CHANGE}, got {on_change!r}")
+    module = type(client).__module__.split(".")[0]
+    if module not in ("openai", "anthropic"):
+        raise ConfigurationError(
+            f"outlast.llm.wrap takes an openai or anthropic client, got {type(client).__name__}"
+        )
+    options = Options(on_change, retry or NO_RETRY, name, dict(prices) if prices else None)
+    return Wrapped(client, options)  # type: ignore[return-value]
+
+
+class Wrapped:
+    """A client with journaled model calls (see :func:`wrap`); other attributes pass through."""
+
+    def __init__(self, client: Any, options: Options) -> None:
+        self._client = client
+        self._options = options
+        self._async = type(client).__name__.startswith("Async")
+
+    @property
+    def unwrapped(self) -> Any:
+        """The SDK client itself."""
+        return self._client
+
+    def with_options(self, **kwargs: Any) -> Wrapped:
+        """A copy with other options: outlast's (``on_change``, ``retry``, ``name``,
+        ``prices``) and the SDK client's own (``timeout``, ``max_retries``...)."""
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in _OUR_OPTIONS}
+        if "on_change" in ours and ours["on_change"] not in record.ON_CHANGE:
+            raise ConfigurationError(f"on_change must be one of {record.ON_CHANGE}")
+        if "retry" in ours:
+            ours["retry"] = ours["retry"] or NO_RETRY
+        client = self._client.with_options(**kwargs) if kwargs else self._client
+        return Wrapped(client, replace(self._options, **ours))
+
+    def __getattr__(self, attr: str) -> Any:
+        return _resolve(self, self._client, attr, attr)
+
+    def __repr__(self) -> str:
+        return f"<outlast.llm wrapped {type(self._client).__name__}>"
+
+
+class _Path:
+    """An attribute on the way to a model call (``client.chat``, ``client.chat.completions``)."""
+
+    def __init__(self, root: Wrapped, target: Any, path: str) -> None:
+        self._root = root
+        self._target = target
+        self._path = path
+
+    def __getattr__(self, attr: str) -> Any:
+        return _resolve(self._root, self._target, attr, f"{self._path}.{attr}")
+
+
+def _resolve(root: Wrapped, target: Any, attr: str, path: str) -> Any:
+    value = getattr(target, attr)
+    if path in _PATHS:
+        return _Path(root, value, path)
+    api = _METHODS.get(path)
+    if api is not None:
+        return _bind(root, api, value)
+    if path == "messages.stream":
+        return _stream_helper(root, target.create)
+    return value
+
+
+def _bind(root: Wrapped, api: API, method: Callable[..., Any]) -> Callable[..., Any]:
+    if root._async:
+        def call_async(**kwargs: Any) -> Awaitable[Any]:
+            return _call_async(root._options, api, method, kwargs)
+
+        return call_async
+
+    def call(**kwargs: Any) -> Any:
+        return _call(root._options, api, method, kwargs)
+
+    return call
+
+
+def _begin(options: Options, api: API, kwargs: dict[str, Any]) -> Prepared | None:
+    state = current_run()
+    if state is None or current_step() is not None:
+        return None
+    return record.prepare(state, api, kwargs, options)
+
+
+def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    prep = _begin(options, api, kwargs)
+    if prep is None:
+        return method(**kwargs)
+    got = record.replay(prep)
+    if got is not AGAIN:
+        return ReplayStream(got) if prep.stream else got
+    record.check_budget(prep)
+    started = time.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = method(**kwargs)
+        except Exception as exc:
+            delay = record.retry_delay(prep, attempt, exc)
+            if delay is None:
+                record.record_failed(prep, exc, started, attempt)
+                raise
+            prep.state.app._pause(delay, prep.state)
+            continue
+        if prep.stream:
+            return RecordingStream(response, functools.partial(_finish, prep, started, attempt))
+        record.record_ok(prep, response, started, attempt)
+        return response
+
+
+def _call_async(
+    options: Options, api: API, method: Callable[..., Any], kwargs: dict[str, Any]
+) -> Awaitable[Any]:
+    # The identity is taken now, not when awaited, so gathered calls number in call order.
+    prep = _begin(options, api, kwargs)
+    if prep is None:
+        return method(**kwargs)  # type: ignore[no-any-return]
+    return _send_async(prep, method, kwargs)
+
+
+async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    got = record.replay(prep)
+    if got is not AGAIN:
+        return AsyncReplayStream(got) if prep.stream else got
+    record.check_budget(prep)
+    started = time.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            response = await method(**kwargs)
+        except Exception as exc:
+            delay = record.retry_delay(prep, attempt, exc)
+            if delay is None:
+                record.record_failed(prep, exc, started, attempt)
+                raise
+            await asyncio.sleep(delay)
+            prep.state.check()
+            continue
+        if prep.stream:
+            return AsyncRecordingStream(response, functools.partial(_finish, prep, started, attempt))
+        record.record_ok(prep, response, started, attempt)
+        return response
+
+
+def _finish(prep: Prepared, started: float, attempts: int, events: list[Any]) -> None:
+    record.record_ok(prep, events, started, attempts)
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+class RecordingStream:
+    """The SDK's stream, passed through; recorded once it has been read to the end.
+
+    A stream abandoned before its end is not recorded: the call is made again on resume.
+    """
+
+    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+        self._inner = inner
+        self._iter: Iterator[Any] = iter(inner)
+        self._events: list[Any] = []
+        self._finish: Callable[[list[Any]], None] | None = finish
+
+    def __iter__(self) -> RecordingStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            event = next(self._iter)
+        except StopIteration:
+            finish, self._finish = self._finish, None
+            if finish is not None:
+                finish(self._events)
+            raise
+        self._events.append(event)
+        return event
+
+    def __enter__(self) -> RecordingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying HTTP response."""
+        self._inner.close()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+
+class AsyncRecordingStream:
+    """:class:`RecordingStream` for async clients."""
+
+    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+        self._inner = inner
+        self._iter: AsyncIterator[Any] = inner.__aiter__()
+        self._events: list[Any] = []
+        self._finish: Callable[[list[Any]], None] | None = finish
+
+    def __aiter__(self) -> AsyncRecordingStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            event = await self._iter.__anext__()
+        except StopAsyncIteration:
+            finish, self._finish = self._finish, None
+            if finish is not None:
+                finish(self._events)
+            raise
+        self._events.append(event)
+        return event
+
+    async def __aenter__(self) -> AsyncRecordingStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the underlying HTTP response."""
+        await self._inner.close()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._inner, attr)
+
+
+class ReplayStream:
+    """A recorded stream played back: the same events, as the same SDK types."""
+
+    #: no HTTP response stands behind a replayed stream
+    response = None
+
+    def __init__(self, events: list[Any]) -> None:
+        self._iter = iter(events)
+
+    def __iter__(self) -> ReplayStream:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._iter)
+
+    def __enter__(self) -> ReplayStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class AsyncReplayStream:
+    """:class:`ReplayStream` for async clients."""
+
+    response = None
+
+    def __init__(self, events: list[Any]) -> None:
+        self._iter = iter(events)
+
+    def __aiter__(self) -> AsyncReplayStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> AsyncReplayStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _stream_helper(root: Wrapped, create: Callable[..., Any]) -> Callable[..., Any]:
+    """Anthropic's ``messages.stream(...)`` helper, on top of the journaled ``create(stream=True)``."""
+    from anthropic import not_given
+    from anthropic.lib.streaming import AsyncMessageStreamManager, MessageStreamManager
+
+    api = APIS["messages"]
+
+    def stream(**kwargs: Any) -> Any:
+        if "output_format" in kwargs:
+            raise ConfigurationError(
+                "outlast.llm: messages.stream(output_format=...) is not journaled; use "
+                "messages.create(stream=True), or the unwrapped client inside a step"
+            )
+        kwargs = {**kwargs, "stream": True}
+        if root._async:
+            request = _call_async(root._options, api, create, kwargs)
+            return AsyncMessageStreamManager(request, output_format=not_given)
+        return MessageStreamManager(
+            lambda: _call(root._options, api, create, kwargs), output_format=not_given
+        )
+
+    return stream

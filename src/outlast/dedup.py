@@ -175,9 +175,7 @@ class _Sql:
             " claimed_at {real} NOT NULL,"
             " finished_at {real})"
         ).format(**fmt)
-        self.create_index = "CREATE INDEX IF NOT EXISTS {t}_finished ON {t} (finished_at)".format(
-            **fmt
-        )
+        self.create_index = f"CREATE INDEX IF NOT EXISTS {table}_finished ON {table} (finished_at)"
         insert = (
             "INSERT INTO {t} (key, fingerprint, state, token, created_at, claimed_at)"
             " VALUES (?, ?, 'in_flight', ?, {now}, {now}) ON CONFLICT (key) DO "
@@ -206,9 +204,7 @@ class _Sql:
             " WHERE key = ? AND token = ?"
         ).format(**fmt)
         self.release = f"DELETE FROM {table} WHERE key = ? AND token = ?"
-        self.prune = "DELETE FROM {t} WHERE state = 'done' AND finished_at < {now} - ?".format(
-            **fmt
-        )
+        self.prune = f"DELETE FROM {table} WHERE state = 'done' AND finished_at < {now} - ?"
 
 
 class _Backend:

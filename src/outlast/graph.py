@@ -342,7 +342,7 @@ class _Execution:
         update = fork.get("update") or {}
         self.state = self.graph.apply(base, update)
         node = cp.node
-        self.next = cp.next if node == FORK else self.graph.successor(node, self.state, self.rs.run_id)
+        self.next = str(cp.next) if node == FORK else self.graph.successor(node, self.state, self.rs.run_id)
         self.seq, self.since_snap = cp.seq, 0
         summary = f"forked from {fork['run']} at {cp.id}" + (f"; {summarize(update)}" if update else "")
         self._record(FORK, update, time.time(), summary=summary, snap=True)

@@ -73,9 +73,9 @@ def test_cli_show_lists_checkpoints_and_fork_records_a_run(
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))
     from tests.apps import graphy
 
+    monkeypatch.setenv("GRAPHY_LOG", str(tmp_path / "log"))
     graphy.app.use(sqlite_url)
     graphy.app.run(graphy.chain, {"total": 0}, run_id="c1")
-    monkeypatch.setenv("GRAPHY_LOG", str(tmp_path / "log"))
     runner = CliRunner()
     shown = runner.invoke(main, ["show", "c1", "--db", sqlite_url])
     assert shown.exit_code == 0, shown.output

@@ -23,6 +23,7 @@ Importing this package loads the standard library only.
 from __future__ import annotations
 
 from .app import App
+from .budget import Budget
 from .context import Context, current_idempotency_key, idempotency_key
 from .errors import (
     BudgetExceeded,
@@ -42,13 +43,11 @@ from .errors import (
     TerminalError,
     Timeout,
 )
-from .graph import END, START, Graph, append
 from .graph import END, START, Graph, append, interrupt
 from .retry import Retry
 from .run import Run, RunInfo, StepInfo
 from .step import Step
 from .store.base import QueueSpec
-from .timetravel import Checkpoint
 from .timetravel import Checkpoint
 from .workflow import Workflow
 
@@ -56,14 +55,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Budget",
     "BudgetExceeded",
     "Cancelled",
     "Checkpoint",
-    "Checkpoint",
     "ConfigurationError",
     "Context",
-    "END",
-    "Graph",
     "END",
     "Graph",
     "NonDeterminismError",
@@ -80,7 +77,6 @@ __all__ = [
     "RunNotFound",
     "RunPaused",
     "START",
-    "START",
     "SerializationError",
     "Step",
     "StepFailed",
@@ -89,8 +85,16 @@ __all__ = [
     "Timeout",
     "Workflow",
     "append",
-    "append",
     "current_idempotency_key",
     "idempotency_key",
     "interrupt",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # outlast.llm is loaded on first use, so `import outlast` stays standard-library only.
+    if name == "llm":
+        import importlib
+
+        return importlib.import_module(f"{__name__}.llm")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

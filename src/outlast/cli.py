@@ -229,6 +229,13 @@ main.add_command(_resolve_cmd)
 from .cli_graph import fork as _fork_cmd  # noqa: E402
 
 main.add_command(_fork_cmd)
+from .cli_waits import prune as _prune_cmd  # noqa: E402
+from .cli_waits import send as _send_cmd  # noqa: E402
+from .cli_waits import serve as _serve_cmd  # noqa: E402
+
+main.add_command(_send_cmd)
+main.add_command(_prune_cmd)
+main.add_command(_serve_cmd)
 
 if __name__ == "__main__":
     run_cli()

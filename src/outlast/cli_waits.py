@@ -1,0 +1,84 @@
+"""CLI commands for waiting runs: ``outlast send``, ``outlast prune``, ``outlast serve``."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import click
+
+from .app import App
+
+# Not imported from .cli: cli.py imports this module at its bottom, also when run as __main__.
+DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> float:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` (or plain seconds) as seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
+    if match is None:
+        raise click.BadParameter(f"expected an age like 30d, 12h, 90m, 45s or 2w, got {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+@click.command()
+@click.argument("run_id")
+@click.argument("name")
+@click.argument("payload", default="null")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+def send(run_id: str, name: str, payload: str, db: str | None) -> None:
+    """Send event NAME with a JSON PAYLOAD to run RUN_ID (read by ctx.wait_for)."""
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"PAYLOAD must be JSON (quote strings: '\"yes\"'): {exc}") from None
+    (App(db) if db else App()).send(run_id, name, value)
+    click.echo(f"sent {name} to {run_id}")
+
+
+@click.command()
+@click.option("--older-than", "older_than", required=True, help="Age, e.g. 30d, 12h, 90m.")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+def prune(older_than: str, db: str | None) -> None:
+    """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
+    with their journals and events. Never a run that is still going."""
+    count = (App(db) if db else App()).store.prune(time.time() - parse_age(older_than))
+    click.echo(f"pruned {count} run(s)")
+
+
+@click.command()
+@click.argument("target")
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8155, show_default=True)
+@click.option("--token", envvar="OUTLAST_SERVE_TOKEN", help="Bearer token (required beyond 127.0.0.1).")
+@click.option("--worker/--no-worker", default=True, show_default=True,
+              help="Also run a worker in this process, so started and woken runs execute here.")
+@click.option("--concurrency", "-c", default=4, show_default=True, help="Worker's runs at once.")
+def serve(
+    target: str, db: str | None, host: str, port: int, token: str | None, worker: bool, concurrency: int
+) -> None:
+    """Serve the HTTP endpoint of the app MODULE:APP (needs the serve extra)."""
+    from .cli import load_app
+    from .server import check_binding, create_app
+
+    check_binding(host, token)
+    app = load_app(target, db)
+    try:
+        import uvicorn
+    except ImportError:
+        raise click.ClickException("outlast serve needs uvicorn: pip install 'outlast[serve]'") from None
+    runner = None
+    if worker:
+        from .worker import Worker
+
+        runner = Worker(app, concurrency=concurrency)
+        threading.Thread(target=runner.run, name="outlast-serve-worker", daemon=True).start()
+    try:
+        uvicorn.run(create_app(app, token=token), host=host, port=port, log_level="info")
+    finally:
+        if runner is not None:
+            runner.stop()

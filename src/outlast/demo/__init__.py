@@ -17,8 +17,6 @@ import tempfile
 import time
 from typing import Any
 
-PRICE_PER_MTOK = 2.50  # simulated price, dollars per million tokens
-
 
 def _spawn(db: str, llm: str, outbox: str, run_id: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -67,9 +65,15 @@ def _follow(proc: subprocess.Popen[str], console: Any, kill_at: int | None) -> d
 
 def run_demo(db: str | None = None, kill_at: int = 14) -> int:
     """Run the demo; returns a process exit code."""
+    import importlib.util
+
     from rich.console import Console
 
     from .. import App
+
+    if importlib.util.find_spec("openai") is None:
+        print("outlast demo needs the openai SDK: pip install 'outlast[demo]'", file=sys.stderr)
+        return 1
     from ..testing.llm_server import FakeLLMServer
     from .outbox import Outbox
 
@@ -97,34 +101,30 @@ def run_demo(db: str | None = None, kill_at: int = 14) -> int:
         if info.status != "completed":
             console.print(f"[red]run ended {info.status}[/]")
             return 1
-        replayed = [s for s in info.steps[: kill_at - 1]]
-        saved_seconds = sum(s.duration or 0 for s in replayed)
-        replayed_tokens = 0
-        run_result = info.result
-        # Tokens of the replayed model calls, from their recorded results.
-        from .. import serde
-
-        for entry in App(db).store.load_journal(run_id)[: kill_at - 1]:
-            value = serde.loads(entry.output or b"null")
-            if isinstance(value, dict) and "tokens" in value:
-                replayed_tokens += int(value["tokens"])
-        console.print("\n[bold]What recovery saved[/]")
-        console.print(f"  steps 1-{kill_at - 1} came back from the journal: {len(replayed)} steps, "
-                      f"0 re-executed ({sorted(second['executed'])} ran after the crash)")
-        console.print(f"  time not spent again: {saved_seconds:.1f} s of the first attempt's {first_seconds:.1f} s "
-                      f"(resume took {second_seconds:.1f} s)")
-        console.print(f"  model tokens not bought again: {replayed_tokens} "
-                      f"(${replayed_tokens * PRICE_PER_MTOK / 1e6:.4f} at ${PRICE_PER_MTOK}/M tokens); "
-                      f"model requests after the crash: {llm.count() - calls_before}")
+        replayed = info.steps[: kill_at - 1]
+        stats = info.stats
+        console.print("\n[bold]What recovery saved[/] (from the run's stats, `outlast show`)")
+        console.print(f"  steps 1-{kill_at - 1} came back from the journal: "
+                      f"{int(stats.get('saved_steps', 0))} durable calls, 0 re-executed "
+                      f"({sorted(second['executed'])} ran after the crash)")
+        console.print(f"  time not spent again: {stats.get('saved_seconds', 0.0):.1f} s of the first "
+                      f"attempt's {first_seconds:.1f} s (resume took {second_seconds:.1f} s)")
+        console.print(f"  model tokens not bought again: {int(stats.get('saved_tokens', 0))} "
+                      f"(${stats.get('saved_cost', 0.0):.4f}, from the recorded usage at the demo's "
+                      f"price); model requests after the crash: {llm.count() - calls_before}")
+        console.print(f"  spent by the run in all: {int(stats.get('tokens', 0))} tokens, "
+                      f"${stats.get('cost', 0.0):.4f}")
         console.print(f"  meeting scheduled: {outbox.delivered.get('/calendar', 0)}x, "
                       f"team emailed: {outbox.delivered.get('/email', 0)}x "
                       f"(duplicates refused by the receiver: {outbox.duplicates})")
-        console.print(f"  result: meeting {run_result['meeting']}, synthesis "
-                      f"{run_result['synthesis'][:60]!r}...")
+        console.print(f"  result: meeting {info.result['meeting']}, synthesis "
+                      f"{info.result['synthesis'][:60]!r}...")
         ok = (
             outbox.delivered.get("/calendar") == 1
             and outbox.delivered.get("/email") == 1
             and min(second["executed"]) == kill_at
+            and len(replayed) == kill_at - 1
+            and stats.get("saved_tokens", 0) > 0
         )
     console.print(f"\nInspect it: [bold]outlast show {run_id} --db {db}[/]")
     return 0 if ok else 1

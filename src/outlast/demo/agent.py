@@ -14,37 +14,51 @@ import urllib.request
 from typing import Any
 
 import outlast
+import outlast.llm
 
 COMPETITORS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli"]
 MODEL = "gpt-demo-mini"
+# A simulated price, so the journal records what each call cost (and recovery saved).
+outlast.llm.set_price(MODEL, input=2.50, output=10.00)
 
 app = outlast.App()
 _llm_url = ""
 _outbox_url = ""
+_label = ["model"]  # the step being sent, for the progress event
+_clients: list[Any] = []
+
+
+def _llm() -> Any:
+    if not _clients:
+        _clients.append(_model())
+    return _clients[0]
 
 
 def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
-def _chat(prompt: str) -> dict[str, Any]:
-    """One model call through the real openai SDK when installed, else plain HTTP."""
-    try:
-        import openai
-    except ImportError:
-        body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": prompt}]})
-        req = urllib.request.Request(
-            f"{_llm_url}/v1/chat/completions", body.encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            data = json.load(resp)
-        text, usage = data["choices"][0]["message"]["content"], data["usage"]
-        return {"text": text, "tokens": usage["total_tokens"]}
-    client = openai.OpenAI(base_url=f"{_llm_url}/v1", api_key="demo-key-not-used", max_retries=0)
-    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}])
-    client.close()
-    assert reply.usage is not None
-    return {"text": reply.choices[0].message.content or "", "tokens": reply.usage.total_tokens}
+def _model() -> Any:
+    """The real openai SDK, wrapped so each model call is journaled with its usage and cost.
+
+    An httpx request hook announces every request really sent (a replayed call sends none),
+    which is how the parent knows when to SIGKILL the agent mid-call.
+    """
+    import httpx
+    import openai
+
+    http = httpx.Client(event_hooks={"request": [lambda request: emit("exec", name=_label[0])]})
+    client = openai.OpenAI(
+        base_url=f"{_llm_url}/v1", api_key="demo-key-not-used", max_retries=0, http_client=http
+    )
+    return outlast.llm.wrap(client)
+
+
+def _ask(label: str, prompt: str) -> str:
+    """One model call, made from the workflow itself: a journaled step of kind ``llm``."""
+    _label[0] = label
+    reply = _llm().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}])
+    return reply.choices[0].message.content or ""
 
 
 def _post(path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -66,18 +80,6 @@ def search(company: str) -> list[str]:
     _executing("search")
     time.sleep(0.15)  # a web search
     return [f"{company} raised prices", f"{company} launched an agent product"]
-
-
-@app.step
-def analyze(company: str, results: list[str]) -> dict[str, Any]:
-    _executing("analyze")
-    return _chat(f"Analyze {company}: " + "; ".join(results))
-
-
-@app.step
-def synthesize(task: str, material: list[str]) -> dict[str, Any]:
-    _executing(task)
-    return _chat(f"{task}: " + " | ".join(m[:80] for m in material))
 
 
 @app.step
@@ -105,11 +107,12 @@ def research_agent(ctx: outlast.Context, companies: list[str]) -> dict[str, Any]
     analyses = []
     for company in companies:
         results = done("search", search(company))
-        analyses.append(done("analyze", analyze(company, results))["text"])
-    compared = done("compare", synthesize("compare", analyses))["text"]
-    draft = done("draft", synthesize("draft synthesis", [compared, *analyses]))["text"]
-    critique = done("critique", synthesize("critique", [draft]))["text"]
-    final = done("revise", synthesize("revise", [draft, critique]))["text"]
+        analyses.append(done("analyze", _ask("analyze", f"Analyze {company}: " + "; ".join(results))))
+    compared = done("compare", _ask("compare", "compare: " + " | ".join(a[:80] for a in analyses)))
+    material = [compared, *analyses]
+    draft = done("draft", _ask("draft", "draft synthesis: " + " | ".join(m[:80] for m in material)))
+    critique = done("critique", _ask("critique", "critique: " + draft[:80]))
+    final = done("revise", _ask("revise", f"revise: {draft[:80]} | {critique[:80]}"))
     meeting = done("schedule_meeting", schedule_meeting("competitive landscape"))
     done("email_team", email_team(final))
     return {"synthesis": final, "meeting": meeting["id"]}

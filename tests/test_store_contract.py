@@ -888,6 +888,29 @@ def test_pg_operations_survive_dropped_connections(pg_store: Store, pg_url: str)
 
 
 @pytest.mark.postgres
+def test_pg_transaction_replaces_a_dead_connection_but_never_reruns_work(
+    pg_store: Store, pg_url: str
+) -> None:
+    import psycopg
+
+    run = running(pg_store)
+    calls: list[str] = []
+    _kill_backends(pg_url)  # the pooled connection is dead before work starts: retried
+    pg_store.transaction(run.run_id, run.epoch, lambda conn: calls.append("a") or entry("a:1"))
+    assert calls == ["a"]
+
+    def dies(conn: psycopg.Connection[tuple[object, ...]]) -> Entry:
+        calls.append("b")
+        conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return entry("b:1", 1)
+
+    with pytest.raises(psycopg.OperationalError):
+        pg_store.transaction(run.run_id, run.epoch, dies)
+    assert calls == ["a", "b"]
+    assert [e.key for e in pg_store.load_journal(run.run_id)] == ["a:1"]
+
+
+@pytest.mark.postgres
 def test_pg_listener_recovers_from_a_dropped_connection(pg_store: Store, pg_url: str) -> None:
     pg_store.wait_for_work(0.01)
     _kill_backends(pg_url)

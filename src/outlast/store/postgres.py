@@ -13,8 +13,11 @@ Connection faults (server restart, dropped connection) are retried with backoff 
 ``retry_for`` seconds. A write whose outcome is unknown (the connection died after the
 statement was sent) is retried only where a retry cannot apply it twice: ``record`` treats
 an identical stored entry as its own success, ``finish``/``release``/``stash`` check that the
-run is in the state they would have left it in, ``take_event`` looks for its entry first;
-``send_event`` and ``transaction`` are not retried after such a fault.
+run is in the state they would have left it in, ``take_event`` looks for its entry first,
+``transaction`` looks for its entry when COMMIT failed and never runs user code twice;
+``send_event`` is not retried after such a fault. A ``claim`` whose answer was lost leaves its
+runs to come back when their lease expires, and a ``create_run`` whose answer was lost reports
+``created=False`` unless it created the run claimed by its caller.
 """
 
 from __future__ import annotations
@@ -119,12 +122,15 @@ class PostgresStore(Store):
 
         migrations.apply(Target(), POSTGRES_MIGRATIONS, locked, self.url)
 
-    def _run(self, op: Callable[[Conn, bool], T], *, idempotent: bool = True) -> T:
+    def _run(
+        self, op: Callable[[Conn, bool], T], *, retry: Callable[[bool], bool] | None = None
+    ) -> T:
         """``op(connection, maybe_applied)`` on a pooled connection, retrying connection faults.
 
         ``maybe_applied`` is True on a retry after a fault that may have struck after the
         server applied the previous attempt; ``op`` must then not apply it twice. An operation
-        that cannot tell (``idempotent=False``) is retried only when nothing was sent.
+        that cannot tell passes ``retry(unsent)``, asked before each retry (``unsent``: the
+        fault certainly left nothing applied); False raises the fault instead.
         """
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
@@ -138,7 +144,7 @@ class PostgresStore(Store):
                 if (
                     self._closed
                     or not _transient(exc)
-                    or (not unsent and not idempotent)
+                    or (retry is not None and not retry(unsent))
                     or time.monotonic() + delay > deadline
                 ):
                     raise
@@ -423,6 +429,7 @@ class PostgresStore(Store):
                 # shared with other writers, exclusive for prune: a blob prune finds
                 # unreferenced cannot gain a reference before prune deletes it
                 conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+                # the entry first: a refused one raises before any blob is written
                 self._record_on(conn, run_id, epoch, entry, maybe_applied)
                 conn.execute(self._q.insert_blobs, blob_params)
                 conn.execute(self._q.insert_blob_refs, blob_params)
@@ -476,30 +483,37 @@ class PostgresStore(Store):
         self._run(op)
 
     def transaction(self, run_id: str, epoch: int, work: Callable[[Any], Entry]) -> Entry:
-        entry: Entry | None = None
-        try:
-            with self._pool.connection(timeout=self.retry_for) as conn, conn.transaction():
+        returned: list[Entry] = []
+        started = False
+
+        def op(conn: Conn, _: bool) -> Entry:
+            nonlocal started
+            with conn.transaction():
                 # Fail fast without a lock; the real fence is the journal write at the end,
                 # so the run row is not locked while user code runs (a worker's heartbeat
                 # would queue behind it).
                 if self._fence_state(conn, run_id) != (epoch, "running"):
                     raise self._lease_lost(conn, run_id, epoch)
+                started = True
                 entry = work(conn)
                 if not isinstance(entry, Entry):
                     raise TypeError(f"transaction work must return an Entry, not {entry!r}")
+                returned.append(entry)
                 self._record_on(conn, run_id, epoch, entry, False)
             return entry
+
+        try:
+            # a dead pooled connection is replaced, but user code never runs twice
+            return self._run(op, retry=lambda _: not started)
         except psycopg.OperationalError:
-            if entry is None:
+            if not returned:
                 raise
             # The connection failed around COMMIT: the outcome is unknown, and the stored
             # entry (identical, timestamps included) is the only witness.
-            key = entry.key
-            row = self._run(
-                lambda c, _: c.execute(self._q.get_entry, {"run_id": run_id, "key": key}).fetchone()
-            )
-            if row is not None and Entry(*row) == entry:
-                return entry
+            params = {"run_id": run_id, "key": returned[0].key}
+            row = self._run(lambda c, _: c.execute(self._q.get_entry, params).fetchone())
+            if row is not None and Entry(*row) == returned[0]:
+                return returned[0]
             raise
 
     # -- events -----------------------------------------------------------------------------
@@ -517,7 +531,7 @@ class PostgresStore(Store):
                 return int(row[0])
 
         # a second attempt after an unknown outcome could deliver the event twice
-        return self._run(op, idempotent=False)
+        return self._run(op, retry=lambda unsent: unsent)
 
     def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> Entry | None:
         params = {"run_id": run_id, "epoch": epoch, "name": name, "key": entry.key}
@@ -580,7 +594,8 @@ class PostgresStore(Store):
                     break
             except psycopg.Error:
                 self._drop_listener()
-                time.sleep(max(deadline - time.monotonic(), 0.0))
+                if not self._closed:
+                    time.sleep(max(deadline - time.monotonic(), 0.0))
         finally:
             self._listen_lock.release()
 

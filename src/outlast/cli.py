@@ -56,6 +56,16 @@ def _secs(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
+def _saved(stats: dict[str, Any]) -> str:
+    """What resuming served from the journal: steps, seconds, tokens, dollars."""
+    if not stats.get("saved_steps"):
+        return ""
+    return (
+        f"{int(stats['saved_steps'])} steps, {_secs(stats.get('saved_seconds', 0.0))}, "
+        f"{int(stats.get('saved_tokens', 0))} tokens, ${stats.get('saved_cost', 0.0):.4f}"
+    )
+
+
 STATUS_STYLE = {
     "completed": "green", "failed": "red", "running": "cyan", "pending": "white",
     "suspended": "blue", "paused": "yellow", "cancelled": "magenta",
@@ -130,7 +140,7 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} run(s)")
-    for col in ("run id", "workflow", "status", "started", "duration", "tokens", "cost", "note"):
+    for col in ("run id", "workflow", "status", "started", "duration", "tokens", "cost", "saved", "note"):
         table.add_column(col)
     for i in infos:
         note = i.reason or (f"{i.recoveries} recovery(ies)" if i.recoveries else "")
@@ -139,6 +149,7 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
             _when(i.started_at), _secs(i.duration),
             f"{int(i.stats.get('tokens', 0))}" if i.stats.get("tokens") else "-",
             f"${i.stats['cost']:.4f}" if i.stats.get("cost") else "-",
+            f"{int(i.stats['saved_steps'])} steps" if i.stats.get("saved_steps") else "-",
             note,
         )
     _console().print(table)
@@ -186,6 +197,11 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
         console.print(f"stats: {shown}")
+        if info.stats.get("tokens") or info.stats.get("saved_steps"):
+            console.print(
+                f"model: {int(info.stats.get('tokens', 0))} tokens, "
+                f"${info.stats.get('cost', 0.0):.4f} spent; recovery saved {_saved(info.stats) or 'nothing'}"
+            )
     if info.status == "failed" and info.error is not None:
         console.print(f"[red]error:[/] {type(info.error).__name__}: {info.error}")
 

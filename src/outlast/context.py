@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serde
-from .errors import Cancelled, LeaseLost, OutlastError, Suspend
+from .errors import Cancelled, LeaseLost, OutlastError, Release, Suspend
 from .journal import Journal
 from .store.base import Entry, RunRecord, Store
 
@@ -93,6 +93,8 @@ class RunState:
     is_async: bool
     #: set by the heartbeat or a local cancel: stop at the next step boundary
     interrupted: bool = False
+    #: set (with ``interrupted``) by a worker shutting down: release the run as pending
+    releasing: bool = False
     #: spent and saved figures, merged into the run's stats at the end
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -105,9 +107,12 @@ class RunState:
         return self.run.epoch
 
     def check(self) -> None:
-        """Raise Cancelled or LeaseLost if the run was cancelled or taken over meanwhile."""
+        """Raise Cancelled or LeaseLost if the run was cancelled or taken over meanwhile,
+        Release if the worker executing it is shutting down."""
         if not self.interrupted:
             return
+        if self.releasing:
+            raise Release(f"run {self.run_id!r}: the worker is shutting down", run_id=self.run_id)
         current = self.store.get_run(self.run_id)
         if current is not None and current.status == "cancelled":
             raise Cancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)

@@ -24,6 +24,7 @@ from .errors import (
     Cancelled,
     LeaseLost,
     Pause,
+    Release,
     RunCancelled,
     RunFailed,
     RunNotFound,
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from .workflow import Workflow
 
 log = logging.getLogger("outlast.engine")
+
+#: seconds a caller waits before claiming again a run it could not claim (queue limits)
+CLAIM_RETRY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,9 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
             reason = str(getattr(exc, "reason", exc.message))
             store.release(run_id, epoch, "paused", reason=reason, stats=_stats(state))
             return Outcome("paused")
+        if isinstance(exc, Release):
+            store.release(run_id, epoch, "pending", stats=_stats(state))
+            return Outcome("released")
         if isinstance(exc, Cancelled):
             return Outcome("cancelled", error=exc)
         if isinstance(exc, LeaseLost):
@@ -281,7 +288,8 @@ def drive(
             return False, None
         if action.kind == "claim":
             claimed = app.store.claim(
-                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from
+                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from,
+                queues=app.queues or None,
             )
             if claimed:
                 outcome = execute(app, wf or app._workflow_for(claimed[0]), claimed[0])
@@ -289,8 +297,10 @@ def drive(
                     return True, outcome.value
                 if outcome.status == "failed" and outcome.error is not None:
                     raise outcome.error
-            run = _load(app, run_id)
-            continue
+                run = _load(app, run_id)
+                continue
+            # Refused (its queue is at a limit, or another claimer won): wait for our turn.
+            action = Action("wait", run, seconds=CLAIM_RETRY)
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise _timed_out(run_id, timeout)
@@ -310,7 +320,8 @@ async def drive_async(
             return outcome_of(app, run)
         if action.kind == "claim":
             claimed = app.store.claim(
-                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from
+                app.owner, app.lease, run_id=run_id, steal_from=action.steal_from,
+                queues=app.queues or None,
             )
             if claimed:
                 outcome = await execute_async(app, wf or app._workflow_for(claimed[0]), claimed[0])
@@ -318,8 +329,9 @@ async def drive_async(
                     return outcome.value
                 if outcome.status == "failed" and outcome.error is not None:
                     raise outcome.error
-            run = _load(app, run_id)
-            continue
+                run = _load(app, run_id)
+                continue
+            action = Action("wait", run, seconds=CLAIM_RETRY)
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise _timed_out(run_id, timeout)

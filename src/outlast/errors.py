@@ -33,6 +33,7 @@ bare ``except Exception`` in a workflow cannot catch it:
         ├── Suspend             the run hibernates (long wait); internal
         │   └── ContinueAsNew   the run restarts with new arguments and a fresh journal; internal
         ├── Pause               the run needs an operator (outcome unknown); internal
+        ├── Release             the worker is shutting down: give the run back; internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
 All errors pickle and unpickle cleanly, so they can cross process boundaries.
@@ -53,6 +54,7 @@ __all__ = [
     "NotPaused",
     "OutlastError",
     "Pause",
+    "Release",
     "RetryableError",
     "RunCancelled",
     "RunConflict",
@@ -201,6 +203,11 @@ class ContinueAsNew(Suspend):
 
 class Pause(Interrupt):
     """The run stops until an operator resolves it; ``reason`` says why. Raised by the engine."""
+
+
+class Release(Interrupt):
+    """A worker shutting down gracefully stops the run at its next step boundary; the engine
+    releases it as ``pending`` so another worker takes it over at once."""
 
 
 class LeaseLost(Interrupt):

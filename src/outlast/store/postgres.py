@@ -18,6 +18,12 @@ run is in the state they would have left it in, ``take_event`` looks for its ent
 ``send_event`` is not retried after such a fault. A ``claim`` whose answer was lost leaves its
 runs to come back when their lease expires, and a ``create_run`` whose answer was lost reports
 ``created=False`` unless it created the run claimed by its caller.
+
+Blobs: a writer that adds references to blobs (``record`` with blobs) holds the advisory lock
+``(schema, "blobs")`` shared for its transaction; whoever deletes unreferenced blobs (``prune``)
+takes it exclusively, then reads references in a later statement. Without that, a blob found
+unreferenced could gain a reference from a transaction not yet committed and be deleted
+under it. Any new code that references or frees blobs must follow the same protocol.
 """
 
 from __future__ import annotations

@@ -150,8 +150,8 @@ def _rows(url: str, table: str) -> list[tuple[str, int]]:
 
 
 def torture(
-    url: str, workdir: Path, *, runs: int, effects: int, kills: int, delay: float = 0.05,
-    concurrency: int = 4, seed: int | None = None, label: str = "",
+    url: str, workdir: Path, *, runs: int, effects: int, kills: int, delay: float = 0.1,
+    concurrency: int = 2, seed: int | None = None, label: str = "",
 ) -> Summary:
     """Enqueue ``runs`` runs, SIGKILL workers ``kills`` times at random moments, resolve the
     pauses as an operator would (asking the receiver), finish every run, check every effect."""
@@ -198,7 +198,9 @@ def torture(
             # Last phase: no more kills; the operator keeps deciding unknown outcomes.
             for _ in range(runs * effects + 1):
                 _operate(operator, receiver, summary)
-                out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300)
+                # Unhurried now: every run at once.
+                final = [*cmd[:-3], str(max(concurrency, runs)), *cmd[-2:]]
+                out = subprocess.run(final, cwd=ROOT, env=env, capture_output=True, timeout=300)
                 if out.returncode != 0:
                     summary.problems.append(f"final worker exited {out.returncode}: {out.stderr[-500:]!r}")
                     break

@@ -20,7 +20,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from outlast.dedup import Deduplicator
 from outlast.dedup_asgi import IdempotencyMiddleware
@@ -106,3 +110,25 @@ class Receiver:
             thread.join(10)
             sock.close()
             self.dedup.close()
+
+
+@dataclass
+class Served:
+    """A receiver being served, and a plain client for it."""
+
+    receiver: Receiver
+    url: str
+
+    def raw(self, key: str) -> int:
+        return self.receiver.executed["raw"][key]
+
+    def dedup(self, key: str) -> int:
+        return self.receiver.executed["dedup"][key]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A fresh receiver on 127.0.0.1 (import this fixture into a test module)."""
+    receiver = Receiver(str(tmp_path / "receiver.db"))
+    with receiver.serve() as url:
+        yield Served(receiver, url)

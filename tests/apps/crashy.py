@@ -13,7 +13,7 @@ import time
 import outlast
 
 app = outlast.App()
-LOG = os.environ.get("CRASHY_LOG", "crashy.log")
+LOG = os.environ.get("CRASHY_LOG", os.devnull)
 
 
 def _log(line: str) -> None:

@@ -240,3 +240,21 @@ def _thousand_suspended(store_url: str, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         waity.app.close()
+
+
+def test_approval_example_reminds_then_sends(sqlite_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OUTLAST_DATABASE_URL": sqlite_url,
+           "APPROVAL_REMIND_AFTER": "0.2", "APPROVAL_GIVE_UP_AFTER": "60"}
+    proc = subprocess.Popen([sys.executable, "examples/approval.py", "ap-1"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    app = outlast.App(sqlite_url)
+    try:
+        _until(lambda: app.store.get_run("ap-1") is not None and app.get_run("ap-1").status == "suspended")
+        sent = subprocess.run([sys.executable, "-m", "outlast.cli", "send", "ap-1", "approve", '"yes"'],
+                              cwd=ROOT, env=env, capture_output=True, timeout=60)
+        assert sent.returncode == 0, sent.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        app.close()
+    assert out.strip().startswith("sent to ann@example.com")
+    assert "reminder" in err

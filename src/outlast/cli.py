@@ -252,6 +252,9 @@ from .cli_waits import serve as _serve_cmd  # noqa: E402
 main.add_command(_send_cmd)
 main.add_command(_prune_cmd)
 main.add_command(_serve_cmd)
+from .cli_fleet import queues as _queues_cmd  # noqa: E402
+
+main.add_command(_queues_cmd)
 
 if __name__ == "__main__":
     run_cli()

@@ -2,17 +2,25 @@
 
 ``outlast worker module:app --concurrency N`` runs one of these. Any number of workers, on
 any number of machines, may share a store: claiming is atomic, leases are renewed by the
-app's heartbeat, and fencing refuses writes from a worker that lost its lease.
+app's heartbeat, and fencing refuses writes from a worker that lost its lease. Queue limits
+declared with ``app.queue(...)`` are passed to every claim, so the database enforces them
+across the whole fleet.
 
-Shutdown: the first SIGTERM (or :meth:`Worker.stop`) stops claiming and lets the current
-runs finish, then releases nothing is left to release; a second SIGTERM or a SIGINT stops at
-once, leaving the runs to be recovered elsewhere (at once on this host, after the lease
-elsewhere).
+Shutdown:
+
+- :meth:`Worker.stop` (the first SIGTERM): no new claims; each run in progress finishes its
+  current step, then is released as ``pending`` at its next step boundary, so another worker
+  takes it over at once instead of after its lease. A run on its last step simply completes.
+- :meth:`Worker.abort` (a second SIGTERM, or SIGINT): releases every run in progress at once
+  (its step in flight is abandoned and runs again elsewhere, as after a crash) and exits the
+  process. When the store cannot be reached within a couple of seconds it exits anyway; the
+  runs then come back when their leases expire.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -20,30 +28,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import engine
+from .errors import LeaseLost
 from .owner import is_dead_local
-from .store.base import Page
+from .store.base import Page, RunRecord
 
 if TYPE_CHECKING:
     from .app import App
+    from .context import RunState
 
 log = logging.getLogger("outlast.worker")
 
+#: seconds an abort spends handing runs back before the process exits regardless
+ABORT_GRACE = 2.0
+#: seconds between scans for runs whose owner died on this host
+ORPHAN_SCAN = 1.0
+
 
 class Worker:
-    """Executes the app's runs with up to ``concurrency`` at once.
+    """Executes the app's runs, up to ``concurrency`` at once.
 
     ``burst``: exit once nothing is runnable and nothing is executing.
     ``poll``: longest idle wait between claims (PostgreSQL wakes workers sooner via NOTIFY).
     """
 
     def __init__(
-        self,
-        app: App,
-        *,
-        concurrency: int = 4,
-        burst: bool = False,
-        poll: float = 0.5,
-        on_event: Any = None,
+        self, app: App, *, concurrency: int = 4, burst: bool = False, poll: float = 0.5
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -51,50 +60,84 @@ class Worker:
         self.concurrency = concurrency
         self.burst = burst
         self.poll = poll
-        self.on_event = on_event
+        #: runs executed to an outcome (or handed back) by this worker
+        self.executed = 0
         self._stopping = threading.Event()
         self._active: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._last_orphan_scan = 0.0
-        self.executed = 0
+        self._signals = 0
 
     # -- control ------------------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
-        """Stop claiming; current runs finish (graceful)."""
+        """Stop claiming; runs in progress are released as pending at their next step boundary."""
         self._stopping.set()
+        self._release_at_boundary()
         self._slot_freed.set()
 
+    def abort(self, code: int = 1) -> None:
+        """Hand every run in progress back now (best effort, bounded) and exit the process."""
+        self._stopping.set()
+        handback = threading.Thread(target=self._release_now, name="outlast-abort", daemon=True)
+        handback.start()
+        handback.join(ABORT_GRACE)
+        logging.shutdown()
+        os._exit(code)
+
     def install_signal_handlers(self) -> None:
-        """First SIGTERM: graceful stop. Second SIGTERM or SIGINT: exit at once."""
+        """First SIGTERM: :meth:`stop`. Second SIGTERM, or SIGINT: :meth:`abort`."""
 
-        def on_term(signum: int, frame: Any) -> None:
-            if self._stopping.is_set() or signum == signal.SIGINT:
-                raise SystemExit(128 + signum)
-            log.info("stopping: no new claims; waiting for %d run(s)", len(self._active))
-            self.stop()
+        def on_signal(signum: int, frame: Any) -> None:
+            self._signals += 1
+            # The handler interrupts the main thread wherever it is (maybe holding a lock):
+            # the work happens on a thread of its own.
+            if signum == signal.SIGINT or self._signals > 1:
+                target: Any = lambda: self.abort(128 + signum)  # noqa: E731
+            else:
+                log.info("stopping: no new claims; %d run(s) hand back at their next step",
+                         len(self._active))
+                target = self.stop
+            threading.Thread(target=target, name="outlast-signal", daemon=True).start()
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _mine(self) -> list[RunState]:
+        with self._lock:
+            active = set(self._active)
+        return [s for s in self.app._heartbeat.running() if s.run_id in active]
+
+    def _release_at_boundary(self) -> None:
+        for state in self._mine():
+            state.releasing = True
+            state.interrupted = True
+
+    def _release_now(self) -> None:
+        for state in self._mine():
+            try:
+                self.app.store.release(state.run_id, state.epoch, "pending")
+                log.info("run %s: released", state.run_id)
+            except LeaseLost:
+                pass  # finished or taken over meanwhile: nothing to hand back
+            except Exception:
+                log.warning("run %s: could not release; its lease will expire", state.run_id,
+                            exc_info=True)
 
     # -- loop ---------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Work until stopped (or, with ``burst``, until nothing is left). Returns runs executed."""
-        store = self.app.store
-        names = list(self.app.workflows)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="outlast-worker") as pool:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._active)
-                claimed = []
-                if free > 0:
-                    claimed = self._claim_orphans(free)
-                    if len(claimed) < free:
-                        claimed += store.claim(
-                            self.app.owner, self.app.lease, workflows=names,
-                            queues=self.app.queues or None, limit=free - len(claimed),
-                        )
+                claimed = self._claim(free) if free > 0 else []
                 for run in claimed:
                     self._submit(pool, run)
                 if claimed:
@@ -105,37 +148,49 @@ class Worker:
                     break
                 if free > 0:
                     self._slot_freed.clear()
-                    store.wait_for_work(self.poll)
+                    self.app.store.wait_for_work(self.poll)
                 else:
                     self._slot_freed.wait(self.poll)
                     self._slot_freed.clear()
-            for future in list(self._active.values()):
-                future.result()
+            # Runs claimed in the instant stop() was flagging the others are flagged here.
+            while self._active:
+                self._release_at_boundary()
+                self._slot_freed.wait(0.05)
+                self._slot_freed.clear()
         return self.executed
 
-    def _claim_orphans(self, free: int) -> list[Any]:
+    def _claim(self, free: int) -> list[RunRecord]:
+        claimed = self._claim_orphans(free)
+        if len(claimed) < free:
+            claimed += self.app.store.claim(
+                self.app.owner, self.app.lease, workflows=list(self.app.workflows),
+                queues=self.app.queues or None, limit=free - len(claimed),
+            )
+        return claimed
+
+    def _claim_orphans(self, free: int) -> list[RunRecord]:
         """Take over runs whose owner was a process on this host that has died."""
         now = time.monotonic()
-        if now - self._last_orphan_scan < 1.0:
+        if now - self._last_orphan_scan < ORPHAN_SCAN:
             return []
         self._last_orphan_scan = now
-        taken: list[Any] = []
+        taken: list[RunRecord] = []
         for run in self.app.store.list_runs(Page(status="running", limit=500)):
             if len(taken) >= free:
                 break
             if run.workflow in self.app.workflows and is_dead_local(run.owner):
                 taken += self.app.store.claim(
-                    self.app.owner, self.app.lease, run_id=run.run_id, steal_from=run.owner
+                    self.app.owner, self.app.lease, run_id=run.run_id, steal_from=run.owner,
+                    queues=self.app.queues or None,
                 )
         return taken
 
-    def _submit(self, pool: ThreadPoolExecutor, run: Any) -> None:
+    def _submit(self, pool: ThreadPoolExecutor, run: RunRecord) -> None:
         wf = self.app.workflows[run.workflow]
-        future = pool.submit(self._execute, wf, run)
         with self._lock:
-            self._active[run.run_id] = future
+            self._active[run.run_id] = pool.submit(self._execute, wf, run)
 
-    def _execute(self, wf: Any, run: Any) -> None:
+    def _execute(self, wf: Any, run: RunRecord) -> None:
         try:
             outcome = engine.execute(self.app, wf, run)
             log.info("run %s: %s", run.run_id, outcome.status)

@@ -1,0 +1,77 @@
+"""``outlast queues``: depth, load and limits of each queue, for operators of a worker fleet."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .store.base import QueueSpec, QueueStats
+
+LIMITS = ("concurrency", "worker_concurrency", "rate_limit", "key_concurrency")
+
+
+def _limits(spec: QueueSpec | None) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    limits: dict[str, Any] = {k: getattr(spec, k) for k in LIMITS if getattr(spec, k) is not None}
+    if spec.rate_limit is not None:
+        limits["rate_period"] = spec.rate_period
+    return limits
+
+
+def _describe(limits: dict[str, Any]) -> str:
+    if not limits:
+        return "unlimited"
+    parts = []
+    for name, value in limits.items():
+        if name == "rate_limit":
+            parts.append(f"rate {value}/{limits['rate_period']:g}s")
+        elif name != "rate_period":
+            parts.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
+def queue_rows(stats: list[QueueStats], specs: dict[str, QueueSpec]) -> list[dict[str, Any]]:
+    """One row per queue with runs or declared limits, by name."""
+    by_name = {s.name: s for s in stats}
+    rows = []
+    for name in sorted(set(by_name) | set(specs)):
+        s = by_name.get(name)
+        rows.append({
+            "queue": name,
+            "pending": s.pending if s else 0,
+            "running": s.running if s else 0,
+            "suspended": s.suspended if s else 0,
+            "limits": _limits(specs.get(name) or (s.spec if s else None)),
+        })
+    return rows
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--db", envvar="OUTLAST_DATABASE_URL", help="Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def queues(target: str | None, db: str | None, as_json: bool) -> None:
+    """Show each queue's pending, running and suspended runs. With the app MODULE:APP, also
+    the limits it declares (limits live in code, not in the store)."""
+    from .app import App
+    from .cli import load_app
+
+    app = load_app(target, db) if target else (App(db) if db else App())
+    rows = queue_rows(app.store.queue_stats(), app.queues)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} queue(s)")
+    for col in ("queue", "pending", "running", "suspended", "limits"):
+        table.add_column(col)
+    for row in rows:
+        limits = _describe(row["limits"]) if target else "(pass MODULE:APP to show)"
+        table.add_row(row["queue"], str(row["pending"]), str(row["running"]),
+                      str(row["suspended"]), limits)
+    Console().print(table)

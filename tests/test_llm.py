@@ -250,17 +250,20 @@ def test_streams_are_recorded_and_replayed(sqlite_url: str, server: FakeLLMServe
 
 def test_async_client_streams_and_gathers(sqlite_url: str, server: FakeLLMServer) -> None:
     app = outlast.App(sqlite_url)
-    client = openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
-    llm = outlast.llm.wrap(client)
     flag = {"crash": False}
 
     @app.workflow
     async def fan_out(ctx: outlast.Context) -> list[str]:
-        replies = await asyncio.gather(*(
-            llm.responses.create(model="gpt-4o", input=f"topic {i}") for i in range(3)
-        ))
-        stream = await llm.responses.create(model="gpt-4o", input="streamed", stream=True)
-        done = [e async for e in stream if e.type == "response.completed"]
+        # One client per execution: its connections belong to this execution's event loop.
+        async with openai.AsyncOpenAI(
+            base_url=server.openai_base_url, api_key="test", max_retries=0
+        ) as client:
+            llm = outlast.llm.wrap(client)
+            replies = await asyncio.gather(*(
+                llm.responses.create(model="gpt-4o", input=f"topic {i}") for i in range(3)
+            ))
+            stream = await llm.responses.create(model="gpt-4o", input="streamed", stream=True)
+            done = [e async for e in stream if e.type == "response.completed"]
         if flag["crash"]:
             raise Crash
         return [r.output_text for r in replies] + [done[0].response.output_text]

@@ -86,12 +86,13 @@ class Tools:
 
         ``parameters`` is the JSON schema of its arguments (default: one built from the
         function's signature, every parameter a required string unless annotated int, float,
-        bool, list or dict). ``reconcile`` is passed to an at-most-once step.
+        bool, list or dict). ``reconcile`` is passed to an at-most-once step. The decorated
+        function is returned unchanged (a plain call of it is not journaled).
         """
         if effect not in EFFECTS:
             raise ConfigurationError(f"tool effect must be one of {EFFECTS}, got {effect!r}")
 
-        def decorate(f: Callable[..., Any]) -> Step[Any, Any]:
+        def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
             tool_name = name or f.__name__
             options: dict[str, Any] = {"name": f"tool:{tool_name}"}
             if effect == "at_most_once":
@@ -103,12 +104,12 @@ class Tools:
                 options.update(at_most_once=True, reconcile=reconcile)
             else:
                 options["retry"] = retry or _DEFAULT_RETRY
-            step: Step[Any, Any] = self.app.step(**options)(f)
+            step: Step[Any, Any] = self.app.step(**options)(_by_dict(f))
             self._tools[tool_name] = _Tool(
                 step, effect, description if description is not None else (inspect.getdoc(f) or ""),
                 parameters if parameters is not None else _schema(f),
             )
-            return step
+            return f
 
         return decorate(fn) if fn is not None else decorate
 
@@ -153,7 +154,24 @@ class Tools:
         if tool is None:
             known = ", ".join(self._tools) or "none"
             return f"error: unknown tool {call.name!r} (tools: {known})"
-        return tool.step.call(**call.arguments, key=call.id)
+        return tool.step.call(call.arguments, key=call.id)
+
+
+def _by_dict(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
+    """``fn`` taking the model's arguments as one dict, so an argument may be named ``key``."""
+    if inspect.iscoroutinefunction(fn):
+        async def run_async(arguments: dict[str, Any]) -> Any:
+            return await fn(**arguments)
+
+        shim: Callable[[dict[str, Any]], Any] = run_async
+    else:
+        def run(arguments: dict[str, Any]) -> Any:
+            return fn(**arguments)
+
+        shim = run
+    shim.__name__ = shim.__qualname__ = fn.__name__
+    shim.__doc__ = fn.__doc__
+    return shim
 
 
 async def _awaited(value: Any) -> Any:

@@ -43,6 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
     POSTGRES_MIGRATIONS,
     RUNNABLE,
@@ -61,7 +62,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresCheckpoints, Store):
     """Runs, journals and events in one schema of a PostgreSQL database."""
 
     dialect = "postgresql"

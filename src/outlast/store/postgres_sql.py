@@ -118,6 +118,34 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX queue_starts_queue ON {s}.queue_starts (queue, started_at)",
         ),
     ),
+    Migration(
+        2,
+        "checkpointer checkpoints and writes (LangGraph saver)",
+        (
+            """CREATE TABLE {s}.lg_checkpoints (
+                thread_id text NOT NULL,
+                ns text NOT NULL,
+                checkpoint_id text NOT NULL,
+                parent_id text,
+                run_id text,
+                checkpoint bytea NOT NULL,
+                metadata bytea NOT NULL,
+                PRIMARY KEY (thread_id, ns, checkpoint_id)
+            )""",
+            "CREATE INDEX lg_checkpoints_run ON {s}.lg_checkpoints (run_id)",
+            """CREATE TABLE {s}.lg_writes (
+                thread_id text NOT NULL,
+                ns text NOT NULL,
+                checkpoint_id text NOT NULL,
+                task_id text NOT NULL,
+                idx integer NOT NULL,
+                channel text NOT NULL,
+                value bytea NOT NULL,
+                task_path text NOT NULL DEFAULT '',
+                PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
+            )""",
+        ),
+    ),
 )
 
 

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
 
 _ENTRY_COLUMNS = (
@@ -62,7 +63,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     return unquote(path), options
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteCheckpoints, Store):
     """Runs and journals in one SQLite file (or in memory, for one process)."""
 
     dialect = "sqlite"

@@ -101,4 +101,32 @@ MIGRATIONS = (
             "CREATE INDEX outlast_queue_starts_q ON outlast_queue_starts (queue, started_at)",
         ),
     ),
+    Migration(
+        2,
+        "checkpointer checkpoints and writes (LangGraph saver)",
+        (
+            """CREATE TABLE outlast_lg_checkpoints (
+                thread_id TEXT NOT NULL,
+                ns TEXT NOT NULL,
+                checkpoint_id TEXT NOT NULL,
+                parent_id TEXT,
+                run_id TEXT,
+                checkpoint BLOB NOT NULL,
+                metadata BLOB NOT NULL,
+                PRIMARY KEY (thread_id, ns, checkpoint_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX outlast_lg_checkpoints_run ON outlast_lg_checkpoints (run_id)",
+            """CREATE TABLE outlast_lg_writes (
+                thread_id TEXT NOT NULL,
+                ns TEXT NOT NULL,
+                checkpoint_id TEXT NOT NULL,
+                task_id TEXT NOT NULL,
+                idx INTEGER NOT NULL,
+                channel TEXT NOT NULL,
+                value BLOB NOT NULL,
+                task_path TEXT NOT NULL DEFAULT '',
+                PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )

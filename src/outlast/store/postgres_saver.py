@@ -1,0 +1,173 @@
+"""PostgreSQL side of the framework-checkpoint part of the store contract (the LangGraph saver).
+
+A mixin of :class:`~outlast.store.postgres.PostgresStore`, kept apart so that file stays short;
+the contract is in :mod:`outlast.store.base`. Writers that add blob references take the
+store's shared ``blobs`` advisory lock (as ``record`` does) and :meth:`delete_checkpoints` the
+exclusive one, so a reference is never added between the moment a delete decides a blob is
+unused and the moment it frees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple
+from typing import Any, TypeVar
+
+import psycopg
+
+from .base import Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
+from .postgres_sql import Queries, quote_ident
+
+T = TypeVar("T")
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+_CP_COLUMNS = "thread_id, ns, checkpoint_id, parent_id, run_id, checkpoint, metadata"
+_W_COLUMNS = "thread_id, ns, checkpoint_id, task_id, idx, channel, value, task_path"
+_W_KEY = "(thread_id, ns, checkpoint_id, task_id, idx)"
+_PUT_BLOBS = """INSERT INTO {s}.blobs (hash, data)
+    SELECT * FROM unnest(%(hashes)s::text[], %(datas)s::bytea[]) ON CONFLICT (hash) DO NOTHING"""
+_PUT_REFS = """INSERT INTO {s}.blob_refs (run_id, hash)
+    SELECT %(owner)s, h FROM unnest(%(hashes)s::text[]) AS h ON CONFLICT DO NOTHING"""
+_PUT_CP = f"""INSERT INTO {{s}}.lg_checkpoints ({_CP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (thread_id, ns, checkpoint_id) DO UPDATE SET parent_id = excluded.parent_id,
+    run_id = excluded.run_id, checkpoint = excluded.checkpoint, metadata = excluded.metadata"""
+_PUT_W = f"INSERT INTO {{s}}.lg_writes ({_W_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+_REPLACE_W = _PUT_W + f"""ON CONFLICT {_W_KEY} DO UPDATE SET channel = excluded.channel,
+    value = excluded.value, task_path = excluded.task_path"""
+_KEEP_W = _PUT_W + f"ON CONFLICT {_W_KEY} DO NOTHING"
+_DOOMED = """SELECT thread_id, ns, checkpoint_id FROM (
+        SELECT thread_id, ns, checkpoint_id, run_id, row_number() OVER
+            (PARTITION BY thread_id, ns ORDER BY checkpoint_id COLLATE "C" DESC) AS rn
+        FROM {s}.lg_checkpoints
+        WHERE %(thread)s::text IS NULL OR thread_id = %(thread)s::text) AS ranked
+    WHERE rn > %(keep)s AND (%(all_runs)s OR run_id = ANY(%(runs)s::text[]))"""
+
+
+class PostgresCheckpoints:
+    """Framework checkpoints in ``lg_checkpoints`` / ``lg_writes``."""
+
+    schema: str
+    _q: Queries
+    _run: Callable[..., Any]
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("{s}", quote_ident(self.schema))
+
+    def _put_blobs(self, conn: Conn, owner: str, blobs: Mapping[str, bytes]) -> None:
+        # shared with other writers, exclusive for deletes (see the module docstring)
+        conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+        if blobs:
+            hashes = sorted(blobs)  # one insertion order for everyone: no deadlock
+            params = {"owner": owner, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+            conn.execute(self._sql(_PUT_BLOBS), params)
+            conn.execute(self._sql(_PUT_REFS), params)
+
+    def put_checkpoint(self, checkpoint: SavedCheckpoint, blobs: Mapping[str, bytes]) -> None:
+        def op(conn: Conn, _: bool) -> None:  # an upsert: applying it twice is harmless
+            with conn.transaction():
+                self._put_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
+                conn.execute(self._sql(_PUT_CP), astuple(checkpoint))
+
+        self._run(op)
+
+    def put_writes(self, writes: Sequence[SavedWrite], blobs: Mapping[str, bytes]) -> None:
+        if not writes:
+            return
+
+        def op(conn: Conn, _: bool) -> None:  # idempotent too
+            with conn.transaction():
+                for thread_id in sorted({w.thread_id for w in writes}):
+                    self._put_blobs(conn, checkpoint_owner(thread_id), blobs)
+                for w in writes:
+                    conn.execute(self._sql(_REPLACE_W if w.idx < 0 else _KEEP_W), astuple(w))
+
+        self._run(op)
+
+    def get_checkpoints(
+        self,
+        thread_id: str | None,
+        *,
+        ns: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> list[SavedCheckpoint]:
+        where, params = ["true"], []
+        for clause, value in (("thread_id = %s", thread_id), ("ns = %s", ns),
+                              ("checkpoint_id = %s", checkpoint_id),
+                              ('checkpoint_id < %s COLLATE "C"', before)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (f"SELECT {_CP_COLUMNS} FROM {{s}}.lg_checkpoints WHERE {' AND '.join(where)} "
+               'ORDER BY checkpoint_id COLLATE "C" DESC, thread_id, ns')
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._run(lambda c, _: c.execute(self._sql(sql), params).fetchall())
+        return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
+
+    def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
+        sql = self._sql(f"""SELECT {_W_COLUMNS} FROM {{s}}.lg_writes
+            WHERE thread_id = %s AND ns = %s AND checkpoint_id = ANY(%s::text[])
+            ORDER BY checkpoint_id COLLATE "C", task_path COLLATE "C", task_id COLLATE "C", idx""")
+        ids = list(dict.fromkeys(checkpoint_ids))
+        rows = self._run(lambda c, _: c.execute(sql, (thread_id, ns, ids)).fetchall())
+        return [SavedWrite(t, n, i, k, x, ch, bytes(v), p) for t, n, i, k, x, ch, v, p in rows]
+
+    def delete_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        run_ids: Sequence[str] | None = None,
+        keep: int = 0,
+        reachable: Reachable | None = None,
+    ) -> int:
+        if run_ids is not None and not run_ids:
+            return 0
+        params = {"thread": thread_id, "keep": max(keep, 0), "all_runs": run_ids is None,
+                  "runs": list(run_ids or [])}
+
+        def op(conn: Conn, _: bool) -> int:
+            with conn.transaction():
+                # first, so every statement below sees each reference committed before it
+                conn.execute(self._q.xact_lock, {"schema": self.schema, "purpose": "blobs"})
+                doomed = conn.execute(self._sql(_DOOMED), params).fetchall()
+                with conn.cursor() as cur:
+                    for table in ("lg_checkpoints", "lg_writes"):
+                        cur.executemany(self._sql(
+                            f"DELETE FROM {{s}}.{table} WHERE thread_id = %s AND ns = %s "
+                            "AND checkpoint_id = %s"), doomed)
+                for thread in sorted({row[0] for row in doomed}):
+                    self._release(conn, thread, reachable)
+                return len(doomed)
+
+        return int(self._run(op))
+
+    def _release(self, conn: Conn, thread_id: str, reachable: Reachable | None) -> None:
+        """Drop the thread's blob references its remaining rows do not use, then free blobs."""
+        owner = checkpoint_owner(thread_id)
+        left = [bytes(r[0]) for r in conn.execute(self._sql(
+            "SELECT checkpoint FROM {s}.lg_checkpoints WHERE thread_id = %s"), (thread_id,))]
+        if not left:  # a thread with no checkpoint keeps no writes either
+            conn.execute(self._sql("DELETE FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))
+            live: set[str] = set()
+        elif reachable is None:
+            return
+        else:
+            left += [bytes(r[0]) for r in conn.execute(self._sql(
+                "SELECT value FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))]
+
+            def fetch(hashes: list[str]) -> dict[str, bytes]:
+                rows = conn.execute(self._q.get_blobs, {"hashes": list(hashes)}).fetchall()
+                return {h: bytes(d) for h, d in rows}
+
+            live = set(reachable(left, fetch))
+        dead = [r[0] for r in conn.execute(self._sql(
+            "SELECT hash FROM {s}.blob_refs WHERE run_id = %s"), (owner,)) if r[0] not in live]
+        if dead:
+            conn.execute(self._sql(
+                "DELETE FROM {s}.blob_refs WHERE run_id = %s AND hash = ANY(%s::text[])"),
+                (owner, dead))
+            conn.execute(self._sql(
+                "DELETE FROM {s}.blobs AS b WHERE b.hash = ANY(%s::text[]) AND NOT EXISTS "
+                "(SELECT 1 FROM {s}.blob_refs AS r WHERE r.hash = b.hash)"), (dead,))

@@ -11,7 +11,9 @@ folder.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.worker:
+        faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: dump the worker's stacks
         app.use(args.worker)
         Worker(app, concurrency=8, poll=0.1).run()
         return

@@ -14,11 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-import outlast
-from outlast.cli import main
-from outlast.store import open_store
-from outlast.worker import Worker
 from tests.apps import fleet_app
 from tests.fleetkit import (
     all_finished,
@@ -29,6 +24,11 @@ from tests.fleetkit import (
     stop_all,
     wait_until,
 )
+
+import outlast
+from outlast.cli import main
+from outlast.store import open_store
+from outlast.worker import Worker
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_a_sigstopped_worker_cannot_write_after_its_lease_expired(
     app: outlast.App, store_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "side.log"
-    rid = app.enqueue(fleet_app.slow, 3, 1.0, run_id="stopped").run_id
+    rid = app.enqueue(fleet_app.slow, 3, 0.6, run_id="stopped").run_id
     a = spawn_worker(store_url, log, concurrency=1)
     b = None
     try:

@@ -1,0 +1,132 @@
+"""Worker fleet on PostgreSQL: throughput of 1, 2 and 4 worker processes, and takeover time.
+
+    python bench/fleet.py [--quick] [--url postgresql://postgres@127.0.0.1:5432/test]
+
+Throughput, for no-op steps (what the fleet's own machinery costs: on a small machine the
+worker processes and the database share the same cores) and for 50 ms steps (model calls and
+other I/O, where adding workers adds capacity): idle workers (``outlast worker``, concurrency 4 each) are started first, then N runs
+of 3 no-op steps are enqueued and timed from the first enqueue to the last completion, so
+process start-up is left out. Takeover: a worker holding a run mid-step is SIGKILLed; the time
+until another worker starts the run's step again is measured, for a worker on "another
+machine" (its runs wait for their lease to expire; target lease + 1 s) and for one on this host
+(its death is detected at once, at the next orphan scan of the surviving worker).
+
+Each measurement uses a fresh schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from tests.apps import fleet_app  # noqa: E402
+from tests.fleetkit import all_finished, lines, spawn_worker, stop_all, wait_until  # noqa: E402
+
+import outlast  # noqa: E402
+
+
+class Schema:
+    """A fresh schema on the server, dropped on exit."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.name = f"bench_fleet_{uuid.uuid4().hex[:8]}"
+        self.url = f"{server}?schema={self.name}"
+
+    def __enter__(self) -> str:
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+
+
+def throughput(server: str, workers: int, runs: int, step: float, folder: Path) -> float:
+    """Runs per second completed by ``workers`` worker processes, steps of ``step`` seconds."""
+    log = folder / f"tp{workers}-{step}.log"
+    os.environ["FLEET_LOG"] = str(log)
+    with Schema(server) as url:
+        app = fleet_app.app
+        app.use(url)
+        app.store  # noqa: B018 - create the schema before the workers race to
+        env = {"FLEET_STEP_SLEEP": str(step), "FLEET_LEASE": "10"}
+        procs = [spawn_worker(url, log, concurrency=4, poll=0.2, env=env) for _ in range(workers)]
+        try:
+            time.sleep(1.5)  # let them import and go idle
+            started = time.perf_counter()
+            ids = [app.enqueue(fleet_app.triple).run_id for _ in range(runs)]
+            wait_until(all_finished(app, ids), 300, "the runs", procs)
+            elapsed = time.perf_counter() - started
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            stop_all(procs)
+            app.close()
+    return runs / elapsed
+
+
+def takeover(server: str, lease: float, other_host: bool, folder: Path) -> float:
+    """Seconds from a worker's SIGKILL (mid-step) to another worker starting that step again."""
+    log = folder / f"to{other_host}.log"
+    os.environ["FLEET_LOG"] = str(log)
+    with Schema(server) as url:
+        app = fleet_app.app
+        app.use(url)
+        rid = app.enqueue(fleet_app.triple).run_id
+        env = {"FLEET_LEASE": str(lease), "FLEET_HANG_AFTER": "1"}
+        if other_host:
+            env["FLEET_FAKE_HOST"] = "1"
+        victim = spawn_worker(url, log, concurrency=1, env=env)
+        survivor = None
+        try:
+            wait_until(lambda: f"hang {victim.pid}" in lines(log), 30, "the victim", [victim])
+            survivor = spawn_worker(url, log, concurrency=1, poll=0.1,
+                                    env={"FLEET_LEASE": str(lease)})
+            time.sleep(1.5)  # the survivor is up and idle
+            victim.kill()
+            killed = time.perf_counter()
+            victim.wait()
+            step = f"start {rid}:0 {survivor.pid}"
+            wait_until(lambda: any(x.startswith(step) for x in lines(log)), lease + 30,
+                       "the takeover", [survivor])
+            return time.perf_counter() - killed
+        finally:
+            stop_all([p for p in (victim, survivor) if p is not None])
+            app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs, a shorter lease")
+    parser.add_argument("--url", default=os.environ.get(
+        "OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+    args = parser.parse_args()
+    runs = 150 if args.quick else 1000
+    lease = 2.0 if args.quick else 10.0
+    print(f"outlast {outlast.__version__}, PostgreSQL at {args.url}, {os.cpu_count()} CPU(s)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for step, what in ((0.0, "no-op steps (CPU-bound)"), (0.05, "50 ms steps (I/O-bound)")):
+            print(f"throughput, {runs} runs of 3 {what}, 4 runs at once per worker:")
+            for workers in (1, 2, 4):
+                rate = throughput(args.url, workers, runs, step, folder)
+                print(f"  {workers} worker(s): {rate:7.1f} runs/s  {3 * rate:7.1f} steps/s")
+        print(f"takeover after SIGKILL mid-step, lease {lease:g} s:")
+        far = takeover(args.url, lease, True, folder)
+        print(f"  worker on another host: {far:5.2f} s (target lease + 1 s = {lease + 1:g} s)")
+        near = takeover(args.url, lease, False, folder)
+        print(f"  worker on this host:    {near:5.2f} s (dead process detected, no lease wait)")
+
+
+if __name__ == "__main__":
+    main()

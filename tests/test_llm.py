@@ -35,8 +35,19 @@ def server() -> Iterator[FakeLLMServer]:
         yield running
 
 
+_clients: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while _clients:  # closed here, not by the garbage collector during another test
+        _clients.pop().close()
+
+
 def oai(server: FakeLLMServer, **options: Any) -> Any:
     client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+    _clients.append(client)
     return outlast.llm.wrap(client, **options)
 
 
@@ -217,9 +228,10 @@ def test_failed_call_is_recorded_and_replayed(sqlite_url: str, server: FakeLLMSe
 def test_streams_are_recorded_and_replayed(sqlite_url: str, server: FakeLLMServer) -> None:
     app = outlast.App(sqlite_url)
     llm = oai(server)
-    claude = outlast.llm.wrap(
+    _clients.append(
         anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
     )
+    claude = outlast.llm.wrap(_clients[-1])
     flag = {"crash": False}
     seen: list[list[Any]] = []
 

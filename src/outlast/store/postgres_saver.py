@@ -28,6 +28,7 @@ _PUT_BLOBS = """INSERT INTO {s}.blobs (hash, data)
     SELECT * FROM unnest(%(hashes)s::text[], %(datas)s::bytea[]) ON CONFLICT (hash) DO NOTHING"""
 _PUT_REFS = """INSERT INTO {s}.blob_refs (run_id, hash)
     SELECT %(owner)s, h FROM unnest(%(hashes)s::text[]) AS h ON CONFLICT DO NOTHING"""
+_KNOWN_REFS = "SELECT hash FROM {s}.blob_refs WHERE run_id = %(owner)s AND hash = ANY(%(hashes)s::text[])"
 _PUT_CP = f"""INSERT INTO {{s}}.lg_checkpoints ({_CP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (thread_id, ns, checkpoint_id) DO UPDATE SET parent_id = excluded.parent_id,
     run_id = excluded.run_id, checkpoint = excluded.checkpoint, metadata = excluded.metadata"""
@@ -57,7 +58,10 @@ class PostgresCheckpoints:
         # shared with other writers, exclusive for deletes (see the module docstring)
         conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
         if blobs:
-            hashes = sorted(blobs)  # one insertion order for everyone: no deadlock
+            # a checkpoint repeats most of its thread's blobs: send only the new ones' bytes
+            known = conn.execute(self._sql(_KNOWN_REFS), {"owner": owner, "hashes": list(blobs)})
+            have = {row[0] for row in known}
+            hashes = sorted(h for h in blobs if h not in have)  # one order for all: no deadlock
             params = {"owner": owner, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
             conn.execute(self._sql(_PUT_BLOBS), params)
             conn.execute(self._sql(_PUT_REFS), params)

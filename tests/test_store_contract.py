@@ -20,6 +20,7 @@ import pytest
 
 from outlast.errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
+from outlast.store.base import SavedCheckpoint, SavedWrite
 
 SHORT = 0.2
 LONG = 30.0
@@ -777,6 +778,64 @@ def test_prune_deletes_old_terminal_runs_and_their_blobs(store: Store) -> None:
     assert len(store.load_journal(live.run_id)) == 1
     assert store.prune(time.time() + 3600) == 1  # only `recent` is terminal
     assert all(store.get_run(run_id) is not None for run_id in kept[:3])
+
+
+# -- framework checkpoints (the LangGraph saver) ------------------------------------------------------------
+
+
+def saved(thread: str, cid: str, *, ns: str = "", run: str | None = None,
+          data: bytes = b"cp") -> SavedCheckpoint:
+    return SavedCheckpoint(thread, ns, cid, None, run, data, b"md")
+
+
+def test_checkpoints_are_listed_newest_first_and_filtered(store: Store) -> None:
+    for cid in ("1", "3", "2"):
+        store.put_checkpoint(saved("t", cid), {})
+    store.put_checkpoint(saved("t", "9", ns="child"), {})
+    store.put_checkpoint(saved("u", "5"), {})
+    store.put_checkpoint(saved("t", "3", data=b"replaced"), {})
+    assert [c.checkpoint_id for c in store.get_checkpoints("t", ns="")] == ["3", "2", "1"]
+    assert store.get_checkpoints("t", ns="", checkpoint_id="3")[0].checkpoint == b"replaced"
+    assert [c.checkpoint_id for c in store.get_checkpoints("t", before="3")] == ["2", "1"]
+    assert [c.checkpoint_id for c in store.get_checkpoints("t", limit=2)] == ["9", "3"]
+    assert {c.thread_id for c in store.get_checkpoints(None)} == {"t", "u"}
+
+
+def test_writes_keep_the_first_regular_write_and_replace_special_ones(store: Store) -> None:
+    store.put_checkpoint(saved("t", "1"), {})
+    store.put_writes([SavedWrite("t", "", "1", "b", 0, "ch", b"first", "p"),
+                      SavedWrite("t", "", "1", "a", -1, "__error__", b"e1", "p")], {})
+    store.put_writes([SavedWrite("t", "", "1", "b", 0, "ch", b"second", "p"),
+                      SavedWrite("t", "", "1", "a", -1, "__error__", b"e2", "p")], {})
+    writes = store.get_writes("t", "", ["1"])
+    assert [(w.task_id, w.value) for w in writes] == [("a", b"e2"), ("b", b"first")]
+
+
+def test_delete_checkpoints_keeps_the_newest_and_frees_unused_blobs(store: Store) -> None:
+    store.put_checkpoint(saved("t", "1", run="r1"), {"old": b"o", "both": b"b"})
+    store.put_checkpoint(saved("t", "2", run="r2", data=b"uses both"), {"both": b"b"})
+    store.put_writes([SavedWrite("t", "", "1", "task", 0, "ch", b"w")], {"w": b"x"})
+    store.put_checkpoint(saved("u", "1"), {"old": b"o"})  # another thread shares "old"
+
+    def reachable(payloads: list[bytes], fetch: Callable[[list[str]], object]) -> list[str]:
+        assert fetch(["both"]) == {"both": b"b"}  # reads inside the transaction
+        return ["both"] if b"uses both" in payloads else []
+
+    assert store.delete_checkpoints(thread_id="t", keep=1, reachable=reachable) == 1
+    assert [c.checkpoint_id for c in store.get_checkpoints("t")] == ["2"]
+    assert store.get_writes("t", "", ["1"]) == []
+    assert store.get_blobs(["old", "both", "w"]) == {"old": b"o", "both": b"b"}  # "old": u's
+    assert store.delete_checkpoints(run_ids=["r2"]) == 1
+    assert store.get_blobs(["old", "both"]) == {"old": b"o"}
+    assert store.delete_checkpoints(thread_id="u") == 1
+    assert store.get_blobs(["old"]) == {}
+    assert store.delete_checkpoints(run_ids=[]) == 0
+
+
+def test_core_prune_never_frees_checkpoint_blobs(store: Store) -> None:
+    store.put_checkpoint(saved("t", "1"), {"cp": b"c"})
+    store.prune(time.time() + 3600)
+    assert store.get_blobs(["cp"]) == {"cp": b"c"}
 
 
 # -- waiting for work ----------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import time
 import outlast
 
 app = outlast.App()
-LOG = os.environ.get("CRASHY_LOG", os.devnull)
+LOG = os.environ.get("CRASHY_LOG")
 
 
 def _log(line: str) -> None:
+    if LOG is None:
+        return
     with open(LOG, "a") as f:
         f.write(line + "\n")
         f.flush()

@@ -128,7 +128,7 @@ def test_heartbeat_keeps_the_lease_through_a_step_longer_than_it(
     t = threading.Thread(target=thief)
     t.start()
     try:
-        pids = app.run(fleet_app.slow, 1, 3 * app.lease, run_id="long")
+        pids = app.run(fleet_app.slow, 1, 2.5 * app.lease, run_id="long")
     finally:
         done.set()
         t.join()

@@ -96,6 +96,17 @@ def run_cases(names: list[str], size: str) -> dict[str, Any]:
     return results
 
 
+def publish(doc: Path, results: dict[str, Any]) -> None:
+    """Merge results into the doc's JSON (other cases keep their last run) and re-render."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    store = doc.with_suffix(".json")
+    merged = json.loads(store.read_text()) if store.exists() else {}
+    merged.update(results)
+    ordered = {n: merged[n] for n in CASES if n in merged}
+    store.write_text(json.dumps(ordered, indent=1, default=str) + "\n")
+    doc.write_text(render(ordered, doc.parent / "img", doc.parent))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group()
@@ -111,19 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
-    results = run_cases(names, size)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     doc = Path(args.doc) if args.doc else (DOC if size == "full" else None)
-    if doc is not None:
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        store = doc.with_suffix(".json")
-        merged = json.loads(store.read_text()) if store.exists() else {}
-        merged.update(results)
-        ordered = {n: merged[n] for n in CASES if n in merged}
-        store.write_text(json.dumps(ordered, indent=1, default=str) + "\n")
-        doc.write_text(render(ordered, doc.parent / "img", doc.parent))
-        print(f"wrote {doc}", file=sys.stderr)
+    results: dict[str, Any] = {}
+    for name in names:  # the page is rewritten after every case, so a late failure loses nothing
+        results.update(run_cases([name], size))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+        if doc is not None:
+            publish(doc, results)
     for res in results.values():
         print(f"{res['title']}: {res.get('reason') or json.dumps(res.get('headline'))}")
     return 0

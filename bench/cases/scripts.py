@@ -1,6 +1,6 @@
-"""Cases 4 and 6 come from other engineers' scripts (bench/hibernation.py, bench/fleet.py).
+"""Case 4 comes from another engineer's script (bench/hibernation.py).
 
-They are run as child processes (each starts its own workers) and their printed report is
+It runs as a child process (it starts its own worker) and their printed report is
 kept verbatim; known figures are picked out of it for the tables and headline.
 """
 
@@ -62,14 +62,3 @@ def hibernation(size: str = "full") -> dict[str, Any]:
     return out
 
 
-FLEET_ARGS = {"tiny": ["--tiny"], "quick": ["--quick"], "full": []}
-
-
-def fleet(size: str = "full") -> dict[str, Any]:
-    """Case 6: throughput of 1, 2 and 4 workers on PostgreSQL; SIGKILL-to-resumed time."""
-    name, title = "fleet", "Fleet"
-    text, why = run_script("fleet.py", FLEET_ARGS[size], timeout=900)
-    if text is None:
-        return unavailable(name, title, why)
-    return result(name, title, settings=f"bench/fleet.py {' '.join(FLEET_ARGS[size])}",
-                  verbatim=text)

@@ -8,7 +8,9 @@ input/output for outlast; checkpoints, writes for LangGraph), plus the database 
     python bench/graph_storage.py           # 10, 50, 200 nodes
     python bench/graph_storage.py --quick   # 10, 50 nodes
 
-Outlast's own LangGraph checkpointer is not measured: it is not built yet (see docs/graph.md).
+The "saver" column is the same LangGraph graph on outlast's LangGraph checkpointer
+(``outlast.integrations.langgraph.OutlastSaver``): checkpoint rows, writes and the blobs its
+thread references.
 """
 
 from __future__ import annotations
@@ -95,19 +97,46 @@ def langgraph_sqlite(n: int, folder: str) -> tuple[int, int] | None:
     return payload, _file_size(db)
 
 
+def outlast_saver(n: int, folder: str) -> tuple[int, int] | None:
+    """The langgraph_sqlite graph on OutlastSaver: (payload bytes, file bytes)."""
+    try:
+        from langgraph.graph import END, START, StateGraph
+
+        from outlast.integrations.langgraph import OutlastSaver
+    except ImportError:
+        return None
+    db = os.path.join(folder, f"saver-{n}.db")
+    builder = StateGraph(ChatState)
+    builder.add_node("talk", lambda state: {"messages": [message(len(state["messages"]))]})
+    builder.add_edge(START, "talk")
+    builder.add_conditional_edges("talk", lambda s: END if len(s["messages"]) >= n else "talk")
+    with OutlastSaver(f"sqlite:///{db}") as saver:
+        config = {"configurable": {"thread_id": "bench"}, "recursion_limit": n + 10}
+        builder.compile(checkpointer=saver).invoke({"messages": []}, config)  # type: ignore[arg-type]
+    payload = _sum(db, [
+        "SELECT sum(length(checkpoint)) + sum(length(metadata)) FROM outlast_lg_checkpoints",
+        "SELECT sum(length(value)) FROM outlast_lg_writes",
+        "SELECT sum(length(data)) FROM outlast_blobs",
+    ])
+    return payload, _file_size(db)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="10 and 50 nodes only")
     sizes = [10, 50] if parser.parse_args().quick else [10, 50, 200]
     print(f"{'nodes':>5} {'unique':>9} | {'outlast hist':>12} {'x':>5} {'+result':>9} {'file':>9} | "
-          f"{'langgraph':>10} {'x':>6} {'file':>9}")
+          f"{'langgraph':>10} {'x':>6} {'file':>9} | {'saver':>8} {'x':>5} {'file':>9}")
     with tempfile.TemporaryDirectory() as folder:
         for n in sizes:
             unique = n * MESSAGE
             hist, total, ofile = outlast_graph(n, folder)
             lg = langgraph_sqlite(n, folder)
             lg_text = f"{lg[0]:>10} {lg[0] / unique:>6.1f} {lg[1]:>9}" if lg else "(langgraph-checkpoint-sqlite not installed)"
-            print(f"{n:>5} {unique:>9} | {hist:>12} {hist / unique:>5.2f} {total:>9} {ofile:>9} | {lg_text}")
+            sv = outlast_saver(n, folder)
+            sv_text = f"{sv[0]:>8} {sv[0] / unique:>5.2f} {sv[1]:>9}" if sv else "(langgraph not installed)"
+            print(f"{n:>5} {unique:>9} | {hist:>12} {hist / unique:>5.2f} {total:>9} {ofile:>9} | "
+                  f"{lg_text} | {sv_text}")
 
 
 if __name__ == "__main__":

@@ -51,26 +51,26 @@ class PostgresCheckpoints:
     _q: Queries
     _run: Callable[..., Any]
 
-    def _sql(self, sql: str) -> str:
+    def _saver_sql(self, sql: str) -> str:
         return sql.replace("{s}", quote_ident(self.schema))
 
-    def _put_blobs(self, conn: Conn, owner: str, blobs: Mapping[str, bytes]) -> None:
+    def _put_thread_blobs(self, conn: Conn, owner: str, blobs: Mapping[str, bytes]) -> None:
         # shared with other writers, exclusive for deletes (see the module docstring)
         conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
         if blobs:
             # a checkpoint repeats most of its thread's blobs: send only the new ones' bytes
-            known = conn.execute(self._sql(_KNOWN_REFS), {"owner": owner, "hashes": list(blobs)})
+            known = conn.execute(self._saver_sql(_KNOWN_REFS), {"owner": owner, "hashes": list(blobs)})
             have = {row[0] for row in known}
             hashes = sorted(h for h in blobs if h not in have)  # one order for all: no deadlock
             params = {"owner": owner, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
-            conn.execute(self._sql(_PUT_BLOBS), params)
-            conn.execute(self._sql(_PUT_REFS), params)
+            conn.execute(self._saver_sql(_PUT_BLOBS), params)
+            conn.execute(self._saver_sql(_PUT_REFS), params)
 
     def put_checkpoint(self, checkpoint: SavedCheckpoint, blobs: Mapping[str, bytes]) -> None:
         def op(conn: Conn, _: bool) -> None:  # an upsert: applying it twice is harmless
             with conn.transaction():
-                self._put_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
-                conn.execute(self._sql(_PUT_CP), astuple(checkpoint))
+                self._put_thread_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
+                conn.execute(self._saver_sql(_PUT_CP), astuple(checkpoint))
 
         self._run(op)
 
@@ -81,9 +81,9 @@ class PostgresCheckpoints:
         def op(conn: Conn, _: bool) -> None:  # idempotent too
             with conn.transaction():
                 for thread_id in sorted({w.thread_id for w in writes}):
-                    self._put_blobs(conn, checkpoint_owner(thread_id), blobs)
+                    self._put_thread_blobs(conn, checkpoint_owner(thread_id), blobs)
                 for w in writes:
-                    conn.execute(self._sql(_REPLACE_W if w.idx < 0 else _KEEP_W), astuple(w))
+                    conn.execute(self._saver_sql(_REPLACE_W if w.idx < 0 else _KEEP_W), astuple(w))
 
         self._run(op)
 
@@ -107,11 +107,11 @@ class PostgresCheckpoints:
                'ORDER BY checkpoint_id COLLATE "C" DESC, thread_id, ns')
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = self._run(lambda c, _: c.execute(self._sql(sql), params).fetchall())
+        rows = self._run(lambda c, _: c.execute(self._saver_sql(sql), params).fetchall())
         return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
 
     def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
-        sql = self._sql(f"""SELECT {_W_COLUMNS} FROM {{s}}.lg_writes
+        sql = self._saver_sql(f"""SELECT {_W_COLUMNS} FROM {{s}}.lg_writes
             WHERE thread_id = %s AND ns = %s AND checkpoint_id = ANY(%s::text[])
             ORDER BY checkpoint_id COLLATE "C", task_path COLLATE "C", task_id COLLATE "C", idx""")
         ids = list(dict.fromkeys(checkpoint_ids))
@@ -135,30 +135,30 @@ class PostgresCheckpoints:
             with conn.transaction():
                 # first, so every statement below sees each reference committed before it
                 conn.execute(self._q.xact_lock, {"schema": self.schema, "purpose": "blobs"})
-                doomed = conn.execute(self._sql(_DOOMED), params).fetchall()
+                doomed = conn.execute(self._saver_sql(_DOOMED), params).fetchall()
                 with conn.cursor() as cur:
                     for table in ("lg_checkpoints", "lg_writes"):
-                        cur.executemany(self._sql(
+                        cur.executemany(self._saver_sql(
                             f"DELETE FROM {{s}}.{table} WHERE thread_id = %s AND ns = %s "
                             "AND checkpoint_id = %s"), doomed)
                 for thread in sorted({row[0] for row in doomed}):
-                    self._release(conn, thread, reachable)
+                    self._release_thread(conn, thread, reachable)
                 return len(doomed)
 
         return int(self._run(op))
 
-    def _release(self, conn: Conn, thread_id: str, reachable: Reachable | None) -> None:
+    def _release_thread(self, conn: Conn, thread_id: str, reachable: Reachable | None) -> None:
         """Drop the thread's blob references its remaining rows do not use, then free blobs."""
         owner = checkpoint_owner(thread_id)
-        left = [bytes(r[0]) for r in conn.execute(self._sql(
+        left = [bytes(r[0]) for r in conn.execute(self._saver_sql(
             "SELECT checkpoint FROM {s}.lg_checkpoints WHERE thread_id = %s"), (thread_id,))]
         if not left:  # a thread with no checkpoint keeps no writes either
-            conn.execute(self._sql("DELETE FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))
+            conn.execute(self._saver_sql("DELETE FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))
             live: set[str] = set()
         elif reachable is None:
             return
         else:
-            left += [bytes(r[0]) for r in conn.execute(self._sql(
+            left += [bytes(r[0]) for r in conn.execute(self._saver_sql(
                 "SELECT value FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))]
 
             def fetch(hashes: list[str]) -> dict[str, bytes]:
@@ -166,12 +166,12 @@ class PostgresCheckpoints:
                 return {h: bytes(d) for h, d in rows}
 
             live = set(reachable(left, fetch))
-        dead = [r[0] for r in conn.execute(self._sql(
+        dead = [r[0] for r in conn.execute(self._saver_sql(
             "SELECT hash FROM {s}.blob_refs WHERE run_id = %s"), (owner,)) if r[0] not in live]
         if dead:
-            conn.execute(self._sql(
+            conn.execute(self._saver_sql(
                 "DELETE FROM {s}.blob_refs WHERE run_id = %s AND hash = ANY(%s::text[])"),
                 (owner, dead))
-            conn.execute(self._sql(
+            conn.execute(self._saver_sql(
                 "DELETE FROM {s}.blobs AS b WHERE b.hash = ANY(%s::text[]) AND NOT EXISTS "
                 "(SELECT 1 FROM {s}.blob_refs AS r WHERE r.hash = b.hash)"), (dead,))

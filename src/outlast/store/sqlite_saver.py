@@ -35,7 +35,7 @@ class SQLiteCheckpoints:
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     @staticmethod
-    def _put_blobs(conn: sqlite3.Connection, owner: str, blobs: Mapping[str, bytes]) -> None:
+    def _put_thread_blobs(conn: sqlite3.Connection, owner: str, blobs: Mapping[str, bytes]) -> None:
         conn.executemany(
             "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
             blobs.items(),
@@ -47,7 +47,7 @@ class SQLiteCheckpoints:
 
     def put_checkpoint(self, checkpoint: SavedCheckpoint, blobs: Mapping[str, bytes]) -> None:
         with self._tx() as conn:
-            self._put_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
+            self._put_thread_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
             conn.execute(
                 f"INSERT OR REPLACE INTO outlast_lg_checkpoints ({_CP_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -65,7 +65,7 @@ class SQLiteCheckpoints:
         keep = insert + f"ON CONFLICT {_W_KEY} DO NOTHING"
         with self._tx() as conn:
             for thread_id in {w.thread_id for w in writes}:
-                self._put_blobs(conn, checkpoint_owner(thread_id), blobs)
+                self._put_thread_blobs(conn, checkpoint_owner(thread_id), blobs)
             for w in writes:
                 conn.execute(replace if w.idx < 0 else keep, astuple(w))
 
@@ -133,10 +133,10 @@ class SQLiteCheckpoints:
                     doomed,
                 )
             for thread in sorted({row[0] for row in doomed}):
-                self._release(conn, thread, reachable)
+                self._release_thread(conn, thread, reachable)
         return len(doomed)
 
-    def _release(self, conn: sqlite3.Connection, thread_id: str, reachable: Reachable | None) -> None:
+    def _release_thread(self, conn: sqlite3.Connection, thread_id: str, reachable: Reachable | None) -> None:
         """Drop the thread's blob references its remaining rows do not use, then free blobs."""
         owner = checkpoint_owner(thread_id)
         left = [bytes(r[0]) for r in conn.execute(

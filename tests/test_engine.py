@@ -456,3 +456,26 @@ def test_corrupted_journal_row_gives_clear_error(sqlite_url: str) -> None:
     agent.crash_after = None
     with pytest.raises(outlast.SerializationError, match="search"):
         agent.run(["a", "b"], run_id="bad")
+
+
+def test_large_results_are_stored_once_as_blobs(store_url: str) -> None:
+    app = outlast.App(store_url)
+    doc = ["x" * 3000, "y" * 3000]
+
+    @app.step
+    def fetch() -> list[str]:
+        return doc
+
+    @app.workflow
+    def big(ctx: Context) -> dict[str, Any]:
+        return {"docs": fetch(), "n": 2}
+
+    assert app.run(big, run_id="big") == {"docs": doc, "n": 2}
+    info = app.get_run("big")
+    assert info.result == {"docs": doc, "n": 2}
+    # Both the step's entry and the run's result refer to the same blobs: each stored once.
+    assert len(info._output or b"") < 1000
+    assert len(app.store.load_journal("big")[0].output or b"") < 1000
+    fresh = outlast.App(store_url)
+    fresh.workflow(name="big")(lambda ctx: None)
+    assert fresh.run("big", run_id="big") == {"docs": doc, "n": 2}

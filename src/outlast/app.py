@@ -465,14 +465,14 @@ class App:
         if record is None:
             raise RunNotFound(run_id)
         entries = self.store.load_journal(run_id) if steps else None
-        return RunInfo.from_record(record, entries)
+        return RunInfo.from_record(record, entries, self.store.get_blobs)
 
     def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
     ) -> list[RunInfo]:
         """Runs, newest first (without their steps)."""
         return [
-            RunInfo.from_record(r)
+            RunInfo.from_record(r, None, self.store.get_blobs)
             for r in self.store.list_runs(Page(status=status, workflow=workflow, limit=limit))
         ]
 
@@ -514,7 +514,9 @@ class App:
         Raises NotPaused when the run is not paused; bad input leaves the run as it was.
         """
         return RunInfo.from_record(
-            effects.resolve(self, run_id, done=done, redo=redo, retry=retry, key=key)
+            effects.resolve(self, run_id, done=done, redo=redo, retry=retry, key=key),
+            None,
+            self.store.get_blobs,
         )
 
     # -- waiting (shared by the engine) -------------------------------------------------------

@@ -142,12 +142,21 @@ def _stats(state: RunState) -> str:
 
 
 def _settle_ok(state: RunState, value: Any) -> Outcome:
+    what = f"result of workflow {state.run.workflow!r}"
+    blobs: dict[str, bytes] = {}
     try:
-        output = serde.dumps(value, what=f"result of workflow {state.run.workflow!r}")
+        output = serde.dumps(value, what=what)
+        if len(output) >= serde.BLOB_THRESHOLD:
+            # Large results (a graph's final state, a conversation) share their parts with
+            # the journal's blobs instead of being stored again whole.
+            output = serde.dumps(value, what=what, blobs=blobs)
     except serde.SerializationError as exc:
         return _settle_error(state, exc)
     try:
-        state.store.finish(state.run_id, state.epoch, "completed", output=output, stats=_stats(state))
+        state.store.finish(
+            state.run_id, state.epoch, "completed", output=output, stats=_stats(state),
+            blobs=blobs or None,
+        )
     except LeaseLost:
         return Outcome("lost")
     children.notify_parent(state)
@@ -229,7 +238,9 @@ def next_action(run: RunRecord, now: float, *, detach_on_suspend: bool) -> Actio
 def outcome_of(app: App, run: RunRecord) -> Any:
     """The stored result of a finished run, or raise what it ended with."""
     if run.status == "completed":
-        return serde.loads(run.output or b"null", what=f"result of run {run.run_id!r}")
+        return serde.loads(
+            run.output or b"null", what=f"result of run {run.run_id!r}", blobs=app.store.get_blobs
+        )
     if run.status == "failed":
         error = serde.load_error(run.error or b"null")
         if isinstance(error, StepFailed) and getattr(error, "step", None) is None:

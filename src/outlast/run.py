@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,13 +70,17 @@ class RunInfo:
     steps: list[StepInfo]
     _output: bytes | None
     _error: bytes | None
+    #: fetches blobs a large result refers to (the store's ``get_blobs``)
+    _blobs: Callable[[Iterable[str]], Mapping[str, bytes]] | None = None
 
     @property
     def result(self) -> Any:
         """The result of a completed run (None otherwise)."""
         if self.status != "completed":
             return None
-        return serde.loads(self._output or b"null", what=f"result of run {self.run_id!r}")
+        return serde.loads(
+            self._output or b"null", what=f"result of run {self.run_id!r}", blobs=self._blobs
+        )
 
     @property
     def error(self) -> BaseException | None:
@@ -91,13 +96,18 @@ class RunInfo:
         return (self.ended_at or __import__("time").time()) - self.started_at
 
     @classmethod
-    def from_record(cls, run: RunRecord, entries: list[Entry] | None = None) -> RunInfo:
+    def from_record(
+        cls,
+        run: RunRecord,
+        entries: list[Entry] | None = None,
+        blobs: Callable[[Iterable[str]], Mapping[str, bytes]] | None = None,
+    ) -> RunInfo:
         return cls(
             run.run_id, run.workflow, run.status, run.created_at, run.started_at, run.ended_at,
             run.queue, run.parent_id, run.reason, run.recoveries,
             json.loads(run.stats) if run.stats else {},
             [StepInfo.from_entry(e) for e in entries or []],
-            run.output, run.error,
+            run.output, run.error, blobs,
         )
 
 

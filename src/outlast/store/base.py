@@ -273,8 +273,12 @@ class Store(abc.ABC):
         output: bytes | None = None,
         error: bytes | None = None,
         stats: str | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> None:
         """End the run as ``completed`` or ``failed``; fenced (raises LeaseLost).
+
+        ``blobs`` (hash -> bytes) referenced by ``output`` are stored in the same transaction,
+        each once, and referenced from the run, as :meth:`record` does.
 
         Clears owner and lease, sets ``ended_at``. Atomic with the fencing check.
         """

@@ -328,19 +328,33 @@ class PostgresStore(PostgresCheckpoints, Store):
         output: bytes | None = None,
         error: bytes | None = None,
         stats: str | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> None:
         if status not in ("completed", "failed"):
             raise ValueError(f"finish() takes completed or failed, not {status!r}")
         params = {"run_id": run_id, "epoch": epoch, "status": status, "stats": stats}
         params.update(output=output, error=error)
 
-        def op(conn: Conn, maybe_applied: bool) -> None:
+        def finish_on(conn: Conn, maybe_applied: bool) -> None:
             if conn.execute(self._q.finish, params).rowcount == 1:
                 return
             # finish keeps the epoch, so an applied earlier attempt left (epoch, status)
             if maybe_applied and self._fence_state(conn, run_id) == (epoch, status):
                 return
             raise self._lease_lost(conn, run_id, epoch)
+
+        if not blobs:
+            self._run(finish_on)
+            return
+        hashes = sorted(blobs)
+        blob_params = {"run_id": run_id, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+
+        def op(conn: Conn, maybe_applied: bool) -> None:
+            with conn.transaction():
+                conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+                finish_on(conn, maybe_applied)
+                conn.execute(self._q.insert_blobs, blob_params)
+                conn.execute(self._q.insert_blob_refs, blob_params)
 
         self._run(op)
 

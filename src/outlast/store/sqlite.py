@@ -120,6 +120,24 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             else:
                 conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _lock_only(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one autocommit statement (no explicit transaction)."""
+        with self._lock:
+            yield self._conn
+
+    @staticmethod
+    def _put_blobs(conn: sqlite3.Connection, run_id: str, blobs: Mapping[str, bytes]) -> None:
+        """Store blobs once each and reference them from the run (inside a transaction)."""
+        conn.executemany(
+            "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            blobs.items(),
+        )
+        conn.executemany(
+            "INSERT INTO outlast_blob_refs (run_id, hash) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(run_id, h) for h in blobs],
+        )
+
     def _migrate(self) -> None:
         store = self
 
@@ -302,11 +320,14 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         output: bytes | None = None,
         error: bytes | None = None,
         stats: str | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> None:
         if status not in ("completed", "failed"):
             raise ValueError(f"finish() takes completed or failed, not {status!r}")
-        with self._lock:
-            cur = self._conn.execute(
+        with self._tx() if blobs else self._lock_only() as conn:
+            if blobs:
+                self._put_blobs(conn, run_id, blobs)
+            cur = conn.execute(
                 "UPDATE outlast_runs SET status = ?, output = ?, error = ?, "
                 "stats = coalesce(?, stats), owner = NULL, lease_expires_at = NULL, "
                 "ended_at = ? WHERE run_id = ? AND epoch = ? AND status = 'running'",
@@ -408,15 +429,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         params = (run_id, *_entry_row(entry), run_id, epoch)
         if blobs:
             with self._tx() as conn:
-                conn.executemany(
-                    "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    blobs.items(),
-                )
-                conn.executemany(
-                    "INSERT INTO outlast_blob_refs (run_id, hash) VALUES (?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    [(run_id, h) for h in blobs],
-                )
+                self._put_blobs(conn, run_id, blobs)
                 if conn.execute(_RECORD_SQL, params).rowcount != 1:
                     raise self._refusal(run_id, epoch, entry)
             return

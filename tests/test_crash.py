@@ -10,8 +10,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import outlast
 
 ROOT = Path(__file__).resolve().parent.parent

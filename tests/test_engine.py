@@ -389,9 +389,9 @@ def test_unstorable_result_fails_the_step_and_keeps_the_journal(store_url: str) 
 
 def test_unknown_run_and_bad_url() -> None:
     with pytest.raises(outlast.ConfigurationError, match="bad store URL"):
-        outlast.App("mysql://nope").store
+        _ = outlast.App("mysql://nope").store
     with pytest.raises(outlast.ConfigurationError, match="does not exist"):
-        outlast.App("sqlite:////nonexistent-dir/x.db").store
+        _ = outlast.App("sqlite:////nonexistent-dir/x.db").store
 
 
 def test_unknown_run_id_is_reported(store_url: str) -> None:

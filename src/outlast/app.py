@@ -130,16 +130,16 @@ class App:
         reconcile: Callable[[str], Any] | None = None,
     ) -> Callable[[Callable[P, R]], Step[P, R]]: ...
 
-    def step(
+    def step(  # type: ignore[misc]  # mypy: ParamSpec only in an overload's return
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Any = None,
         /,
         *,
         name: str | None = None,
         retry: Retry | None = None,
         at_most_once: bool = False,
         reconcile: Callable[[str], Any] | None = None,
-    ) -> Step[P, R] | Callable[[Callable[P, R]], Step[P, R]]:
+    ) -> Any:
         """Declare a journaled step: ``@app.step`` or ``@app.step(name=..., retry=Retry(...))``.
 
         ``at_most_once=True``: a durable intent is recorded before the step runs, and a crash
@@ -154,7 +154,8 @@ class App:
             step = Step(
                 self, f, name=step_name, retry=retry, at_most_once=at_most_once, reconcile=reconcile
             )
-            return self._register(self.steps, step)
+            self._register(self.steps, step)
+            return step
 
         return decorate(fn) if fn is not None else decorate
 
@@ -166,21 +167,22 @@ class App:
         self, *, name: str | None = None, retry: Retry | None = None
     ) -> Callable[[Callable[..., R]], TransactionStep[R]]: ...
 
-    def transaction(
+    def transaction(  # type: ignore[misc]  # mypy: ParamSpec only in an overload's return
         self,
-        fn: Callable[..., R] | None = None,
+        fn: Any = None,
         /,
         *,
         name: str | None = None,
         retry: Retry | None = None,
-    ) -> TransactionStep[R] | Callable[[Callable[..., R]], TransactionStep[R]]:
+    ) -> Any:
         """Declare an exactly-once database step: ``fn(conn, *args)`` receives a DB-API
         connection to the journal's database, and its writes commit in one transaction with
         the step's journal entry. See :mod:`outlast.transaction`."""
 
         def decorate(f: Callable[..., R]) -> TransactionStep[R]:
             step = TransactionStep(self, f, name=name or f.__name__, retry=retry)
-            return self._register(self.steps, step)  # type: ignore[no-any-return]
+            self._register(self.steps, step)
+            return step
 
         return decorate(fn) if fn is not None else decorate
 
@@ -193,16 +195,16 @@ class App:
         budget: Budget | None = None,
     ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 
-    def workflow(
+    def workflow(  # type: ignore[misc]  # mypy: ParamSpec only in an overload's return
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Any = None,
         /,
         *,
         name: str | None = None,
         queue: str = "default",
         priority: int = 0,
         budget: Budget | None = None,
-    ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
+    ) -> Any:
         """Declare a workflow: ``@app.workflow`` or ``@app.workflow(name=..., queue=...)``.
 
         The default name is the bare function name, so a run started by a script resumes
@@ -214,7 +216,8 @@ class App:
             wf: Workflow[P, R] = Workflow(
                 self, f, name=name or f.__name__, queue=queue, priority=priority, budget=budget
             )
-            return self._register(self.workflows, wf)
+            self._register(self.workflows, wf)
+            return wf
 
         return decorate(fn) if fn is not None else decorate
 

@@ -60,7 +60,7 @@ class Step(Generic[P, R]):
         self.at_most_once = at_most_once
         self.reconcile = reconcile
         self.is_async = inspect.iscoroutinefunction(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         state = _run_var.get()

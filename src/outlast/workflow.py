@@ -63,7 +63,7 @@ class Workflow(Generic[P, R]):
         self.takes_ctx = _takes_ctx(fn)
         #: the fiber-style recovery handler, if registered with :meth:`on_recovered`
         self.recovery_handler: Callable[..., Any] | None = None
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         state = _run_var.get()

@@ -49,7 +49,10 @@ def _model() -> Any:
 
     http = httpx.Client(event_hooks={"request": [lambda request: emit("exec", name=_label[0])]})
     client = openai.OpenAI(
-        base_url=f"{_llm_url}/v1", api_key="demo-key-not-used", max_retries=0, http_client=http
+        base_url=f"{_llm_url}/v1",
+        api_key="demo-key-not-used",
+        max_retries=0,
+        http_client=http,  # type: ignore[arg-type]  # some openai releases type it as httpx2's
     )
     return outlast.llm.wrap(client)
 

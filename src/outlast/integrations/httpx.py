@@ -65,7 +65,7 @@ def instrument(
         hook = stamp
     else:
         raise TypeError(f"instrument() takes an httpx.Client or httpx.AsyncClient, not {client!r}")
-    hooks = dict(client.event_hooks)
+    hooks: dict[str, list[Callable[..., Any]]] = dict(client.event_hooks)
     hooks["request"] = [*hooks.get("request", []), hook]
     client.event_hooks = hooks
     return client

@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from tests.proc import wait_for_line
+
 import outlast
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,17 +25,6 @@ def _env(log: Path, hang: int | None) -> dict[str, str]:
     return env
 
 
-def _wait_for_line(log: Path, line: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and line in log.read_text().splitlines():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early ({proc.returncode}); log: {log.read_text() if log.exists() else ''}")
-        time.sleep(0.02)
-    raise AssertionError(f"{line!r} never appeared in {log}")
-
-
 def _counts(log: Path) -> Counter[str]:
     return Counter(log.read_text().splitlines())
 
@@ -42,7 +33,7 @@ def test_sigkill_mid_step_then_rerun_resumes(store_url: str, tmp_path: Path) -> 
     log = tmp_path / "steps.log"
     cmd = [sys.executable, "-m", "tests.apps.crashy", store_url, "chain-1", "8"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(log, hang=5))
-    _wait_for_line(log, "start 5", proc)
+    wait_for_line(log, "start 5", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out = subprocess.run(cmd, cwd=ROOT, env=_env(log, hang=None), capture_output=True, timeout=60)
@@ -66,7 +57,7 @@ def test_worker_takes_over_a_killed_workers_run(store_url: str, tmp_path: Path) 
     crashy.app.enqueue(crashy.chain, 6, run_id="chain-w")
     worker = [sys.executable, "-m", "outlast.cli", "worker", "tests.apps.crashy:app", "--db", store_url, "--burst"]
     proc = subprocess.Popen(worker, cwd=ROOT, env=_env(log, hang=3), stderr=subprocess.DEVNULL)
-    _wait_for_line(log, "start 3", proc)
+    wait_for_line(log, "start 3", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     started = time.monotonic()

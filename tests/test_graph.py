@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.apps.graphy import loop_graph
+from tests.proc import wait_for_line
 
 import outlast
 from outlast.errors import ConfigurationError
@@ -30,17 +30,6 @@ def _env(log: Path, hang: int | None = None) -> dict[str, str]:
     return env
 
 
-def _wait_for_line(log: Path, line: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and line in log.read_text().splitlines():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited early ({proc.returncode})")
-        time.sleep(0.02)
-    raise AssertionError(f"{line!r} never appeared in {log}")
-
-
 def _graphy(store_url: str, run_id: str, which: str, log: Path) -> subprocess.CompletedProcess[bytes]:
     cmd = [sys.executable, "-m", "tests.apps.graphy", store_url, run_id, which]
     return subprocess.run(cmd, cwd=ROOT, env=_env(log), capture_output=True, timeout=60)
@@ -50,7 +39,7 @@ def test_sigkill_inside_node6_resumes_at_node6(store_url: str, tmp_path: Path) -
     log = tmp_path / "nodes.log"
     cmd = [sys.executable, "-m", "tests.apps.graphy", store_url, "g-kill", "chain"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(log, hang=6))
-    _wait_for_line(log, "hang 6", proc)
+    wait_for_line(log, "hang 6", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = _graphy(store_url, "g-kill", "chain", log)

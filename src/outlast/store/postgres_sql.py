@@ -146,6 +146,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "journal: no position index (one index write less per step; load_journal sorts)",
+        ("DROP INDEX IF EXISTS {s}.journal_position",),
+    ),
 )
 
 

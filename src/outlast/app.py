@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -335,6 +334,7 @@ class App:
         wf = self._resolve(workflow)
         if wf.is_async:
             try:
+                import asyncio  # lazily: slow to import; sync users never need it
                 asyncio.get_running_loop()
             except RuntimeError:
                 pass

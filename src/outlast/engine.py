@@ -8,7 +8,6 @@ outcome); the sync and async loops share that decision (:func:`next_action`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -81,6 +80,7 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
 
     ``fresh``: the run was created by this caller just now (its journal is empty)."""
     if wf.is_async:
+        import asyncio  # lazily: slow to import; sync users never need it
         return asyncio.run(execute_async(app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
@@ -101,6 +101,7 @@ async def execute_async(
 ) -> Outcome:
     """Execute a claimed run on the running event loop (a sync workflow goes to a thread)."""
     if not wf.is_async:
+        import asyncio  # lazily: slow to import; sync users never need it
         return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
     token = _run_var.set(state)
@@ -346,5 +347,6 @@ async def drive_async(
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             raise _timed_out(run_id, timeout)
+        import asyncio  # lazily: slow to import; sync users never need it
         await asyncio.sleep(action.seconds if remaining is None else min(action.seconds, remaining))
         run = _load(app, run_id)

@@ -21,7 +21,7 @@ from .errors import NonDeterminismError
 from .store.base import Entry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every durable call, and frozen costs ~1 us
 class Call:
     """The identity of one durable call and the entry recorded for it, if any."""
 

@@ -10,7 +10,6 @@ policy); only the waiting between attempts differs.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
@@ -95,12 +94,22 @@ class Step(Generic[P, R]):
         if state.is_async:
             return coro
         # An async step called from a sync workflow: no loop runs in this thread.
+        import asyncio  # lazily: slow to import; sync users never need it
         return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _hash_args(step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A fingerprint of the call's arguments, compared on replay (never decoded)."""
     if not args and not kwargs:
         return _NO_ARGS
+    if not kwargs and all(type(a) in _SCALARS for a in args):
+        # Replay hashes every call again: positional scalars (the common case) skip the full
+        # encoder. repr() of these types is stable across processes, and a repr (it starts
+        # with "(") can never equal the encoder's output (it starts with "[").
+        return serde.fingerprint(repr(args).encode())
     data = serde.encode_args(args, kwargs, what=f"arguments of step {step.name!r}")
     return serde.fingerprint(data)
 
@@ -226,5 +235,6 @@ async def _run_async(
             return _settle(state, step, call, args_hash, attempt, started, value=value)
         finally:
             _step_var.reset(token)
+        import asyncio  # lazily: slow to import; sync users never need it
         await asyncio.sleep(delay)
         state.check()

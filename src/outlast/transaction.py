@@ -23,7 +23,6 @@ step (no journal entry of its own to commit with), commit/rollback/close on the 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from collections.abc import Callable
@@ -131,6 +130,7 @@ class TransactionStep(Step[..., R]):
         )
         if state.is_async:
             return coro
+        import asyncio  # lazily: slow to import; sync users never need it
         return asyncio.run(coro)
 
 
@@ -153,6 +153,7 @@ def _work(
             value = step.fn(_Lent(conn, step.name), *args, **kwargs)
             if step.is_async:
                 # In the store's thread, on a loop of its own: the transaction stays in one thread.
+                import asyncio  # lazily: slow to import; sync users never need it
                 value = asyncio.run(value)
         finally:
             _step_var.reset(token)
@@ -208,6 +209,7 @@ async def _run_async(
         work = _work(state, step, call, args_hash, args, kwargs, attempt, started, result)
         try:
             # A thread: the SQLite store holds its lock, and psycopg blocks, for the whole call.
+            import asyncio  # lazily: slow to import; sync users never need it
             await asyncio.to_thread(state.store.transaction, state.run_id, state.epoch, work)
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
@@ -215,5 +217,6 @@ async def _run_async(
                 return _settle(state, step, call, args_hash, attempt, started, exc=exc)
         else:
             return result[0]
+        import asyncio  # lazily: slow to import; sync users never need it
         await asyncio.sleep(delay)
         state.check()

@@ -16,7 +16,6 @@ the event arrives later (that event stays queued for the next ``wait_for`` of it
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -90,6 +89,7 @@ def _nap(state: RunState, until: float) -> None:
 
 async def _nap_async(state: RunState, until: float) -> None:
     while (left := until - time.time()) > 0:
+        import asyncio  # lazily: slow to import; sync users never need it
         await asyncio.sleep(min(left, 0.25))
         state.check()
 
@@ -180,5 +180,6 @@ class _EventWait:
             done, value = self.poll()
             if done:
                 return value
+            import asyncio  # lazily: slow to import; sync users never need it
             await asyncio.sleep(value)
             self.state.check()

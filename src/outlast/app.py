@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -28,6 +27,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_URL = "sqlite:///outlast.db"
+
+
+def new_run_id() -> str:
+    """A fresh run id: 32 hex digits, time-ordered (milliseconds first, then 80 random bits).
+
+    Ordered ids keep the journal's (run_id, key) index appending at its end instead of
+    writing into random pages: a random uuid4 made each step's commit about twice as dear.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 MAX_LEASE = 15.0
 
 
@@ -287,7 +295,7 @@ class App:
     ) -> tuple[RunRecord, bool]:
         if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
             raise ConfigurationError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
-        rid = run_id or uuid.uuid4().hex
+        rid = run_id or new_run_id()
         data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
         queue_name = queue or wf.queue
         new = NewRun(

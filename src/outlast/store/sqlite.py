@@ -195,32 +195,28 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     ) -> tuple[RunRecord, bool]:
         now = time.time()
         claimed = owner is not None
+        record = RunRecord(
+            run.run_id, run.workflow, "running" if claimed else "pending", run.input,
+            run.input_hash, None, None, run.queue, run.priority, run.concurrency_key,
+            run.parent_id, owner, 1 if claimed else 0, now + lease if claimed else None,
+            None, None, None, None, None, None, 0, now, now if claimed else None, None,
+        )
         with self._lock:
             cur = self._conn.execute(
                 "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, queue, "
                 "priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, "
                 "created_at, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                f"ON CONFLICT (run_id) DO NOTHING RETURNING {', '.join(RUN_COLUMNS)}",
+                "ON CONFLICT (run_id) DO NOTHING",
                 (
-                    run.run_id,
-                    run.workflow,
-                    "running" if claimed else "pending",
-                    run.input,
-                    run.input_hash,
-                    run.queue,
-                    run.priority,
-                    run.concurrency_key,
-                    run.parent_id,
-                    owner,
-                    1 if claimed else 0,
-                    now + lease if claimed else None,
-                    now,
-                    now if claimed else None,
+                    record.run_id, record.workflow, record.status, record.input,
+                    record.input_hash, record.queue, record.priority, record.concurrency_key,
+                    record.parent_id, record.owner, record.epoch, record.lease_expires_at,
+                    record.created_at, record.started_at,
                 ),
             )
-            row = cur.fetchone()
-            if row is not None:
-                return RunRecord(*row), True
+            if cur.rowcount == 1:
+                # Built here rather than read back: every other column starts empty.
+                return record, True
             stored = self._one(run.run_id)
         assert stored is not None
         return stored, False

@@ -228,7 +228,7 @@ def demo(db: str | None, kill_at: int) -> None:
 def run_cli() -> None:
     """Entry point that turns outlast errors into one clear line and exit code 1."""
     try:
-        main(standalone_mode=False)
+        main(prog_name="outlast", standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as exc:
@@ -239,22 +239,14 @@ def run_cli() -> None:
         sys.exit(1)
 
 
-from .cli_effects import resolve as _resolve_cmd  # noqa: E402
+# Commands defined in their own modules (they import this one for ``main``'s helpers).
+from .cli_effects import resolve  # noqa: E402
+from .cli_fleet import queues  # noqa: E402
+from .cli_graph import fork  # noqa: E402
+from .cli_waits import prune, send, serve  # noqa: E402
 
-main.add_command(_resolve_cmd)
-from .cli_graph import fork as _fork_cmd  # noqa: E402
-
-main.add_command(_fork_cmd)
-from .cli_waits import prune as _prune_cmd  # noqa: E402
-from .cli_waits import send as _send_cmd  # noqa: E402
-from .cli_waits import serve as _serve_cmd  # noqa: E402
-
-main.add_command(_send_cmd)
-main.add_command(_prune_cmd)
-main.add_command(_serve_cmd)
-from .cli_fleet import queues as _queues_cmd  # noqa: E402
-
-main.add_command(_queues_cmd)
+for _command in (resolve, send, prune, serve, queues, fork):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     run_cli()

@@ -8,10 +8,9 @@ on this host and is gone can be taken over at once instead of waiting for its le
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 
-_HOST = socket.gethostname().replace(":", "_")
+# os.uname() is the hostname without importing socket (import time counts at every resume).
+_HOST = os.uname().nodename.replace(":", "_")
 
 
 def _start_time(pid: int) -> str:
@@ -28,7 +27,7 @@ def _start_time(pid: int) -> str:
 def new_owner_id() -> str:
     """A fresh owner id for this process (one per App instance)."""
     pid = os.getpid()
-    return f"{_HOST}:{pid}:{_start_time(pid)}:{uuid.uuid4().hex[:8]}"
+    return f"{_HOST}:{pid}:{_start_time(pid)}:{os.urandom(4).hex()}"
 
 
 def is_dead_local(owner: str | None) -> bool:

@@ -85,10 +85,10 @@ class Step(Generic[P, R]):
         call, args_hash = _begin(state, self, args, kwargs, key)
         if not self.is_async:
             if call.entry is not None and call.entry.status != "intent":
-                return _replay(self, call)
+                return _replay(state, self, call)
             return _run_sync(state, self, call, args_hash, args, kwargs)
         if call.entry is not None and call.entry.status != "intent":
-            coro: Awaitable[Any] = _replay_async(self, call)
+            coro: Awaitable[Any] = _replay_async(state, self, call)
         else:
             coro = _run_async(state, self, call, args_hash, args, kwargs)
         if state.is_async:
@@ -126,19 +126,19 @@ def _begin(
     return state.journal.next_call(step.kind, step.name, args_hash, key), args_hash
 
 
-def _replay(step: Step[Any, Any], call: Call) -> Any:
+def _replay(state: RunState, step: Step[Any, Any], call: Call) -> Any:
     entry = call.entry
     assert entry is not None
     if entry.status == "failed":
         raise serde.load_error(entry.output or b"null", step=step.name)
     return serde.loads(
         entry.output or b"null", what=f"recorded result of step {step.name!r}",
-        blobs=step.app.store.get_blobs,
+        blobs=state.store.get_blobs,
     )
 
 
-async def _replay_async(step: Step[Any, Any], call: Call) -> Any:
-    return _replay(step, call)
+async def _replay_async(state: RunState, step: Step[Any, Any], call: Call) -> Any:
+    return _replay(state, step, call)
 
 
 def _settle(

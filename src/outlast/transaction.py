@@ -123,9 +123,9 @@ class TransactionStep(Step[..., R]):
         replaying = call.entry is not None and call.entry.status != "intent"
         if not self.is_async:
             if replaying:
-                return _replay(self, call)
+                return _replay(state, self, call)
             return _run(state, self, call, args_hash, args, kwargs)
-        coro = _replay_async(self, call) if replaying else _run_async(
+        coro = _replay_async(state, self, call) if replaying else _run_async(
             state, self, call, args_hash, args, kwargs
         )
         if state.is_async:

@@ -479,3 +479,48 @@ def test_large_results_are_stored_once_as_blobs(store_url: str) -> None:
     fresh = outlast.App(store_url)
     fresh.workflow(name="big")(lambda ctx: None)
     assert fresh.run("big", run_id="big") == {"docs": doc, "n": 2}
+
+
+def test_store_outage_stops_the_run_instead_of_failing_it(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    url = f"sqlite:///{path}?busy_timeout=100"
+    app = outlast.App(url, lease=1.0)
+    calls: Counter[str] = Counter()
+    caught: list[str] = []
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    @app.step
+    def first() -> int:
+        calls["first"] += 1
+        # Another process takes the write lock for longer than our busy timeout.
+        if calls["first"] == 1:
+            blocker.execute("BEGIN EXCLUSIVE")
+        return 1
+
+    @app.step
+    def second() -> int:
+        calls["second"] += 1
+        return 2
+
+    @app.workflow
+    def flow(ctx: Context) -> int:
+        try:
+            a = first()
+        except Exception as exc:  # an outage must not surface as the step's error
+            caught.append(type(exc).__name__)
+            raise
+        return a + second()
+
+    with pytest.raises(sqlite3.OperationalError):  # the caller sees the outage itself...
+        app.run(flow, run_id="outage")
+    assert caught == []  # ...but the workflow never saw it as the step's error
+    blocker.execute("COMMIT")
+    assert app.get_run("outage").status in ("running", "pending")  # not failed
+    assert app.run(flow, run_id="outage") == 3  # resumes once the store is back
+    assert calls["first"] == 2  # its record was lost with the outage: it ran again
+    assert calls["second"] == 1
+    info = app.get_run("outage")
+    assert info.status == "completed" and [s.name for s in info.steps] == ["first", "second"]
+    blocker.close()

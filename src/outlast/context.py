@@ -19,7 +19,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serde
-from .errors import Cancelled, LeaseLost, OutlastError, Release, Suspend
+from .errors import (
+    Cancelled,
+    Interrupt,
+    LeaseLost,
+    OutlastError,
+    Release,
+    StoreUnavailable,
+    Suspend,
+)
 from .journal import Journal
 from .store.base import Entry, RunRecord, Store
 
@@ -97,6 +105,10 @@ class RunState:
     releasing: bool = False
     #: spent and saved figures, merged into the run's stats at the end
     stats: dict[str, float] = field(default_factory=dict)
+    #: the replay-each-step test mode, read once per execution (not on every write)
+    replay_each_step: bool = field(
+        default_factory=lambda: os.environ.get(REPLAY_EACH_STEP) == "1"
+    )
 
     @property
     def run_id(self) -> str:
@@ -122,14 +134,26 @@ class RunState:
         )
 
     def record(self, entry: Entry, blobs: dict[str, bytes] | None = None) -> None:
-        self.store.record(self.run_id, self.epoch, entry, blobs)
-        self.recorded(entry)
+        try:
+            self.store.record(self.run_id, self.epoch, entry, blobs)
+        except (OutlastError, Interrupt):
+            raise
+        except Exception as exc:
+            # The store already retried; an outage must not look like the step's failure to
+            # the workflow (which might catch it) nor fail the run: stop and resume later.
+            raise StoreUnavailable(
+                f"run {self.run_id!r}: cannot record {entry.key!r} ({type(exc).__name__}: "
+                f"{exc}); the run stops here and resumes when the store is reachable",
+                run_id=self.run_id,
+            ) from exc
+        if self.replay_each_step:
+            self.recorded(entry)
 
     def recorded(self, entry: Entry) -> None:
         """Called after an entry is journaled. In the replay-each-step test mode
         (``OUTLAST_REPLAY_EACH_STEP=1``) the run stops here and resumes from its journal, so
         every test proves that replay reaches the same calls (Restate's "always replay")."""
-        if entry.status != "intent" and os.environ.get(REPLAY_EACH_STEP) == "1":
+        if entry.status != "intent" and self.replay_each_step:
             raise Suspend(f"replay-each-step: {entry.key} recorded", wake_at=time.time())
 
     def add_stat(self, name: str, amount: float) -> None:

@@ -29,6 +29,7 @@ from .errors import (
     RunNotFound,
     RunPaused,
     StepFailed,
+    StoreUnavailable,
     Suspend,
     Timeout,
 )
@@ -186,6 +187,13 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
             return Outcome("cancelled", error=exc)
         if isinstance(exc, LeaseLost):
             log.warning("%s", exc.message)
+            return Outcome("lost", error=exc)
+        if isinstance(exc, StoreUnavailable):
+            log.warning("%s", exc.message)
+            try:  # hand the run back at once if the store is reachable again
+                store.release(run_id, epoch, "pending", stats=_stats(state))
+            except Exception:  # else its lease expires and any worker resumes it
+                log.warning("run %s: could not release it; its lease will expire", run_id)
             return Outcome("lost", error=exc)
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit: leave the run for another process, at once.

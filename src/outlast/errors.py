@@ -34,6 +34,7 @@ bare ``except Exception`` in a workflow cannot catch it:
         │   └── ContinueAsNew   the run restarts with new arguments and a fresh journal; internal
         ├── Pause               the run needs an operator (outcome unknown); internal
         ├── Release             the worker is shutting down: give the run back; internal
+        ├── StoreUnavailable    a journal write failed for good (database unreachable); internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
 All errors pickle and unpickle cleanly, so they can cross process boundaries.
@@ -63,6 +64,7 @@ __all__ = [
     "RunPaused",
     "SerializationError",
     "StepFailed",
+    "StoreUnavailable",
     "Suspend",
     "TerminalError",
     "Timeout",
@@ -212,3 +214,11 @@ class Release(Interrupt):
 
 class LeaseLost(Interrupt):
     """This process no longer owns the run (its lease expired and another worker took it over)."""
+
+
+class StoreUnavailable(Interrupt):
+    """A journal write failed after the store's own retries (the database is unreachable).
+
+    Not a step failure: the run stops executing here and is left to be resumed (by this
+    process, or by any worker once the lease expires), so an outage never fails a run.
+    """

@@ -358,10 +358,8 @@ class App:
         if owned:
             outcome = engine.execute(self, wf, record, fresh=True)
             self._notify()
-            if outcome.status == "completed":
+            if outcome.settled():
                 return outcome.value
-            if outcome.status == "failed" and outcome.error is not None:
-                raise outcome.error
         return engine.drive(self, wf, record.run_id)[1]
 
     async def run_async(
@@ -383,10 +381,8 @@ class App:
         if owned:
             outcome = await engine.execute_async(self, wf, record, fresh=True)
             self._notify()
-            if outcome.status == "completed":
+            if outcome.settled():
                 return outcome.value
-            if outcome.status == "failed" and outcome.error is not None:
-                raise outcome.error
         return await engine.drive_async(self, wf, record.run_id)
 
     def start(

@@ -55,6 +55,13 @@ class Outcome:
     value: Any = None
     error: BaseException | None = None
 
+    def settled(self) -> bool:
+        """True when the run completed here (its value is ``value``); raises the error of a
+        run that failed here (the original exception, with its traceback); False otherwise."""
+        if self.status == "failed" and self.error is not None:
+            raise self.error
+        return self.status == "completed"
+
 
 # -- executing ---------------------------------------------------------------------------------
 
@@ -313,10 +320,8 @@ def drive(
             )
             if claimed:
                 outcome = execute(app, wf or app._workflow_for(claimed[0]), claimed[0])
-                if outcome.status == "completed":
+                if outcome.settled():
                     return True, outcome.value
-                if outcome.status == "failed" and outcome.error is not None:
-                    raise outcome.error
                 run = _load(app, run_id)
                 continue
             # Refused (its queue is at a limit, or another claimer won): wait for our turn.
@@ -345,10 +350,8 @@ async def drive_async(
             )
             if claimed:
                 outcome = await execute_async(app, wf or app._workflow_for(claimed[0]), claimed[0])
-                if outcome.status == "completed":
+                if outcome.settled():
                     return outcome.value
-                if outcome.status == "failed" and outcome.error is not None:
-                    raise outcome.error
                 run = _load(app, run_id)
                 continue
             action = Action("wait", run, seconds=CLAIM_RETRY)

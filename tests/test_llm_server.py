@@ -553,7 +553,9 @@ def test_chunk_delay_spaces_streamed_events() -> None:
             )
         ]
     assert len(arrivals) >= 6
-    assert arrivals[-1] - arrivals[0] >= 0.05 * (len(arrivals) - 1)
+    # Spaced, not bunched: the client may read the first events of the stream together, so
+    # only half the nominal spacing is asserted (without chunk_delay the span is ~0).
+    assert arrivals[-1] - arrivals[0] >= 0.05 * (len(arrivals) - 1) / 2
 
 
 def test_disconnect_before_the_answer(server: FakeLLMServer) -> None:

@@ -494,3 +494,15 @@ def test_fingerprint_of_a_set_is_the_same_in_every_process() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
+
+
+def test_packed_payloads_read_back_and_small_ones_stay_plain() -> None:
+    big = {"text": "the same words again " * 100, "n": [1, 2, 3]}
+    data = serde.dumps(big)
+    packed = serde.pack(data)
+    assert packed[:1] == b"x" and len(packed) < len(data) / 2
+    assert serde.loads(packed) == big
+    small = serde.dumps({"a": 1})
+    assert serde.pack(small) == small
+    noise = serde.dumps(bytes(range(256)) * 4)  # base64 of varied bytes: packs poorly
+    assert serde.loads(serde.pack(noise)) == bytes(range(256)) * 4

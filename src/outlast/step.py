@@ -160,7 +160,9 @@ def _settle(
             if len(output) >= serde.BLOB_THRESHOLD:
                 # Large: encode again with its big parts as content-addressed blobs, stored
                 # once however many steps return them. Small values pay nothing for this.
-                output = serde.dumps(value, what=f"result of step {step.name!r}", blobs=blobs)
+                output = serde.pack(
+                    serde.dumps(value, what=f"result of step {step.name!r}", blobs=blobs)
+                )
         except SerializationError as bad:
             # The value cannot be stored: the step fails with that error, recorded, so the
             # journal stays consistent and a replay fails the same way.

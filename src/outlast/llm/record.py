@@ -241,7 +241,9 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
         "stream": prep.stream, "fp": prep.fp,
     }
     blobs = dict(prep.blobs)
-    output = serde.dumps(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
+    output = serde.pack(
+        serde.dumps(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
+    )
     spent = ledger(state)
     spent.tokens += tokens_in + tokens_out
     spent.cost += cost

@@ -115,7 +115,7 @@ def bench_sqlite(sync: str, rounds: int, n: int, runs: int) -> dict[str, float]:
     raw = statistics.median(results["raw"])
     ratio_long = statistics.median(results["long"]) / raw
     ratio_many = statistics.median(results["many"]) / raw
-    print(f"  ratio to raw commit: {ratio_long:.2f}x (long run), {ratio_many:.2f}x (200 x 10)")
+    print(f"  ratio to raw commit: {ratio_long:.2f}x (long run), {ratio_many:.2f}x ({runs} x 10)")
     return {"raw": raw, "long": statistics.median(results["long"]), "many": statistics.median(results["many"])}
 
 
@@ -139,7 +139,7 @@ def bench_postgres(url: str, rounds: int, n: int, runs: int) -> dict[str, float]
     raw = statistics.median(results["raw"])
     print(
         f"  ratio to raw round trip: {statistics.median(results['long']) / raw:.2f}x (long run), "
-        f"{statistics.median(results['many']) / raw:.2f}x (200 x 10)"
+        f"{statistics.median(results['many']) / raw:.2f}x ({runs} x 10)"
     )
     return {"raw": raw, "long": statistics.median(results["long"]), "many": statistics.median(results["many"])}
 

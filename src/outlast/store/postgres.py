@@ -248,20 +248,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 return
             raise self._lease_lost(conn, run_id, epoch)
 
-        if not blobs:
-            self._run(finish_on)
-            return
-        hashes = sorted(blobs)
-        blob_params = {"run_id": run_id, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
-
-        def op(conn: Conn, maybe_applied: bool) -> None:
-            with conn.transaction():
-                conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
-                finish_on(conn, maybe_applied)
-                conn.execute(self._q.insert_blobs, blob_params)
-                conn.execute(self._q.insert_blob_refs, blob_params)
-
-        self._run(op)
+        self._run(self._with_blobs(run_id, blobs, finish_on) if blobs else finish_on)
 
     def release(
         self,
@@ -343,9 +330,15 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     def record(
         self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
     ) -> None:
-        if not blobs:
-            self._run(lambda c, again: self._record_on(c, run_id, epoch, entry, again))
-            return
+        def record_on(conn: Conn, maybe_applied: bool) -> None:
+            self._record_on(conn, run_id, epoch, entry, maybe_applied)
+
+        self._run(self._with_blobs(run_id, blobs, record_on) if blobs else record_on)
+
+    def _with_blobs(
+        self, run_id: str, blobs: Mapping[str, bytes], write: Callable[[Conn, bool], None]
+    ) -> Callable[[Conn, bool], None]:
+        """``write`` (a fenced run write) and the blobs it refers to, in one transaction."""
         # sorted, so two runs storing the same blobs insert them in one order (no deadlock)
         hashes = sorted(blobs)
         blob_params = {"run_id": run_id, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
@@ -355,12 +348,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 # shared with other writers, exclusive for prune: a blob prune finds
                 # unreferenced cannot gain a reference before prune deletes it
                 conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
-                # the entry first: a refused one raises before any blob is written
-                self._record_on(conn, run_id, epoch, entry, maybe_applied)
+                # the fenced write first: a refused one raises before any blob is written
+                write(conn, maybe_applied)
                 conn.execute(self._q.insert_blobs, blob_params)
                 conn.execute(self._q.insert_blob_refs, blob_params)
 
-        self._run(op)
+        return op
 
     def _record_on(
         self, conn: Conn, run_id: str, epoch: int, entry: Entry, maybe_applied: bool

@@ -513,8 +513,10 @@ def test_store_outage_stops_the_run_instead_of_failing_it(tmp_path: Any) -> None
             raise
         return a + second()
 
-    with pytest.raises(sqlite3.OperationalError):  # the caller sees the outage itself...
+    with pytest.raises(outlast.StoreError) as info:  # the caller sees the outage itself...
         app.run(flow, run_id="outage")
+    assert info.value.transient and "database is locked" in str(info.value)
+    assert "'outage'" in str(info.value) and "'first'" in str(info.value)
     assert caught == []  # ...but the workflow never saw it as the step's error
     blocker.execute("COMMIT")
     assert app.get_run("outage").status in ("running", "pending")  # not failed

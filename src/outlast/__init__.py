@@ -40,6 +40,7 @@ from .errors import (
     RunPaused,
     SerializationError,
     StepFailed,
+    StoreError,
     TerminalError,
     Timeout,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "Step",
     "StepFailed",
     "StepInfo",
+    "StoreError",
     "TerminalError",
     "Timeout",
     "Workflow",

@@ -12,19 +12,19 @@ import os
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from . import serde
+from .durable import DurableCall
 from .errors import (
     Cancelled,
-    Interrupt,
     LeaseLost,
     OutlastError,
     Release,
+    StoreError,
     StoreUnavailable,
     Suspend,
 )
@@ -32,7 +32,11 @@ from .journal import Journal
 from .store.base import Entry, RunRecord, Store
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .app import App
+
+T = TypeVar("T")
 
 __all__ = ["Context", "current_idempotency_key", "idempotency_key"]
 
@@ -109,6 +113,10 @@ class RunState:
     replay_each_step: bool = field(
         default_factory=lambda: os.environ.get(REPLAY_EACH_STEP) == "1"
     )
+    #: True once this execution has written to the store (store-fault back-off resets)
+    wrote: bool = False
+    #: the event loop of a sync execution that calls async code (see run_coroutine)
+    runner: asyncio.Runner | None = None
 
     @property
     def run_id(self) -> str:
@@ -125,7 +133,10 @@ class RunState:
             return
         if self.releasing:
             raise Release(f"run {self.run_id!r}: the worker is shutting down", run_id=self.run_id)
-        current = self.store.get_run(self.run_id)
+        try:
+            current = self.store.get_run(self.run_id)
+        except StoreError as exc:
+            raise self.fault(exc, None) from exc
         if current is not None and current.status == "cancelled":
             raise Cancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
         raise LeaseLost(
@@ -133,19 +144,50 @@ class RunState:
             run_id=self.run_id,
         )
 
-    def record(self, entry: Entry, blobs: dict[str, bytes] | None = None) -> None:
+    def begin(
+        self, kind: str, name: str, args_hash: str | None = None, key: str | None = None
+    ) -> DurableCall:
+        """The next durable call of this run: its identity and recorded entry (see
+        :mod:`outlast.durable`). Stops first if the run was cancelled or taken over; raises
+        NonDeterminismError when the journal recorded something else here."""
+        self.check()
+        c = self.journal.next_call(kind, name, args_hash, key)
+        return DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
+
+    def write(self, op: Callable[..., T], *args: Any, step: str | None = None, **kwargs: Any) -> T:
+        """Run one store operation of this run under the one fault rule.
+
+        A transient store fault (after the store's own retries) raises StoreUnavailable: the
+        run stops here and resumes later with back-off, and user code cannot catch it. A
+        permanent one raises StoreError naming the run, the step and the database's reason:
+        the step (or primitive) fails as any failed step would. Fencing (LeaseLost) and
+        outlast's own errors pass through.
+        """
         try:
-            self.store.record(self.run_id, self.epoch, entry, blobs)
-        except (OutlastError, Interrupt):
-            raise
-        except Exception as exc:
-            # The store already retried; an outage must not look like the step's failure to
-            # the workflow (which might catch it) nor fail the run: stop and resume later.
-            raise StoreUnavailable(
-                f"run {self.run_id!r}: cannot record {entry.key!r} ({type(exc).__name__}: "
-                f"{exc}); the run stops here and resumes when the store is reachable",
-                run_id=self.run_id,
-            ) from exc
+            result = op(*args, **kwargs)
+        except StoreError as exc:
+            raise self.fault(exc, step) from exc
+        self.wrote = True
+        return result
+
+    def fault(self, exc: StoreError, step: str | None) -> BaseException:
+        """The exception a store fault becomes inside this run (see :meth:`write`)."""
+        what = f"step {step!r} of run {self.run_id!r}" if step else f"run {self.run_id!r}"
+        if exc.transient:
+            return StoreUnavailable(
+                f"{what} stopped: {exc.message}", run_id=self.run_id, step=step, fault=exc
+            )
+        return StoreError(
+            f"{what} could not be recorded: {exc.message}. The step fails with this error; "
+            "fix the value (or the database) and retry the run",
+            transient=False, reason=exc.reason, url=exc.url, run_id=self.run_id, step=step,
+        )
+
+    def write_entry(
+        self, entry: Entry, blobs: Mapping[str, bytes] | None = None, *, step: str | None = None
+    ) -> None:
+        """Journal ``entry`` (fenced) through :meth:`write`."""
+        self.write(self.store.record, self.run_id, self.epoch, entry, blobs, step=step or entry.name)
         if self.replay_each_step:
             self.recorded(entry)
 
@@ -161,16 +203,29 @@ class RunState:
 
     def durable_value(self, kind: str, produce: Callable[[], Any]) -> Any:
         """A value computed once per run and replayed afterwards (time, randomness, ids)."""
-        self.check()
-        call = self.journal.next_call(kind, kind, None)
-        if call.entry is not None:
-            return serde.loads(call.entry.output or b"null", what=f"recorded {kind}")
-        value = produce()
-        now = time.time()
-        self.record(
-            Entry(call.key, call.position, kind, kind, "completed", serde.dumps(value), None, 1, now, now)
-        )
-        return value
+        call = self.begin(kind, kind)
+        if call.replayed:
+            return call.value(blobs=False)
+        return call.complete(produce(), large=False)
+
+    # -- async code in a sync execution --------------------------------------------------------
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to completion on this execution's event loop (a sync workflow calling
+        async steps). One loop serves the whole execution, so loop-bound clients such as
+        ``AsyncOpenAI`` or ``httpx.AsyncClient`` keep working from one step to the next; the
+        engine closes it when the execution settles."""
+        if self.runner is None:
+            import asyncio  # lazily: slow to import; sync users never need it
+
+            self.runner = asyncio.Runner()
+        return self.runner.run(coro)
+
+    def close_loop(self) -> None:
+        """Close the execution's event loop, if one was opened."""
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.close()
 
 
 class Context:

@@ -8,6 +8,7 @@ outcome); the sync and async loops share that decision (:func:`next_action`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -29,6 +30,7 @@ from .errors import (
     RunNotFound,
     RunPaused,
     StepFailed,
+    StoreError,
     StoreUnavailable,
     Suspend,
     Timeout,
@@ -51,14 +53,16 @@ CLAIM_RETRY = 0.1
 class Outcome:
     """How one execution of a run ended, as far as this process knows."""
 
-    status: str  # completed, failed, suspended, paused, cancelled, lost, released
+    status: str  # completed, failed, suspended, paused, cancelled, lost, released, faulted
     value: Any = None
     error: BaseException | None = None
 
     def settled(self) -> bool:
         """True when the run completed here (its value is ``value``); raises the error of a
-        run that failed here (the original exception, with its traceback); False otherwise."""
-        if self.status == "failed" and self.error is not None:
+        run that failed here (the original exception, with its traceback), and the StoreError
+        of a run a transient store fault stopped (it resumes later: nothing recorded is
+        lost); False otherwise."""
+        if self.status in ("failed", "faulted") and self.error is not None:
             raise self.error
         return self.status == "completed"
 
@@ -102,6 +106,7 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
     finally:
         _run_var.reset(token)
         app._heartbeat.remove(state)
+        state.close_loop()
 
 
 async def execute_async(
@@ -162,14 +167,64 @@ def _settle_ok(state: RunState, value: Any) -> Outcome:
     except serde.SerializationError as exc:
         return _settle_error(state, exc)
     try:
-        state.store.finish(
-            state.run_id, state.epoch, "completed", output=output, stats=_stats(state),
-            blobs=blobs or None,
+        state.write(
+            state.store.finish, state.run_id, state.epoch, "completed", output=output,
+            stats=_stats(state), blobs=blobs or None,
         )
     except LeaseLost:
         return Outcome("lost")
-    children.notify_parent(state)
+    except StoreUnavailable as exc:
+        return _stopped(state, exc)
+    except StoreError as exc:  # the result is refused: the run fails with the reason
+        return _settle_error(state, exc)
+    _notify_parent(state)
     return Outcome("completed", value=value)
+
+
+def _notify_parent(state: RunState) -> None:
+    # The parent also wakes at its backstop timer, so a fault here loses nothing.
+    try:
+        children.notify_parent(state)
+    except StoreError as exc:
+        log.warning("run %s: could not wake its parent (%s)", state.run_id, exc.reason)
+
+
+#: seconds before a run stopped by a transient store fault may be claimed again, growing with
+#: each consecutive fault up to the lease
+FAULT_BACKOFF = 0.5
+
+
+def backoff(faults: int, lease: float) -> float:
+    """Seconds before the ``faults``-th consecutive store-fault stop may be claimed again."""
+    return float(min(FAULT_BACKOFF * 2 ** max(0, faults - 1), max(lease, FAULT_BACKOFF)))
+
+
+def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
+    """A transient store fault stopped the run: hand it back due after a back-off (so nobody
+    re-executes its step in a tight loop), or let its lease expire if the store is still away."""
+    old = json.loads(state.run.stats) if state.run.stats else {}
+    faults = 1 if state.wrote else int(old.get("store_faults", 0)) + 1
+    delay = backoff(faults, state.app.lease)
+    fault = getattr(exc, "fault", None)
+    reason = getattr(fault, "reason", exc.message)
+    log.warning(
+        "run %s stopped by a store fault (%s); it may resume in %.1f s (consecutive fault %d)",
+        state.run_id, reason, delay, faults,
+    )
+    stats = json.loads(_stats(state))
+    stats["store_faults"] = faults
+    try:
+        state.store.release(
+            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
+            reason=f"store fault: {reason}", stats=json.dumps(stats, sort_keys=True),
+        )
+    except (StoreError, LeaseLost):  # else its lease expires and any worker resumes it
+        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    return Outcome("faulted", error=StoreError(
+        f"{exc.message}. Nothing recorded is lost: the run resumes from its journal when run "
+        f"again (same run id) or by a worker, claimable again in {delay:.1f} s",
+        transient=True, reason=reason, url=getattr(fault, "url", ""), run_id=state.run_id,
+    ))
 
 
 def _settle_error(state: RunState, exc: BaseException) -> Outcome:
@@ -196,24 +251,40 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
             log.warning("%s", exc.message)
             return Outcome("lost", error=exc)
         if isinstance(exc, StoreUnavailable):
-            log.warning("%s", exc.message)
-            try:  # hand the run back at once if the store is reachable again
-                store.release(run_id, epoch, "pending", stats=_stats(state))
-            except Exception:  # else its lease expires and any worker resumes it
-                log.warning("run %s: could not release it; its lease will expire", run_id)
-            return Outcome("lost", error=exc)
+            return _stopped(state, exc)
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
-            store.release(run_id, epoch, "pending", stats=_stats(state))
+            with contextlib.suppress(StoreError):
+                store.release(run_id, epoch, "pending", stats=_stats(state))
             raise exc
-        store.finish(
-            run_id, epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
-        )
-        children.notify_parent(state)
+        _fail(state, exc)
+        _notify_parent(state)
         return Outcome("failed", error=exc)
     except LeaseLost as lost:
         log.warning("%s", lost.message)
         return Outcome("lost", error=lost)
+    except StoreError as fault:  # the run could not be settled: it stays for resumption
+        if fault.transient:
+            return _stopped(state, state.fault(fault, None))  # type: ignore[arg-type]
+        raise
+
+
+def _fail(state: RunState, exc: BaseException) -> None:
+    """Store the run's failure; an error the database refuses is stored as plain text."""
+    try:
+        state.store.finish(
+            state.run_id, state.epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
+        )
+    except StoreError as refused:
+        if refused.transient:
+            raise
+        plain = StepFailed(
+            f"{type(exc).__name__}: {str(exc).encode('utf-8', 'backslashreplace').decode()}",
+            error_type=type(exc).__name__,
+        )
+        state.store.finish(
+            state.run_id, state.epoch, "failed", error=serde.dump_error(plain), stats=_stats(state)
+        )
 
 
 # -- driving -----------------------------------------------------------------------------------

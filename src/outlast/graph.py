@@ -356,18 +356,14 @@ class _Execution:
         if snap:
             doc["s"] = self.state
         output = serde.dumps(doc, what=f"state update of node {node!r}", blobs=blobs)
-        call = self.rs.journal.next_call(NODE_KIND, node, None, key=f"@{self.seq}")
+        call = self.rs.begin(NODE_KIND, node, key=f"@{self.seq}")
         position, counts = self.rs.journal.mark()
         meta = {
             "seq": self.seq, "next": self.next, "pos": position, "counts": counts,
             "summary": summary if summary is not None else summarize(update), "snap": snap,
         }
         fresh = {h: b for h, b in blobs.items() if h not in self.known}
-        self.rs.record(
-            Entry(call.key, call.position, NODE_KIND, node, "completed", output, None, 1,
-                  started, time.time(), json.dumps(meta)),
-            fresh or None,
-        )
+        call.record("completed", output, blobs=fresh, started=started, meta=json.dumps(meta))
         self.known.update(fresh)
 
     def _before(self) -> _Node:

@@ -79,7 +79,7 @@ def _write(state: RunState, continued: list[Any] | None, stash: dict[str, Any] |
     doc = {"continued": continued, "stash": stash}
     data = serde.dumps(doc, what=f"snapshot of run {state.run_id!r}")
     state.check()
-    state.store.stash(state.run_id, state.epoch, data, state.journal.position)
+    state.write(state.store.stash, state.run_id, state.epoch, data, state.journal.position)
 
 
 def stash(state: RunState, value: Any) -> None:

@@ -40,9 +40,17 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from ..errors import (
+    ConfigurationError,
+    LeaseLost,
+    NotPaused,
+    RunConflict,
+    RunNotFound,
+    StoreError,
+)
 from . import migrations
 from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
+from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
 from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
@@ -59,8 +67,24 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
 
 
+@guard_public
 class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     """Runs, journals and events in one schema of a PostgreSQL database."""
+
+    def _classify(self, exc: BaseException) -> StoreError | None:
+        """Driver errors as StoreError: connection and availability faults (what ``_run``
+        retries) are transient, as are a full disk (53100) and out of memory (53200); every
+        other error is the database refusing this operation, permanent."""
+        if isinstance(exc, psycopg.Error):
+            state = getattr(exc, "sqlstate", None)
+            if state == "53100":
+                return disk_full(self, exc)
+            if _transient(exc) or state in ("53200", "53300"):
+                return fault(self, exc, transient=True)
+            return fault(self, exc, transient=False)
+        if isinstance(exc, UnicodeError | OverflowError):  # a value the driver cannot send
+            return fault(self, exc, transient=False)
+        return None
 
     dialect = "postgresql"
     #: how long operations keep retrying connection faults, in seconds

@@ -29,6 +29,7 @@ from .errors import (
     Suspend,
 )
 from .journal import Journal
+from .store import faults
 from .store.base import Entry, RunRecord, Store
 
 if TYPE_CHECKING:
@@ -65,6 +66,19 @@ REPLAY_EACH_STEP = "OUTLAST_REPLAY_EACH_STEP"
 def current_run() -> RunState | None:
     """The run executing in this thread or task, if any."""
     return _run_var.get()
+
+
+def _escalate(fault: StoreError) -> BaseException | None:
+    # A transient store fault anywhere inside a run's execution (a read for a budget, a blob,
+    # a child's status) stops the run like a failed journal write: never an Exception that
+    # user code could catch and carry on with.
+    state = _run_var.get()
+    if state is None or not fault.transient:
+        return None
+    return state.fault(fault, None)
+
+
+faults.escalate = _escalate
 
 
 def current_step() -> StepScope | None:
@@ -167,6 +181,10 @@ class RunState:
             result = op(*args, **kwargs)
         except StoreError as exc:
             raise self.fault(exc, step) from exc
+        except StoreUnavailable as exc:  # escalated at the boundary: name the step
+            if step is None or exc.__dict__.get("step") is not None:
+                raise
+            raise self.fault(exc.fault, step) from exc.__cause__
         self.wrote = True
         return result
 

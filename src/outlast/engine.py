@@ -95,16 +95,20 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
         import asyncio  # lazily: slow to import; sync users never need it
         return asyncio.run(execute_async(app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
-    token = _run_var.set(state)
     try:
-        fn, args, kwargs = _call_args(wf, run, ctx)
-        value = fn(*args, **kwargs)
-    except BaseException as exc:
-        return _settle_error(state, exc)
-    else:
-        return _settle_ok(state, value)
+        token = _run_var.set(state)
+        try:
+            fn, args, kwargs = _call_args(wf, run, ctx)
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            _run_var.reset(token)
+        # Settled outside the run's context: a store fault here is the engine's to handle.
+        return _settle_ok(state, value) if error is None else _settle_error(state, error)
     finally:
-        _run_var.reset(token)
         app._heartbeat.remove(state)
         state.close_loop()
 
@@ -117,18 +121,21 @@ async def execute_async(
         import asyncio  # lazily: slow to import; sync users never need it
         return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
-    token = _run_var.set(state)
     try:
-        fn, args, kwargs = _call_args(wf, run, ctx)
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):  # a recovery handler may be sync
-            value = await value
-    except BaseException as exc:
-        return _settle_error(state, exc)
-    else:
-        return _settle_ok(state, value)
+        token = _run_var.set(state)
+        try:
+            fn, args, kwargs = _call_args(wf, run, ctx)
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):  # a recovery handler may be sync
+                value = await value
+        except BaseException as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            _run_var.reset(token)
+        return _settle_ok(state, value) if error is None else _settle_error(state, error)
     finally:
-        _run_var.reset(token)
         app._heartbeat.remove(state)
 
 

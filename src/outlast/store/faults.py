@@ -28,6 +28,16 @@ T = TypeVar("T")
 Classifier = Callable[[Any, BaseException], StoreError | None]
 
 
+def _outside_runs(fault: StoreError) -> BaseException | None:
+    return None
+
+
+#: Set by :mod:`outlast.context`: the exception a fault raised inside a run's execution
+#: becomes (a transient one stops the run: StoreUnavailable, which user code cannot catch),
+#: or None to raise the StoreError itself. Asked only when a fault happens.
+escalate: Callable[[StoreError], BaseException | None] = _outside_runs
+
+
 class UserError(Exception):
     """Carries an exception raised by user code inside a store call (a transaction step's
     body) across the boundary unclassified; the caller unwraps ``error``."""
@@ -50,7 +60,7 @@ def guarded(method: Callable[..., T]) -> Callable[..., T]:
             fault = self._classify(exc)
             if fault is None:
                 raise
-            raise fault from exc
+            raise (escalate(fault) or fault) from exc
 
     guarded_method.__outlast_guarded__ = True  # type: ignore[attr-defined]
     return guarded_method

@@ -1,7 +1,8 @@
 """The PostgreSQL store, for runs spread over many workers on many machines.
 
 ``postgresql://user:password@host:5432/dbname?schema=outlast&pool_min=1&pool_max=10``: every
-table lives in ``schema`` (created if missing); the other query options go to libpq unchanged.
+table lives in ``schema`` (created if missing); ``retry_for`` (seconds, default 30) bounds how
+long connection faults are retried; the other query options go to libpq unchanged.
 Statements go through a :class:`psycopg_pool.ConnectionPool` in autocommit mode, so a
 single-statement write (a journal entry) is one round trip and its own transaction.
 
@@ -93,6 +94,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     def __init__(self, url: str) -> None:
         conninfo, self.url, options = parse_url(url)
         self.schema = options["schema"]
+        self.retry_for = options["retry_for"]
         self._q = Queries(self.schema)
         self._conninfo = conninfo
         # NOTIFY channels are identifiers of at most 63 bytes

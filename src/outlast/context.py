@@ -33,8 +33,6 @@ from .store import faults
 from .store.base import Entry, RunRecord, Store
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .app import App
 
 T = TypeVar("T")
@@ -129,8 +127,6 @@ class RunState:
     )
     #: True once this execution has written to the store (store-fault back-off resets)
     wrote: bool = False
-    #: the event loop of a sync execution that calls async code (see run_coroutine)
-    runner: asyncio.Runner | None = None
 
     @property
     def run_id(self) -> str:
@@ -229,21 +225,12 @@ class RunState:
     # -- async code in a sync execution --------------------------------------------------------
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` to completion on this execution's event loop (a sync workflow calling
-        async steps). One loop serves the whole execution, so loop-bound clients such as
-        ``AsyncOpenAI`` or ``httpx.AsyncClient`` keep working from one step to the next; the
-        engine closes it when the execution settles."""
-        if self.runner is None:
-            import asyncio  # lazily: slow to import; sync users never need it
+        """Run ``coro`` (an async step called from a sync workflow) on the process's one event
+        loop (:mod:`outlast.aio`), so loop-bound clients such as ``AsyncOpenAI`` or
+        ``httpx.AsyncClient`` keep working from one step to the next and across runs."""
+        from . import aio
 
-            self.runner = asyncio.Runner()
-        return self.runner.run(coro)
-
-    def close_loop(self) -> None:
-        """Close the execution's event loop, if one was opened."""
-        if self.runner is not None:
-            runner, self.runner = self.runner, None
-            runner.close()
+        return aio.run(coro)
 
 
 class Context:

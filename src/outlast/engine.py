@@ -88,12 +88,14 @@ def _call_args(
 
 
 def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
-    """Execute a claimed run of a sync workflow (an async one gets a fresh event loop).
+    """Execute a claimed run (an async workflow runs on the process's event loop, see
+    :mod:`outlast.aio`, so loop-bound clients survive from run to run).
 
     ``fresh``: the run was created by this caller just now (its journal is empty)."""
     if wf.is_async:
-        import asyncio  # lazily: slow to import; sync users never need it
-        return asyncio.run(execute_async(app, wf, run, fresh=fresh))
+        from . import aio
+
+        return aio.run(execute_async(app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
     try:
         token = _run_var.set(state)
@@ -110,7 +112,6 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
         return _settle_ok(state, value) if error is None else _settle_error(state, error)
     finally:
         app._heartbeat.remove(state)
-        state.close_loop()
 
 
 async def execute_async(

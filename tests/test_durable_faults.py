@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.pgproxy import Proxy
 
 import outlast
 from outlast import Context
-from tests.pgproxy import Proxy
 
 
 class Outage:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import contextvars
 import os
 import threading
@@ -129,10 +130,8 @@ def _stop() -> None:
         await asyncio.gather(*pending, return_exceptions=True)
         await loop.shutdown_asyncgens()
 
-    try:
+    with contextlib.suppress(Exception):  # exiting anyway
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=5)
-    except Exception:  # exiting anyway
-        pass
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=5)
     if not thread.is_alive():

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import serde
 from .context import RunState
-from .errors import RunCancelled, RunConflict, RunNotFound, Suspend
 from .durable import DurableCall
+from .errors import RunCancelled, RunConflict, RunNotFound, Suspend
 from .store.base import RunRecord
 
 if TYPE_CHECKING:

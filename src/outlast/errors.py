@@ -134,6 +134,10 @@ class StoreError(OutlastError):
     permanent one fails the step that could not be recorded, naming the database's reason.
     """
 
+    transient: bool
+    reason: str
+    url: str
+
     def __init__(
         self, message: str = "", *, transient: bool = False, reason: str = "", url: str = "",
         **attrs: Any,
@@ -246,3 +250,5 @@ class StoreUnavailable(Interrupt):
     (by any worker, or by running the same run id again), so an outage never fails a run and
     never re-executes a step in a tight loop. ``fault`` holds the :class:`StoreError`.
     """
+
+    fault: StoreError

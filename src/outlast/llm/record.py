@@ -27,8 +27,8 @@ from typing import Any
 
 from .. import serde
 from ..context import RunState
-from ..errors import BudgetExceeded, NonDeterminismError
 from ..durable import DurableCall
+from ..errors import BudgetExceeded, NonDeterminismError
 from ..retry import NO_RETRY, Retry
 from ..store.base import Entry
 from .pricing import Price, cost_of

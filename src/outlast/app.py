@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import effects, engine, serde, timetravel
 from .budget import Budget
@@ -21,7 +21,8 @@ from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
-from .workflow import Workflow
+from .context import Context
+from .workflow import Workflow, WorkflowDecorator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -194,13 +195,28 @@ class App:
         return decorate(fn) if fn is not None else decorate
 
     @overload
+    def workflow(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def workflow(
+        self, fn: Callable[Concatenate[Context, P], R], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def workflow(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
     def workflow(self, fn: Callable[P, R], /) -> Workflow[P, R]: ...
 
     @overload
     def workflow(
         self, *, name: str | None = None, queue: str = "default", priority: int = 0,
         budget: Budget | None = None,
-    ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+    ) -> WorkflowDecorator: ...
 
     def workflow(  # type: ignore[misc]  # mypy: ParamSpec only in an overload's return
         self,
@@ -219,8 +235,8 @@ class App:
         on model calls made through :func:`outlast.llm.wrap` (see :class:`~outlast.Budget`).
         """
 
-        def decorate(f: Callable[P, R]) -> Workflow[P, R]:
-            wf: Workflow[P, R] = Workflow(
+        def decorate(f: Callable[..., Any]) -> Workflow[Any, Any]:
+            wf: Workflow[Any, Any] = Workflow(
                 self, f, name=name or f.__name__, queue=queue, priority=priority, budget=budget
             )
             self._register(self.workflows, wf)
@@ -324,9 +340,27 @@ class App:
             self._notify()
         return record, created and owned
 
-    def run(
+    @overload
+    def run(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def run(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
@@ -362,9 +396,27 @@ class App:
                 return outcome.value
         return engine.drive(self, wf, record.run_id)[1]
 
-    async def run_async(
+    @overload
+    async def run_async(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def run_async(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
@@ -385,16 +437,34 @@ class App:
                 return outcome.value
         return await engine.drive_async(self, wf, record.run_id)
 
-    def start(
+    @overload
+    def start(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> Run[Any]: ...
+
+    def start(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
         **kwargs: Any,
-    ) -> Run:
+    ) -> Run[Any]:
         """Record the run, start executing it in a background thread here, return its handle.
 
         The run is stored before this returns, so events sent right after are kept. If it
@@ -422,16 +492,34 @@ class App:
         threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
         return Run(self, record.run_id)
 
-    def enqueue(
+    @overload
+    def enqueue(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: str, /, *args: Any, **kwargs: Any) -> Run[Any]: ...
+
+    def enqueue(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
         **kwargs: Any,
-    ) -> Run:
+    ) -> Run[Any]:
         """Record the run for the workers (``outlast worker``) and return its handle at once."""
         wf = self._resolve(workflow)
         record, _ = self._create(
@@ -454,12 +542,12 @@ class App:
         checkpoint_id: str | int,
         update: dict[str, Any] | None = None,
         new_run_id: str | None = None,
-    ) -> Run:
+    ) -> Run[Any]:
         """Start a new graph run from a checkpoint's state (edited by ``update``), continuing
         after that checkpoint's node; returns its handle like :meth:`start`."""
         return timetravel.fork(self, run_id, checkpoint_id, update, new_run_id)
 
-    def handle(self, run_id: str) -> Run:
+    def handle(self, run_id: str) -> Run[Any]:
         """A handle on an existing run; raises RunNotFound."""
         self.get_run(run_id, steps=False)
         return Run(self, run_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serde
 from .store.base import Entry, RunRecord
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = ["Run", "RunInfo", "StepInfo"]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +113,9 @@ class RunInfo:
         )
 
 
-class Run:
-    """A handle on a run: ``run_id``, ``status``, and ``result()`` to wait for its outcome."""
+class Run(Generic[R]):
+    """A handle on a run: ``run_id``, ``status``, and ``result()`` to wait for its outcome
+    (typed by the workflow's result)."""
 
     __slots__ = ("app", "run_id")
 
@@ -129,20 +132,20 @@ class Run:
         """The run as stored now, with its steps."""
         return self.app.get_run(self.run_id)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the run's result (executing it here when it is runnable and unowned).
 
         Raises what the run ended with, RunPaused, or Timeout after ``timeout`` seconds.
         """
         from .engine import drive
 
-        return drive(self.app, None, self.run_id, timeout=timeout)[1]
+        return drive(self.app, None, self.run_id, timeout=timeout)[1]  # type: ignore[no-any-return]
 
-    async def result_async(self, timeout: float | None = None) -> Any:
+    async def result_async(self, timeout: float | None = None) -> R:
         """:meth:`result` for async callers."""
         from .engine import drive_async
 
-        return await drive_async(self.app, None, self.run_id, timeout=timeout)
+        return await drive_async(self.app, None, self.run_id, timeout=timeout)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r}>"

@@ -10,6 +10,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import effects, engine, serde, timetravel
 from .budget import Budget
+from .context import Context
 from .errors import ConfigurationError, RunConflict, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
@@ -21,7 +22,6 @@ from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
-from .context import Context
 from .workflow import Workflow, WorkflowDecorator
 
 P = ParamSpec("P")

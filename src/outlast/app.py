@@ -8,17 +8,17 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from . import effects, engine, serde, timetravel
+from . import effects, engine, runs, serde, timetravel
 from .budget import Budget
 from .context import Context
-from .errors import ConfigurationError, RunConflict, RunNotFound
+from .errors import ConfigurationError, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
 from .owner import new_owner_id
 from .retry import Retry
 from .run import Run, RunInfo
 from .step import Step
-from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
+from .store import Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
@@ -30,13 +30,6 @@ R = TypeVar("R")
 DEFAULT_URL = "sqlite:///outlast.db"
 
 
-def new_run_id() -> str:
-    """A fresh run id: 32 hex digits, time-ordered (milliseconds first, then 80 random bits).
-
-    Ordered ids keep the journal's (run_id, key) index appending at its end instead of
-    writing into random pages: a random uuid4 made each step's commit about twice as dear.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 MAX_LEASE = 15.0
 
 
@@ -309,36 +302,25 @@ class App:
         claim: bool,
         parent_id: str | None = None,
     ) -> tuple[RunRecord, bool]:
-        if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
-            raise ConfigurationError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
-        rid = run_id or new_run_id()
-        data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
-        queue_name = queue or wf.queue
-        new = NewRun(
-            rid, wf.name, data, serde.fingerprint(data), queue_name,
-            wf.priority if priority is None else priority, concurrency_key, parent_id,
+        record, owned, created = runs.create(
+            self, wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=claim, parent_id=parent_id,
         )
-        # A run in a flow-controlled queue waits for its turn through claim(); others start here.
-        owned = claim and queue_name not in self.queues
-        record, created = self.store.create_run(
-            new, owner=self.owner if owned else None, lease=self.lease
-        )
-        if not created:
-            if record.workflow != wf.name:
-                raise RunConflict(
-                    f"run id {rid!r} already names a run of workflow {record.workflow!r}, not "
-                    f"{wf.name!r}; choose another run id",
-                    run_id=rid,
-                )
-            if record.input_hash != new.input_hash:
-                raise RunConflict(
-                    f"run {rid!r} of {wf.name!r} already exists with other arguments; resume "
-                    "it with the same arguments, or choose another run id",
-                    run_id=rid,
-                )
-        else:
+        if created:
             self._notify()
-        return record, created and owned
+        return record, owned
+
+    def _execute(self, run: RunRecord) -> engine.Outcome:
+        """Execute a claimed run here (a parent running its child inline)."""
+        return engine.execute(self, self._workflow_for(run), run)
+
+    async def _execute_async(self, run: RunRecord) -> engine.Outcome:
+        return await engine.execute_async(self, self._workflow_for(run), run)
+
+    def _fork_base(
+        self, graph: Graph, run_id: str, checkpoint_id: str | int
+    ) -> tuple[dict[str, Any], Checkpoint]:
+        return timetravel.fork_base(self, graph, run_id, checkpoint_id)
 
     @overload
     def run(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...

@@ -21,12 +21,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import serde
-from .context import RunState
-from .durable import DurableCall
+from .decide import next_action
 from .errors import RunCancelled, RunConflict, RunNotFound, Suspend
 from .store.base import RunRecord
 
 if TYPE_CHECKING:
+    from .context import RunState
+    from .durable import DurableCall
     from .workflow import Workflow
 
 #: a parent waiting on a child it cannot see finish rechecks at least this often (seconds)
@@ -113,27 +114,21 @@ class ChildRun:
         return self._give()
 
     def _wait(self, call: DurableCall) -> Any:
-        from .engine import execute
-
         while True:
             claimed = self._next(call)
             if claimed is None:
                 return self._give()
-            execute(self._state.app, self._state.app._workflow_for(claimed), claimed)
+            self._state.app._execute(claimed)
 
     async def _wait_async(self, call: DurableCall) -> Any:
-        from .engine import execute_async
-
         while True:
             claimed = self._next(call)
             if claimed is None:
                 return self._give()
-            await execute_async(self._state.app, self._state.app._workflow_for(claimed), claimed)
+            await self._state.app._execute_async(claimed)
 
     def _next(self, call: DurableCall) -> RunRecord | None:
         """Record the child's outcome (None), claim it to run here, or hibernate the parent."""
-        from .engine import next_action
-
         state = self._state
         state.check()
         child = state.store.get_run(self.run_id)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from . import children, snapshot, waits
 from .durable import DurableCall
 from .errors import (
     Cancelled,
@@ -276,21 +277,15 @@ class Context:
     def sleep(self, seconds: float | timedelta) -> Any:
         """Sleep durably: after a crash only the remaining time is slept. Long sleeps
         hibernate the run (no thread held). Await it in async workflows."""
-        from . import waits
-
         return waits.sleep(self._state, seconds)
 
     def sleep_until(self, when: datetime | float) -> Any:
         """Sleep durably until ``when`` (a datetime, or seconds since the epoch)."""
-        from . import waits
-
         return waits.sleep_until(self._state, when)
 
     def wait_for(self, name: str, timeout: float | timedelta | None = None) -> Any:
         """The payload of the next event ``name`` sent to this run (``app.send``), or raise
         :class:`~outlast.Timeout` after ``timeout``. Await it in async workflows."""
-        from . import waits
-
         return waits.wait_for(self._state, name, timeout)
 
     def start_child(
@@ -298,21 +293,15 @@ class Context:
     ) -> Any:
         """Start a child run of ``workflow`` (journaled) and return its handle
         (:class:`~outlast.children.ChildRun`); cancelling this run cancels the child."""
-        from . import children
-
         return children.start_child(self._state, workflow, args, kwargs, run_id)
 
     def stash(self, value: Any) -> None:
         """Durably replace this run's snapshot with ``value``; a resume then calls the
         workflow's ``on_recovered`` handler with it, and older journal entries are dropped."""
-        from . import snapshot
-
         snapshot.stash(self._state, value)
 
     def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Restart this workflow under the same run id with new arguments and a fresh journal."""
-        from . import snapshot
-
         snapshot.continue_as_new(self._state, args, kwargs)
 
     def __repr__(self) -> str:

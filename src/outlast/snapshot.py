@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serde
-from .context import Context, RunState
 from .errors import ConfigurationError, ContinueAsNew, Pause
 from .store.base import RunRecord
 
 if TYPE_CHECKING:
+    from .context import Context, RunState
     from .workflow import Workflow
 
 

@@ -20,12 +20,14 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import serde
-from .context import RunState
-from .durable import DurableCall
 from .errors import ConfigurationError, Suspend, Timeout
+
+if TYPE_CHECKING:
+    from .context import RunState
+    from .durable import DurableCall
 
 #: how often an in-memory event wait looks at the store (events from other processes)
 POLL = 0.05

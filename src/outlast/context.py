@@ -34,7 +34,7 @@ from .store import faults
 from .store.base import Entry, RunRecord, Store
 
 if TYPE_CHECKING:
-    from .app import App
+    from .runtime import Runtime
 
 T = TypeVar("T")
 
@@ -111,7 +111,8 @@ def current_idempotency_key() -> str | None:
 class RunState:
     """One execution of a claimed run in this process."""
 
-    app: App
+    #: the narrow runtime (the App) through which the run reaches the world
+    app: Runtime
     store: Store
     run: RunRecord
     journal: Journal

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -359,11 +358,3 @@ def test_disk_full_is_a_clear_error_and_the_run_resumes_after_space_is_freed(
     # Only the step whose result could not be written ran twice.
     assert sum(1 for n in ran.values() if n == 2) <= 1, ran
     app.close()
-
-
-def test_store_fault_backoff_grows_to_the_lease() -> None:
-    from outlast.engine import backoff
-
-    delays = [backoff(n, 10.0) for n in range(1, 8)]
-    assert delays == sorted(delays) and delays[0] == 0.5 and delays[-1] == 10.0
-    assert json.dumps(delays)

@@ -526,3 +526,42 @@ def test_store_outage_stops_the_run_instead_of_failing_it(tmp_path: Any) -> None
     info = app.get_run("outage")
     assert info.status == "completed" and [s.name for s in info.steps] == ["first", "second"]
     blocker.close()
+
+
+def test_a_journal_with_more_calls_than_the_code_makes_is_a_divergence(sqlite_url: str) -> None:
+    app = outlast.App(sqlite_url)
+
+    @app.step
+    def a() -> int:
+        return 1
+
+    @app.step
+    def b() -> int:
+        return 2
+
+    class Crash(BaseException):
+        """The process dies after b() was recorded: the run is left pending."""
+
+    @app.workflow
+    def flow(ctx: Context) -> int:
+        a()
+        ctx.sleep(0.01)
+        b()
+        raise Crash
+
+    with pytest.raises(Crash):
+        app.run(flow, run_id="shrunk")
+    fresh = outlast.App(sqlite_url)
+    fresh.step(name="a")(lambda: 1)
+
+    @fresh.workflow(name="flow")
+    def shorter(ctx: Context) -> int:  # b() was removed from the end
+        x = a()
+        ctx.sleep(0.01)
+        return x
+
+    with pytest.raises(outlast.NonDeterminismError) as info:
+        fresh.run(shorter, run_id="shrunk")
+    assert "'b'" in str(info.value) and "finished without calling it" in str(info.value)
+    app.close()
+    fresh.close()

@@ -24,6 +24,7 @@ from .decide import CLAIM_RETRY, Action, next_action
 from .errors import (
     Cancelled,
     LeaseLost,
+    NonDeterminismError,
     Pause,
     Release,
     RunCancelled,
@@ -162,6 +163,10 @@ def _stats(state: RunState) -> str:
 
 
 def _settle_ok(state: RunState, value: Any) -> Outcome:
+    try:
+        state.journal.check_complete()
+    except NonDeterminismError as exc:
+        return _settle_error(state, exc)
     what = f"result of workflow {state.run.workflow!r}"
     blobs: dict[str, bytes] = {}
     try:

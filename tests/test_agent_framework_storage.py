@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +37,8 @@ from agent_framework._workflows._runner_context import WorkflowMessage  # noqa: 
 from outlast.integrations._rows import reachable  # noqa: E402
 from outlast.integrations.agent_framework import OutlastCheckpointStorage  # noqa: E402
 from outlast.store import Store, open_store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass
@@ -272,3 +278,21 @@ def test_core_prune_and_another_framework_leave_them_alone(store_url: str) -> No
         assert len(run(storage.list_checkpoints(workflow_name="grow"))) == 3
     finally:
         store.close()
+
+
+def test_outlast_prune_clears_old_checkpoints_but_each_workflows_newest(store_url: str) -> None:
+    with OutlastCheckpointStorage(store_url) as storage:
+        for cp in growing(3, 2048):  # timestamps in January 2026
+            run(storage.save(cp))
+        run(storage.save(checkpoint("other", ts=0, cid="o0")))
+        fresh = checkpoint("other", cid="o1")
+        fresh.timestamp = datetime.now(UTC).isoformat()
+        run(storage.save(fresh))
+        done = subprocess.run(
+            [sys.executable, "-m", "outlast.cli", "prune", "--older-than", "1d", "--db", store_url],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["pruned 0 run(s)", "pruned 3 agent-framework checkpoint(s)"]
+        assert len(run(storage.list_checkpoint_ids(workflow_name="grow"))) == 1
+        assert run(storage.list_checkpoint_ids(workflow_name="other")) == ["o1"]

@@ -9,6 +9,7 @@ and rebuilt on the way out:
   as its ``to_dict()``, rebuilt with ``from_dict``;
 * ``"event"``: a ``WorkflowEvent`` (pending ``request_info`` requests) as its attributes;
 * ``"type"``: a class (an event's request and response types) by name;
+* ``"j"``: an ``"obj"`` of 1 KB or more, as its JSON text (one blob, see :func:`to_stored`);
 * ``"d"``: a user dict that happens to have the key ``"__maf"`` (escaped).
 
 Like serde, nothing named by stored data is imported: a class is looked up among the modules
@@ -25,6 +26,8 @@ from typing import Any
 
 from agent_framework import WorkflowCheckpointException, WorkflowEvent
 from agent_framework._serialization import SerializationMixin
+
+from .. import serde
 
 __all__ = ["from_stored", "to_stored"]
 
@@ -50,7 +53,13 @@ def to_stored(value: Any) -> Any:
     if isinstance(value, WorkflowEvent):
         return {_TAG: "event", "c": _ref(t), "v": to_stored(dict(vars(value)))}
     if isinstance(value, SerializationMixin):
-        return {_TAG: "obj", "c": _ref(t), "v": to_stored(value.to_dict())}
+        tagged = {_TAG: "obj", "c": _ref(t), "v": to_stored(value.to_dict())}
+        # A large object (a message with its text) becomes one JSON text, which serde stores
+        # as one blob: a conversation's list then holds a short reference per message, so
+        # the chunk rewritten when it grows is small (not the message's structure around a
+        # reference to its text).
+        text = serde.dumps(tagged, what=f"{t.__name__} {value!r:.80}")
+        return {_TAG: "j", "v": text.decode()} if len(text) >= serde.BLOB_THRESHOLD else tagged
     if dataclasses.is_dataclass(value):
         return _dataclass_out(value)
     return value  # serde stores it, or names it (path and type) in its error
@@ -126,6 +135,7 @@ def _event(d: dict[str, Any]) -> Any:
 
 _DECODERS: dict[str, Any] = {
     "d": lambda d: {k: from_stored(x) for k, x in d["v"].items()},
+    "j": lambda d: from_stored(serde.loads(d["v"].encode(), what="a stored framework object")),
     "type": lambda d: _lookup(d["c"], None),
     "event": _event,
     "obj": lambda d: _lookup(d["c"], SerializationMixin).from_dict(from_stored(d["v"])),

@@ -163,10 +163,10 @@ class OutlastCheckpointStorage:
             raise WorkflowCheckpointException(
                 f"cannot save {what}: its timestamp {checkpoint.timestamp!r} is not an ISO 8601 "
                 f"time ({exc})") from None
-        doc = {f.name: to_stored(getattr(checkpoint, f.name))
-               for f in dataclasses.fields(checkpoint)}
         blobs: dict[str, bytes] = {}
         try:
+            doc = {f.name: to_stored(getattr(checkpoint, f.name))
+                   for f in dataclasses.fields(checkpoint)}
             data = serde.dumps(doc, what=what, blobs=blobs)
         except serde.SerializationError as exc:
             raise WorkflowCheckpointException(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -165,9 +166,13 @@ class OutlastCheckpointStorage:
                 f"time ({exc})") from None
         blobs: dict[str, bytes] = {}
         try:
-            doc = {f.name: to_stored(getattr(checkpoint, f.name))
-                   for f in dataclasses.fields(checkpoint)}
-            data = serde.dumps(doc, what=what, blobs=blobs)
+            # field by field, so the row keeps its small fields (deflated) and only large
+            # values become blobs: the checkpoint as one value would be one blob of its own
+            data = ("{" + ",".join(
+                f"{json.dumps(f.name)}:"
+                + serde.dumps(to_stored(getattr(checkpoint, f.name)), what=what,
+                              blobs=blobs).decode("utf-8", "surrogatepass")
+                for f in dataclasses.fields(checkpoint)) + "}").encode("utf-8", "surrogatepass")
         except serde.SerializationError as exc:
             raise WorkflowCheckpointException(
                 f"{exc}. Agent Framework types, dataclasses and pydantic models are stored as "

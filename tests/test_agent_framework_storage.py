@@ -296,3 +296,11 @@ def test_outlast_prune_clears_old_checkpoints_but_each_workflows_newest(store_ur
         assert done.stdout.splitlines() == ["pruned 0 run(s)", "pruned 3 agent-framework checkpoint(s)"]
         assert len(run(storage.list_checkpoint_ids(workflow_name="grow"))) == 1
         assert run(storage.list_checkpoint_ids(workflow_name="other")) == ["o1"]
+
+
+def test_the_storage_benchmark_runs_at_a_tiny_size() -> None:
+    done = subprocess.run([sys.executable, "bench/agent_framework_storage.py", "--steps", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr
+    row = done.stdout.splitlines()[-1].split("|")
+    assert row[1].strip() == "3" and all(cell.strip() for cell in row[2:6])

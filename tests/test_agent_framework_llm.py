@@ -1,12 +1,16 @@
 """Durable model calls inside Agent Framework agents: the framework's OpenAI chat client takes
 an ``outlast.llm.wrap``-ped ``AsyncOpenAI`` as it is (no adapter), so an agent run inside an
 outlast workflow has its model calls journaled, and a second execution after a crash replays
-them instead of calling the model again. Against the local model server: no network, no key.
+them instead of calling the model again; and a workflow of two AgentExecutors checkpointed in
+outlast's store resumes after the first agent. Against the local model server: no network, no
+key.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -61,3 +65,38 @@ def test_agent_model_calls_replay_after_a_crash(store_url: str, server: FakeLLMS
         assert len(calls) == 2
     finally:
         app.close()
+
+
+def test_agent_executor_state_round_trips_and_resumes(store_url: str, server: FakeLLMServer) -> None:
+    """The framework's agent types in a checkpoint (AgentExecutor's conversation, session,
+    AgentExecutorResponse messages in flight) are stored without pickle and read back: a
+    workflow built anew resumes after the writer and ends as the first run did."""
+    from agent_framework import AgentExecutor, WorkflowBuilder
+
+    from outlast.integrations.agent_framework import OutlastCheckpointStorage
+
+    async def scenario() -> tuple[list[str], list[str], int]:
+        async with openai.AsyncOpenAI(base_url=server.openai_base_url, api_key="test",
+                                      max_retries=0) as client:
+            chat = OpenAIChatCompletionClient(async_client=client, model="gpt-4o")
+
+            def build(storage: OutlastCheckpointStorage) -> Any:
+                writer = AgentExecutor(Agent(client=chat, name="writer"), id="writer")
+                reviewer = AgentExecutor(Agent(client=chat, name="reviewer"), id="reviewer")
+                return WorkflowBuilder(name="agents", start_executor=writer,
+                                       checkpoint_storage=storage).add_edge(writer, reviewer).build()
+
+            with OutlastCheckpointStorage(store_url) as storage:
+                first = await build(storage).run("write about tides")
+                ids = await storage.list_checkpoint_ids(workflow_name="agents")
+                after_writer = await storage.load(ids[1])
+                state = after_writer.state["_executor_state"]["writer"]
+                assert [m.role for m in state["full_conversation"]] == ["user", "assistant"]
+                calls = server.count()
+                resumed = await build(storage).run(checkpoint_id=ids[1])
+            return ([r.text for r in first.get_outputs()], [r.text for r in resumed.get_outputs()],
+                    server.count() - calls)
+
+    first, resumed, calls = asyncio.run(scenario())
+    assert resumed == first[-1:]  # the reviewer's answer, again
+    assert calls == 1  # only the reviewer ran: the writer's work came from the checkpoint

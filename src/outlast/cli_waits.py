@@ -44,9 +44,14 @@ def send(run_id: str, name: str, payload: str, db: str | None) -> None:
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 def prune(older_than: str, db: str | None) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
-    with their journals and events. Never a run that is still going."""
-    count = (App(db) if db else App()).store.prune(time.time() - parse_age(older_than))
-    click.echo(f"pruned {count} run(s)")
+    with their journals and events. Never a run that is still going. Agent Framework
+    checkpoints older than the age go too, except each workflow's newest."""
+    from .integrations._maf_rows import prune_checkpoints
+
+    store, cutoff = (App(db) if db else App()).store, time.time() - parse_age(older_than)
+    click.echo(f"pruned {store.prune(cutoff)} run(s)")
+    if checkpoints := prune_checkpoints(store, older_than=cutoff, keep=1):
+        click.echo(f"pruned {checkpoints} agent-framework checkpoint(s)")
 
 
 @click.command()

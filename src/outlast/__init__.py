@@ -42,6 +42,7 @@ from .errors import (
     StepFailed,
     TerminalError,
     Timeout,
+    UnreadableValue,
 )
 from .graph import END, START, Graph, append, interrupt
 from .retry import Retry
@@ -83,6 +84,7 @@ __all__ = [
     "StepInfo",
     "TerminalError",
     "Timeout",
+    "UnreadableValue",
     "Workflow",
     "append",
     "current_idempotency_key",

@@ -27,7 +27,18 @@ Guarantees
 ----------
 * ``loads(dumps(v))`` equals ``v`` and has the same type at every level.
 * Nothing is unpickled and nothing is imported: a class named by stored data is looked up
-  in ``sys.modules`` and must be the expected kind (dataclass, Enum, ...) before it is built.
+  in the ``__dict__`` of a module already in ``sys.modules`` (never with ``getattr``, so no
+  module ``__getattr__`` runs) and must be the expected kind (dataclass, Enum, ...) before it
+  is built. A class that cannot be found raises :class:`UnreadableValue`: the value may be
+  readable by a process that has imported its module.
+* A class defined in a script run as ``python script.py`` is written under the name the
+  script has when imported (``script:Params``, not ``__main__:Params``), so the script and
+  ``outlast worker script:app`` write the same bytes and read each other's values. Records
+  that name ``__main__`` are also looked up in the modules given to :func:`register_home`.
+* Reading is bounded: a packed row inflates to at most :data:`MAX_UNPACKED_BYTES`, and blob
+  references (which may name one blob many times, and nest) expand to at most
+  :data:`MAX_DECODED_BYTES` of blob text and :data:`MAX_DECODED_ITEMS` list items; beyond
+  that, :class:`SerializationError`, never a ``MemoryError`` or a hang.
 * Equal values built the same way give the same bytes (sets are sorted, never hash-ordered),
   so :func:`fingerprint` of call arguments is stable across processes.
 * Every failure is a :class:`SerializationError` naming what was stored or read, and for a
@@ -52,6 +63,7 @@ import enum
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import uuid
@@ -64,12 +76,13 @@ from zoneinfo import ZoneInfo
 
 from .errors import (
     SerializationError,
+    UnreadableValue,
 )
 
 __all__ = [
-    "BLOB_THRESHOLD", "Blobs", "SerializationError", "decode_args", "dump_error", "dumps",
-    "pack",
-    "encode_args", "fingerprint", "load_error", "loads",
+    "BLOB_THRESHOLD", "MAX_DECODED_BYTES", "MAX_DECODED_ITEMS", "MAX_UNPACKED_BYTES", "Blobs",
+    "SerializationError", "UnreadableValue", "decode_args", "dump_error", "dumps", "encode_args",
+    "fingerprint", "load_error", "loads", "pack", "register_home",
 ]
 
 #: Strings, bytes, dicts and lists whose JSON is at least this many bytes go to blobs.
@@ -78,7 +91,15 @@ _TAG = "__o"
 _CHUNK_MASK = 15  # a chunk ends after an element whose key has these bits set: 1 in 16
 _FINE_MASK = 3  # the same for the unfinished last chunk: 1 in 4
 _CHUNK_MAX = 64  # ...or at this size, so a run of identical elements still gets cut
-_CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+#: The most bytes one packed (zlib) row may inflate to when read.
+MAX_UNPACKED_BYTES = 64 * 2**20
+#: The most blob text one :func:`loads` call parses, counting a blob again each time it is
+#: named: what bounds a payload that names one large blob a million times.
+MAX_DECODED_BYTES = 256 * 2**20
+#: The most list items one :func:`loads` call builds from ``lc`` chunks (each copy counted).
+MAX_DECODED_ITEMS = 10_000_000
+_CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
+            zlib.error)
 _MISSING: Any = object()
 #: What :func:`loads` reads blobs from: a mapping, or a batch fetcher of missing hashes.
 Blobs: TypeAlias = Mapping[str, bytes] | Callable[[list[str]], Mapping[str, bytes]]
@@ -286,8 +307,27 @@ def _class_info(v: Any, t: type) -> tuple[str, str, tuple[str, ...]]:
         raise _Unsupported(v, f"its class {_name(t)} cannot be found by name when read back; "
                               "define it at module level")
     fields = tuple(f.name for f in dataclasses.fields(t)) if kind == "dc" else ()
-    info = _CLASSES[t] = (kind, f"{t.__module__}:{t.__qualname__}", fields)
+    info = _CLASSES[t] = (kind, class_ref(t), fields)
     return info
+
+
+def class_ref(t: type) -> str:
+    """``"module:Qualname"`` of ``t`` as stored; a script's ``__main__`` is written under the
+    name that script has when imported (see the module docstring)."""
+    module = t.__module__
+    return f"{_main_name() if module == '__main__' else module}:{t.__qualname__}"
+
+
+def _main_name() -> str:
+    """The importable name of ``__main__``: ``pkg.mod`` under ``python -m pkg.mod``, ``script``
+    for ``python script.py``; ``__main__`` itself when there is none (``python -c``, a REPL)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and isinstance(spec.name, str) and spec.name != "__main__":
+        return str(spec.name)
+    file = getattr(main, "__file__", None)
+    stem, ext = os.path.splitext(os.path.basename(file)) if isinstance(file, str) else ("", "")
+    return stem if ext == ".py" and stem.isidentifier() else "__main__"
 
 
 def _enc_class(v: Any, t: type, b: dict[str, bytes] | None) -> Any:
@@ -368,12 +408,40 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str = "a
 # --- decoding -------------------------------------------------------------------------------
 
 
+_HOMES: list[str] = []  # modules that were a script's __main__ elsewhere (register_home)
+
+
+def register_home(module: str) -> None:
+    """Read values recorded under ``__main__`` as if they named ``module``.
+
+    ``outlast worker script:app`` calls it with ``script``: runs started by ``python script.py``
+    with an older outlast stored their classes as ``__main__:X``.
+    """
+    if module not in _HOMES:
+        _HOMES.append(module)
+
+
 def _find_class(module: str, qualname: str) -> Any:
-    """The object named ``module.qualname`` if its module is already imported, else None."""
-    obj: Any = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
+    """The object named ``module.qualname`` if its module is already imported, else None.
+
+    Names are looked up in ``vars()``, never with ``getattr``: a module's ``__getattr__``
+    (PEP 562) may import code, and nothing named by stored data is ever imported. A script's
+    classes are also found under its importable name, and ``__main__`` in the home modules.
+    """
+    for name in _candidates(module):
+        obj: Any = sys.modules.get(name)
+        for part in qualname.split("."):
+            namespace = getattr(obj, "__dict__", None)  # a module's or class's own attributes
+            obj = namespace.get(part) if isinstance(namespace, Mapping) else None
+        if obj is not None:
+            return obj
+    return None
+
+
+def _candidates(module: str) -> list[str]:
+    if module == "__main__":
+        return ["__main__", *_HOMES]
+    return [module, "__main__"] if module == _main_name() else [module]
 
 
 def _lookup(ref: str, kind: str) -> Any:
@@ -382,13 +450,17 @@ def _lookup(ref: str, kind: str) -> Any:
     label, check = _KINDS[kind]
     if isinstance(cls, type) and check(cls):
         return cls
+    type_name = f"{module}.{qualname}"
+    if cls is not None:
+        raise SerializationError(f"the stored value needs {label} {type_name}, but that name is "
+                                 f"not a {label}", class_name=type_name)
     if module not in sys.modules:
         problem = (f"module {module} is not imported. outlast never imports code named by "
                    f"stored data: import {module} before resuming")
     else:
-        problem = f"that name is {'missing' if cls is None else 'not a ' + label}"
-    raise SerializationError(f"the stored value needs {label} {module}.{qualname}, but {problem}",
-                             class_name=f"{module}.{qualname}")
+        problem = f"that name is missing from module {module}"
+    raise UnreadableValue(f"the stored value needs {label} {type_name}, but {problem}",
+                          class_name=type_name, type_name=type_name)
 
 
 def _arr(v: Any) -> list[Any]:
@@ -503,6 +575,8 @@ class _Loader:
         self.store: Mapping[str, bytes] = source if isinstance(source, Mapping) else {}
         self.cache: dict[str, bytes] = {}  # verified blobs
         self.decoder = json.JSONDecoder(object_hook=self.hook)
+        self.bytes = self.items = 0  # blob bytes and chunk items used so far, repeats included
+        self.expanded: list[Any] | None = None  # the list the last "lc" node built
 
     def load(self, text: str) -> Any:
         todo = [text] if self.fetch is not None else []
@@ -530,6 +604,13 @@ class _Loader:
             if raw is None:
                 raise SerializationError(f"blob {h} is missing from the store", blob=h)
             data = self.cache[h] = _verify(h, raw)
+        # Stored data may name one blob many times, in nested lists of references: count
+        # every use, so a few KB cannot claim gigabytes (the limits are in the docstring).
+        self.bytes += len(data)
+        if self.bytes > MAX_DECODED_BYTES:
+            raise SerializationError(
+                f"its blob references expand to more than {MAX_DECODED_BYTES} bytes "
+                "(serde.MAX_DECODED_BYTES); the stored data is corrupt or hostile")
         return data
 
     def hook(self, d: dict[str, Any]) -> Any:
@@ -543,9 +624,20 @@ class _Loader:
         if tag == "lc":
             out: list[Any] = []
             for h in _arr(d["h"]):
-                out += _arr(_parse(self.decoder, self.blob(h).decode("utf-8", "surrogatepass")))
+                part = _arr(_parse(self.decoder, self.blob(h).decode("utf-8", "surrogatepass")))
+                if part is not self.expanded:  # a nested "lc" counted its own chunks
+                    self.count(len(part))
+                out += part
+            self.expanded = out
             return out
         return _hook(d)
+
+    def count(self, items: int) -> None:
+        self.items += items
+        if self.items > MAX_DECODED_ITEMS:
+            raise SerializationError(
+                f"its chunked lists expand to more than {MAX_DECODED_ITEMS} items "
+                "(serde.MAX_DECODED_ITEMS); the stored data is corrupt or hostile")
 
 
 def _verify(h: str, data: bytes) -> bytes:
@@ -565,14 +657,14 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
     """
     try:
         if data[:1] == _PACKED:
-            data = zlib.decompress(data)
+            data = _unpack(data)
         text = bytes(data).decode("utf-8", "surrogatepass")
         if '"__o"' not in text:  # plain JSON: no hook, all in C
             return _parse(_PLAIN, text)
         return _parse(_DECODER, text) if blobs is None else _Loader(blobs).load(text)
     except SerializationError as exc:
         attrs = {**exc._attrs, "what": what}
-        raise SerializationError(f"cannot read {what}: {exc.message}", **attrs) from None
+        raise type(exc)(f"cannot read {what}: {exc.message}", **attrs) from None
     except (*_CORRUPT, RecursionError) as exc:
         raise SerializationError(
             f"cannot read {what}: the stored payload is corrupt or was not written by this "
@@ -584,6 +676,17 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
 #: the first byte of a zlib stream; JSON text never starts with it
 _PACKED = b"x"
 PACK_THRESHOLD = 512
+
+
+def _unpack(data: bytes) -> bytes:
+    inflate = zlib.decompressobj()
+    out = inflate.decompress(data, MAX_UNPACKED_BYTES)
+    if inflate.unconsumed_tail:
+        raise SerializationError(f"the packed row inflates to more than {MAX_UNPACKED_BYTES} "
+                                 "bytes (serde.MAX_UNPACKED_BYTES); it is corrupt or hostile")
+    if not inflate.eof or inflate.unused_data:
+        raise ValueError("the packed row is truncated or has trailing bytes")
+    return out
 
 
 def pack(data: bytes) -> bytes:

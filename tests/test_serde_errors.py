@@ -128,7 +128,7 @@ class ConfigMissing(OSError):
     globals()["ConfigMissing"] = cls  # found by name, like a module-level class
     try:
         back = replay(cls("/etc/app.toml"))
-        assert type(back) is cls
+        assert type(back) is cls and isinstance(back, OSError)
         assert (back.errno, back.strerror, back.filename) == (2, "config missing", "/etc/app.toml")
     finally:
         del globals()["ConfigMissing"]

@@ -95,9 +95,9 @@ _CHUNK_MAX = 64  # ...or at this size, so a run of identical elements still gets
 MAX_UNPACKED_BYTES = 64 * 2**20
 #: The most blob text one :func:`loads` call parses, counting a blob again each time it is
 #: named: what bounds a payload that names one large blob a million times.
-MAX_DECODED_BYTES = 256 * 2**20
+MAX_DECODED_BYTES = 128 * 2**20
 #: The most list items one :func:`loads` call builds from ``lc`` chunks (each copy counted).
-MAX_DECODED_ITEMS = 10_000_000
+MAX_DECODED_ITEMS = 2_000_000
 _CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
             zlib.error)
 _MISSING: Any = object()

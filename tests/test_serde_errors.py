@@ -306,3 +306,20 @@ def test_error_class_loaded_only_in_another_process_is_step_failed(tmp_path: Pat
     back = serde.load_error(data, step="s")
     assert type(back) is StepFailed and back.error_type == "far_away_errors.Far"
     assert "far_away_errors" not in sys.modules
+
+
+class NeedsClient(Exception):
+    """``__str__`` reads an attribute that cannot be stored."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__("client failed")
+        self.client = client
+
+    def __str__(self) -> str:
+        return f"client {self.client.name} failed"  # type: ignore[attr-defined]
+
+
+def test_error_whose_str_needs_what_was_not_stored_is_step_failed() -> None:
+    client = type("Client", (), {"name": "db"})()
+    back = replay(NeedsClient(client))
+    assert type(back) is StepFailed and back.error_message == "client db failed"

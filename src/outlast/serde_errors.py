@@ -229,6 +229,7 @@ def _construct(cls: type[Exception], message: str, doc: dict[str, Any]) -> Any:
                 err = cls.__new__(cls, *args)
         err.args = args
         _restore(err, doc)
+        str(err)  # a __str__ that needs an attribute that could not be stored: not rebuilt
         return err
     except Exception:
         return None

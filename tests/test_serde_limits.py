@@ -134,6 +134,25 @@ def test_lookup_never_calls_a_module_getattr(lazy_module: list[str]) -> None:
     assert lazy_module == []
 
 
+def test_lookup_never_runs_code_of_a_proxy_in_sys_modules() -> None:
+    asked: list[str] = []
+
+    class Proxy:  # like the lazy objects some libraries put into sys.modules
+        def __getattribute__(self, name: str) -> Any:
+            asked.append(name)
+            return Point
+
+    sys.modules["proxy_mod_for_serde"] = Proxy()  # type: ignore[assignment]
+    try:
+        with pytest.raises(UnreadableValue):
+            serde.loads(b'{"__o":"dc","c":"proxy_mod_for_serde:Point","v":{"x":1,"y":2}}')
+        with pytest.raises(UnreadableValue):
+            serde.loads(b'{"__o":"dc","c":"proxy_mod_for_serde:a.Point","v":{"x":1,"y":2}}')
+    finally:
+        del sys.modules["proxy_mod_for_serde"]
+    assert asked == []
+
+
 def test_pydantic_lazy_names_are_not_imported() -> None:
     code = (
         "import sys, pydantic; from outlast import serde\n"

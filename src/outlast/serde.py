@@ -66,6 +66,7 @@ import math
 import os
 import re
 import sys
+import types
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -431,11 +432,25 @@ def _find_class(module: str, qualname: str) -> Any:
     for name in _candidates(module):
         obj: Any = sys.modules.get(name)
         for part in qualname.split("."):
-            namespace = getattr(obj, "__dict__", None)  # a module's or class's own attributes
-            obj = namespace.get(part) if isinstance(namespace, Mapping) else None
+            obj = _namespace(obj).get(part)
         if obj is not None:
             return obj
     return None
+
+
+def _namespace(obj: Any) -> Mapping[str, Any]:
+    """A module's or class's own attributes, read without running any of its code (a lazy
+    proxy's ``__getattribute__`` or a metaclass property); nothing for other objects."""
+    kind = type(obj)  # not isinstance(): it would ask a proxy for its __class__
+    if issubclass(kind, types.ModuleType):
+        namespace = object.__getattribute__(obj, "__dict__")
+        return namespace if type(namespace) is dict else {}
+    if issubclass(kind, type):
+        return _CLASS_DICT(obj)  # type: ignore[no-any-return]
+    return {}
+
+
+_CLASS_DICT = type.__dict__["__dict__"].__get__
 
 
 def _candidates(module: str) -> list[str]:

@@ -189,25 +189,34 @@ def catching_app(url: str, seen: list[str]) -> tuple[outlast.App, Any]:
     return app, wf
 
 
+def overwrite_failed_entry(url: str, run_id: str, output: bytes) -> int:
+    """What someone with write access to the database does: rewrite a recorded failure."""
+    sql = "UPDATE {t} SET output = %s WHERE run_id = %s AND status = 'failed'"
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            return db.execute(sql.format(t="outlast_journal").replace("%s", "?"),
+                              (output, run_id)).rowcount
+    import psycopg
+
+    base, schema = url.split("?schema=")
+    with psycopg.connect(base) as conn:
+        return conn.execute(sql.format(t=f"{schema}.journal"), (output, run_id)).rowcount
+
+
 @pytest.mark.parametrize("name", ["builtins:SystemExit", "builtins:KeyboardInterrupt",
                                   "outlast.errors:Suspend", "outlast.errors:Cancelled"])
-def test_recorded_control_flow_fails_the_run_and_does_not_exit(sqlite_url: str,
+def test_recorded_control_flow_fails_the_run_and_does_not_exit(store_url: str,
                                                                name: str) -> None:
     """A journal row rewritten by someone with database access to name SystemExit (or
     outlast's control flow): the resumed run gets StepFailed, a normal failure it can catch
     or fail with, instead of exiting the process or hibernating forever."""
     seen: list[str] = []
-    app, wf = catching_app(sqlite_url, seen)
+    app, wf = catching_app(store_url, seen)
     with pytest.raises(Crash):
         app.run(wf, run_id="r1")
     app.close()
-    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
-        changed = db.execute(
-            "UPDATE outlast_journal SET output = ? WHERE run_id = 'r1' AND status = 'failed'",
-            (control_row(name, [0]),),
-        ).rowcount
-    assert changed == 1
-    again, wf2 = catching_app(sqlite_url, seen)
+    assert overwrite_failed_entry(store_url, "r1", control_row(name, [0])) == 1
+    again, wf2 = catching_app(store_url, seen)
     try:
         with pytest.raises(StepFailed, match=f"{name.replace(':', '.')}: stored by someone"):
             again.run(wf2, run_id="r1")
@@ -272,18 +281,18 @@ def describe(exc: Exception) -> str:
     ids=["custom", "openai"],
 )
 def test_caught_error_takes_the_same_path_after_a_crash(
-    sqlite_url: str, make_error: Callable[[], Exception], catch: type[Exception], detail: str
+    store_url: str, make_error: Callable[[], Exception], catch: type[Exception], detail: str
 ) -> None:
     path: list[str] = []
     calls: list[str] = []
-    app, agent = build(sqlite_url, make_error, catch, path, [True], calls)
+    app, agent = build(store_url, make_error, catch, path, [True], calls)
     with pytest.raises(Crash):
         app.run(agent, run_id="r1")
     app.close()
     first = list(path)
     assert first == [f"caught {catch.__name__}: {detail}"]
     # A fresh App (another process, as far as outlast knows) replays the recorded error.
-    fresh, agent2 = build(sqlite_url, make_error, catch, path, [], calls)
+    fresh, agent2 = build(store_url, make_error, catch, path, [], calls)
     try:
         assert fresh.run(agent2, run_id="r1") == f"fallback: {detail}"
     finally:

@@ -20,7 +20,7 @@ SCRIPT = textwrap.dedent('''
     import dataclasses, json, os, sys
 
     import outlast
-    from outlast import serde
+    from outlast import serde_classes
 
     app = outlast.App(os.environ["OUTLAST_DATABASE_URL"])
 
@@ -58,11 +58,11 @@ SCRIPT = textwrap.dedent('''
             os.environ["CRASH_IN_FINISH"] = "1"
             app.run(research, ARGS["r2"], run_id="r2")
         elif command == "legacy":  # written as outlast 0.1.0 did: under the name __main__
-            serde._main_name = lambda: "__main__"
+            serde_classes._main_name = lambda: "__main__"
             app.enqueue(research, ARGS["r3"], run_id="r3")
         elif command in ("read", "legacy-read"):
             if command == "legacy-read":  # its argument hash was taken under that name
-                serde._main_name = lambda: "__main__"
+                serde_classes._main_name = lambda: "__main__"
             print(json.dumps({r: app.run(research, ARGS[r], run_id=r) for r in sys.argv[2:]}))
 ''')
 

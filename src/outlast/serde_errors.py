@@ -30,7 +30,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import OutlastError, SerializationError, StepFailed, _rebuild
-from .serde import _MISSING, _TAG, _enc, _find_class, _name, _text, _Unsupported, class_ref, loads
+from .serde import _MISSING, _TAG, _enc, _name, _text, _Unsupported, loads
+from .serde_classes import class_ref, find_class
 
 __all__ = ["MAX_TEXT", "RecordedRequest", "RecordedResponse", "dump_error", "load_error"]
 
@@ -192,7 +193,7 @@ def load_error(data: bytes, *, step: str | None = None) -> BaseException:
         raise SerializationError(f"cannot read {what}: it is not an error", what=what)
     module, _, qualname = doc["c"].partition(":")
     type_name, message = f"{module}.{qualname}", doc["m"]
-    cls = _find_class(module, qualname)
+    cls = find_class(module, qualname)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         reason = (f"class {type_name} is not loaded in this process; import {module} before "
                   "resuming to get the original exception")

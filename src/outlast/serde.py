@@ -476,7 +476,9 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
     ``blobs`` is a mapping of hash to bytes, or a callable that takes a list of missing
     hashes and returns a mapping of those it has (called once per level of nesting).
     Raises :class:`SerializationError` naming ``what`` for a corrupt payload, a missing or
-    corrupt blob, or a class that is not loaded in this process.
+    corrupt blob, or a payload past the caps (:data:`MAX_UNPACKED_BYTES`,
+    :data:`MAX_DECODED_BYTES`, :data:`MAX_DECODED_ITEMS`); its subclass
+    :class:`UnreadableValue` for a class that is not loaded in this process.
     """
     try:
         if data[:1] == _PACKED:

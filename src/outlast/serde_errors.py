@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import OutlastError, SerializationError, StepFailed, _rebuild
-from .serde import _MISSING, _TAG, _enc, _name, _text, _Unsupported, loads
+from .serde import _MISSING, _TAG, _enc, _name, _text, loads
 from .serde_classes import class_ref, find_class
 
 __all__ = ["MAX_TEXT", "RecordedRequest", "RecordedResponse", "dump_error", "load_error"]
@@ -104,7 +104,7 @@ class RecordedResponse:
 def _try_enc(value: Any) -> Any:
     try:
         return _enc(value, None)
-    except (_Unsupported, RecursionError, ValueError):
+    except Exception:  # a failure must be recorded whatever its attributes hold
         return _MISSING
 
 

@@ -43,6 +43,7 @@ from .errors import (
     StoreError,
     TerminalError,
     Timeout,
+    UnreadableValue,
 )
 from .graph import END, START, Graph, append, interrupt
 from .retry import Retry
@@ -85,6 +86,7 @@ __all__ = [
     "StoreError",
     "TerminalError",
     "Timeout",
+    "UnreadableValue",
     "Workflow",
     "append",
     "current_idempotency_key",

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from . import serde
 from .app import App
 from .errors import OutlastError
 from .run import RunInfo
@@ -38,6 +39,8 @@ def load_app(target: str, db: str | None = None) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    # Runs started by `python module.py` with an older outlast name its classes __main__.X.
+    serde.register_home(module_name)
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         raise click.BadParameter(f"{target!r} is not an outlast.App (found {type(app).__name__})")

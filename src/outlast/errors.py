@@ -11,6 +11,7 @@ facts are available as attributes (``run_id``, ``step``, ``position``...).
     ├── RunNotFound             no run with that id
     ├── RunConflict             a run id reused with another workflow or other arguments
     ├── SerializationError      a value that cannot be stored, or a stored payload that cannot be read
+    │   └── UnreadableValue     a stored value names a class this process has not imported
     ├── StoreError              the database failed or refused a write (``transient`` says which)
     ├── NonDeterminismError     the code called something other than what the journal recorded
     ├── StepFailed              a replayed failure whose exception class is not loaded in this process
@@ -70,6 +71,7 @@ __all__ = [
     "Suspend",
     "TerminalError",
     "Timeout",
+    "UnreadableValue",
 ]
 
 
@@ -118,6 +120,14 @@ class RunConflict(OutlastError):
 
 class SerializationError(OutlastError):
     """A value cannot be stored, or a stored payload cannot be read back."""
+
+
+class UnreadableValue(SerializationError):
+    """A stored value names a class that is not loaded in this process (its module is not
+    imported, or has no such name): another process, one that imports it, can read the value.
+
+    Attributes: ``type_name`` (``module.Qualname`` as stored) and ``what`` (the value read).
+    """
 
 
 class StoreError(OutlastError):

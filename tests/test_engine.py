@@ -565,3 +565,37 @@ def test_a_journal_with_more_calls_than_the_code_makes_is_a_divergence(sqlite_ur
     assert "'b'" in str(info.value) and "finished without calling it" in str(info.value)
     app.close()
     fresh.close()
+
+
+def test_a_value_this_process_cannot_read_leaves_the_run_for_one_that_can(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import sys
+    import types
+
+    module = types.ModuleType("outlast_test_elsewhere")
+    monkeypatch.setitem(sys.modules, "outlast_test_elsewhere", module)
+    exec(
+        "import dataclasses\n@dataclasses.dataclass\nclass Params:\n    n: int\n",
+        module.__dict__,
+    )
+    params = module.Params(4)
+    assert dataclasses.is_dataclass(params)
+    app = outlast.App(sqlite_url, lease=1.0)
+
+    @app.workflow
+    def uses(ctx: Context, p: Any) -> int:
+        return int(p.n) * 2
+
+    app.enqueue(uses, params, run_id="elsewhere")
+    monkeypatch.delitem(sys.modules, "outlast_test_elsewhere")  # "another process"
+    with pytest.raises(outlast.UnreadableValue) as info:
+        app.handle("elsewhere").result()
+    assert "outlast_test_elsewhere" in str(info.value)
+    stored = app.get_run("elsewhere", steps=False)
+    assert stored.status == "suspended"  # never failed: not the run's fault
+    assert stored.reason is not None and "unreadable here" in stored.reason
+    monkeypatch.setitem(sys.modules, "outlast_test_elsewhere", module)  # a process that can
+    assert app.handle("elsewhere").result(timeout=10) == 8
+    app.close()

@@ -36,6 +36,7 @@ from .errors import (
     StoreUnavailable,
     Suspend,
     Timeout,
+    UnreadableValue,
 )
 from .journal import Journal
 from .store.base import RunRecord
@@ -52,7 +53,8 @@ log = logging.getLogger("outlast.engine")
 class Outcome:
     """How one execution of a run ended, as far as this process knows."""
 
-    status: str  # completed, failed, suspended, paused, cancelled, lost, released, faulted
+    # completed, failed, suspended, paused, cancelled, lost, released, faulted, deferred
+    status: str
     value: Any = None
     error: BaseException | None = None
 
@@ -61,7 +63,7 @@ class Outcome:
         run that failed here (the original exception, with its traceback), and the StoreError
         of a run a transient store fault stopped (it resumes later: nothing recorded is
         lost); False otherwise."""
-        if self.status in ("failed", "faulted") and self.error is not None:
+        if self.status in ("failed", "faulted", "deferred") and self.error is not None:
             raise self.error
         return self.status == "completed"
 
@@ -263,6 +265,8 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
             return Outcome("lost", error=exc)
         if isinstance(exc, StoreUnavailable):
             return _stopped(state, exc)
+        if isinstance(exc, UnreadableValue):
+            return _deferred(state, exc)
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
             with contextlib.suppress(StoreError):
@@ -278,6 +282,32 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
         if fault.transient:
             return _stopped(state, state.fault(fault, None))  # type: ignore[arg-type]
         raise
+
+
+def _deferred(state: RunState, exc: UnreadableValue) -> Outcome:
+    """This process cannot read one of the run's values (its class is not imported here):
+    not the run's failure. Hand it back, due after a back-off, for a process that can."""
+    old = json.loads(state.run.stats) if state.run.stats else {}
+    tries = int(old.get("unreadable", 0)) + 1
+    delay = backoff(tries, state.app.lease)
+    type_name = getattr(exc, "type_name", "?")
+    if tries == 1:
+        log.warning(
+            "run %s: this process cannot read a value of type %s (%s); left for a process "
+            "that imports it", state.run_id, type_name, exc.message,
+        )
+    stats = json.loads(_stats(state))
+    stats["unreadable"] = tries
+    try:
+        state.store.release(
+            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
+            reason=f"unreadable here: {type_name} is not importable by the process that "
+            "claimed it; run it where the module that defines it is imported",
+            stats=json.dumps(stats, sort_keys=True),
+        )
+    except (StoreError, LeaseLost):
+        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    return Outcome("deferred", error=exc)
 
 
 def _fail(state: RunState, exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import effects, engine, serde, timetravel
+from .background import Background
 from .budget import Budget
 from .errors import ConfigurationError, RunConflict, RunNotFound
 from .graph import Graph
@@ -72,6 +73,7 @@ class App:
         self._hb: Heartbeat | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self._background = Background(self)
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -399,6 +401,8 @@ class App:
 
         The run is stored before this returns, so events sent right after are kept. If it
         hibernates, the thread ends; ``handle.result()`` (or a worker) resumes it when due.
+        If the program ends while the run is still executing here, the run is handed back as
+        ``pending`` at exit (with a warning) for a worker or a later ``app.run`` to finish.
         """
         wf = self._resolve(workflow)
         record, owned = self._create(
@@ -417,8 +421,10 @@ class App:
             except BaseException:  # the outcome is in the store; result() reports it
                 pass
             finally:
+                self._background.discard(record.run_id)
                 self._notify()
 
+        self._background.add(record.run_id)
         threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
         return Run(self, record.run_id)
 

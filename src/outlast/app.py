@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import effects, engine, serde, timetravel
+from . import calls, effects, engine, serde, timetravel
 from .background import Background
 from .budget import Budget
 from .errors import ConfigurationError, RunConflict, RunNotFound
@@ -261,7 +261,9 @@ class App:
 
     # -- starting runs ------------------------------------------------------------------------
 
-    def _resolve(self, workflow: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
+    def _resolve(self, workflow: Workflow[Any, Any] | str, verb: str = "run") -> Workflow[Any, Any]:
+        if not isinstance(workflow, Workflow | str):
+            raise calls.not_a_workflow(workflow, verb)
         if isinstance(workflow, Workflow):
             if workflow.app is not self:
                 raise ConfigurationError(
@@ -297,6 +299,7 @@ class App:
     ) -> tuple[RunRecord, bool]:
         if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
             raise ConfigurationError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
+        calls.check_arguments(wf, args, kwargs)
         rid = run_id or new_run_id()
         data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
         queue_name = queue or wf.queue
@@ -341,7 +344,7 @@ class App:
         A finished run returns its stored result (or raises its stored error) without
         running again. A paused run raises RunPaused naming the reason and the fix.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run")
         if wf.is_async:
             try:
                 import asyncio  # lazily: slow to import; sync users never need it
@@ -375,7 +378,7 @@ class App:
         **kwargs: Any,
     ) -> Any:
         """:meth:`run` for async callers; async workflows execute on the running loop."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run_async")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -404,7 +407,7 @@ class App:
         If the program ends while the run is still executing here, the run is handed back as
         ``pending`` at exit (with a warning) for a worker or a later ``app.run`` to finish.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "start")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -439,7 +442,7 @@ class App:
         **kwargs: Any,
     ) -> Run:
         """Record the run for the workers (``outlast worker``) and return its handle at once."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "enqueue")
         record, _ = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=False,

@@ -21,7 +21,15 @@ DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    # No emoji codes: outlast's own child ids contain ":email:"-like parts (camp:email:1).
+    return Console(emoji=False, highlight=False)
+
+
+def lit(value: Any, style: str = "") -> Any:
+    """A user string (run id, name, error, payload) as literal rich text: never markup."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value), style=style)
 
 
 def _app(db: str | None) -> App:
@@ -64,6 +72,18 @@ def _saved(stats: dict[str, Any]) -> str:
         f"{int(stats['saved_steps'])} steps, {_secs(stats.get('saved_seconds', 0.0))}, "
         f"{int(stats.get('saved_tokens', 0))} tokens, ${stats.get('saved_cost', 0.0):.4f}"
     )
+
+
+def _result_text(info: RunInfo) -> str:
+    """A completed run's result for people: JSON when it has a JSON form, else its repr."""
+    try:
+        value = info.result
+    except OutlastError as exc:
+        return f"<unreadable here: {exc}>"
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 STATUS_STYLE = {
@@ -140,19 +160,25 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} run(s)")
-    for col in ("run id", "workflow", "status", "started", "duration", "tokens", "cost", "saved", "note"):
+    # The run id is what users copy: its column never shrinks below the longest id.
+    widest = max((len(i.run_id) for i in infos), default=6)
+    table.add_column("run id", no_wrap=True, min_width=widest)
+    for col in ("workflow", "status", "started", "duration", "tokens", "cost", "saved", "note"):
         table.add_column(col)
     for i in infos:
         note = i.reason or (f"{i.recoveries} recovery(ies)" if i.recoveries else "")
         table.add_row(
-            i.run_id, i.workflow, f"[{STATUS_STYLE.get(i.status, 'white')}]{i.status}[/]",
+            lit(i.run_id), lit(i.workflow), lit(i.status, STATUS_STYLE.get(i.status, "white")),
             _when(i.started_at), _secs(i.duration),
             f"{int(i.stats.get('tokens', 0))}" if i.stats.get("tokens") else "-",
             f"${i.stats['cost']:.4f}" if i.stats.get("cost") else "-",
             f"{int(i.stats['saved_steps'])} steps" if i.stats.get("saved_steps") else "-",
-            note,
+            lit(note),
         )
-    _console().print(table)
+    console = _console()
+    # Narrower than the id would crop it: a wider line that the terminal wraps is better.
+    console.width = max(console.width, widest + 48)
+    console.print(table)
 
 
 @main.command()
@@ -169,13 +195,16 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
 
     console = _console()
     style = STATUS_STYLE.get(info.status, "white")
-    console.print(f"[bold]{info.run_id}[/]  workflow [bold]{info.workflow}[/]  [{style}]{info.status}[/]")
+    console.print(
+        lit(info.run_id, "bold"), "  workflow ", lit(info.workflow, "bold"), "  ",
+        lit(info.status, style), sep="",
+    )
     console.print(
         f"started {_when(info.started_at)}  ended {_when(info.ended_at)}  "
         f"duration {_secs(info.duration)}  recoveries {info.recoveries}"
     )
     if info.reason:
-        console.print(f"[yellow]reason:[/] {info.reason}")
+        console.print(lit("reason: ", "yellow"), lit(info.reason), sep="")
     if len(info.steps) > 10_000:
         console.print(
             f"[yellow]warning:[/] the journal holds {len(info.steps)} entries; consider "
@@ -186,9 +215,9 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
         table.add_column(col)
     for s in info.steps:
         table.add_row(
-            str(s.position), s.name, s.kind,
-            f"[{STATUS_STYLE.get(s.status, 'yellow')}]{s.status}[/]", str(s.attempts),
-            _secs(s.duration), s.error or "",
+            str(s.position), lit(s.name), lit(s.kind),
+            lit(s.status, STATUS_STYLE.get(s.status, "yellow")), str(s.attempts),
+            _secs(s.duration), lit(s.error),
         )
     console.print(table)
     from .cli_graph import show_checkpoints
@@ -196,14 +225,16 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     show_checkpoints(console, _app(db), run_id)
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
-        console.print(f"stats: {shown}")
+        console.print(lit(f"stats: {shown}"))
         if info.stats.get("tokens") or info.stats.get("saved_steps"):
             console.print(
                 f"model: {int(info.stats.get('tokens', 0))} tokens, "
                 f"${info.stats.get('cost', 0.0):.4f} spent; recovery saved {_saved(info.stats) or 'nothing'}"
             )
+    if info.status == "completed":
+        console.print(lit("result: ", "green"), lit(_result_text(info)), sep="")
     if info.status == "failed" and info.error is not None:
-        console.print(f"[red]error:[/] {type(info.error).__name__}: {info.error}")
+        console.print(lit("error: ", "red"), lit(f"{type(info.error).__name__}: {info.error}"), sep="")
 
 
 @main.command()

@@ -64,14 +64,15 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from .cli import _console, lit
 
     table = Table(title=f"{len(rows)} queue(s)")
     for col in ("queue", "pending", "running", "suspended", "limits"):
         table.add_column(col)
     for row in rows:
         limits = _describe(row["limits"]) if target else "(pass MODULE:APP to show)"
-        table.add_row(row["queue"], str(row["pending"]), str(row["running"]),
+        table.add_row(lit(row["queue"]), str(row["pending"]), str(row["running"]),
                       str(row["suspended"]), limits)
-    Console().print(table)
+    _console().print(table)

@@ -26,10 +26,12 @@ def show_checkpoints(console: Any, app: App, run_id: str) -> None:
     table = Table(title="checkpoints (outlast fork MODULE:APP RUN_ID CHECKPOINT)")
     for col in ("id", "node", "run", "at", "update", "next"):
         table.add_column(col)
+    from .cli import lit
+
     for cp in checkpoints(app, run_id):
         table.add_row(
-            cp.id, cp.node, cp.run_id if cp.run_id != run_id else "",
-            time.strftime("%H:%M:%S", time.localtime(cp.at)), cp.summary, cp.next or "",
+            lit(cp.id), lit(cp.node), lit(cp.run_id if cp.run_id != run_id else ""),
+            time.strftime("%H:%M:%S", time.localtime(cp.at)), lit(cp.summary), lit(cp.next),
         )
     console.print(table)
 

@@ -48,6 +48,8 @@ class App:
     10, at most 15); heartbeats renew it every ``lease / 3`` seconds.
     ``hibernate_after``: waits longer than this many seconds suspend the run instead of
     holding a thread (default 5).
+    ``readonly``: only read the store (never create, migrate or write it; see
+    :func:`~outlast.store.open_store`); what ``outlast runs``/``show`` use.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class App:
         *,
         lease: float = 10.0,
         hibernate_after: float = 5.0,
+        readonly: bool = False,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -64,6 +67,7 @@ class App:
         self.url = url or os.environ.get("OUTLAST_DATABASE_URL") or DEFAULT_URL
         self.lease = lease
         self.hibernate_after = hibernate_after
+        self.readonly = readonly
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -92,7 +96,7 @@ class App:
         with self._lock:
             if self._store is not None and self._pid == os.getpid():
                 return
-            self._store = open_store(self.url)
+            self._store = open_store(self.url, readonly=self.readonly)
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from typing import Any
@@ -14,6 +15,7 @@ import click
 from .app import App
 from .errors import OutlastError
 from .run import RunInfo
+from .store.sqlite_open import is_damage
 
 DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
 
@@ -32,8 +34,8 @@ def lit(value: Any, style: str = "") -> Any:
     return Text("" if value is None else str(value), style=style)
 
 
-def _app(db: str | None) -> App:
-    return App(db) if db else App()
+def _app(db: str | None, readonly: bool = False) -> App:
+    return App(db, readonly=readonly) if db else App(readonly=readonly)
 
 
 def load_app(target: str, db: str | None = None) -> App:
@@ -153,7 +155,7 @@ def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: flo
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
-    infos = _app(db).list_runs(status=status, workflow=workflow, limit=limit)
+    infos = _app(db, readonly=True).list_runs(status=status, workflow=workflow, limit=limit)
     if as_json:
         click.echo(json.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
@@ -187,7 +189,8 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(run_id: str, db: str | None, as_json: bool) -> None:
     """Show a run and its step timeline."""
-    info = _app(db).get_run(run_id)
+    app = _app(db, readonly=True)
+    info = app.get_run(run_id)
     if as_json:
         click.echo(json.dumps(_info_json(info, steps=True), indent=2))
         return
@@ -222,7 +225,7 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     console.print(table)
     from .cli_graph import show_checkpoints
 
-    show_checkpoints(console, _app(db), run_id)
+    show_checkpoints(console, app, run_id)
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
         console.print(lit(f"stats: {shown}"))
@@ -267,6 +270,14 @@ def run_cli() -> None:
         sys.exit(exc.exit_code)
     except OutlastError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as exc:
+        # Met while reading a page the open-time check did not cover (or a file over its limit).
+        if is_damage(exc):
+            click.echo(f"error: the outlast database is damaged ({exc}). Check it with: sqlite3 "
+                       "FILE 'PRAGMA integrity_check'", err=True)
+        else:
+            click.echo(f"error: SQLite: {exc}", err=True)
         sys.exit(1)
 
 

@@ -59,8 +59,11 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     from .app import App
     from .cli import load_app
 
-    app = load_app(target, db) if target else (App(db) if db else App())
-    rows = queue_rows(app.store.queue_stats(), app.queues)
+    declared = load_app(target) if target else None
+    # A reader of its own: the user's App object is left as it was (also when run in-process).
+    reader = App(db or (declared.url if declared else None), readonly=True)
+    rows = queue_rows(reader.store.queue_stats(), declared.queues if declared else {})
+    reader.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

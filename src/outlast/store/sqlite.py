@@ -109,7 +109,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
-                _enable_wal(self._conn, busy_ms)
+                sqlite_open.enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
@@ -573,20 +573,6 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def _enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
-    """Switch the file to WAL. SQLite refuses at once with "database is locked", without
-    waiting out busy_timeout, while another connection switches the same file: retry."""
-    deadline = time.monotonic() + busy_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _entry_row(entry: Entry) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from urllib.parse import quote
 
 from ..errors import ConfigurationError
@@ -108,3 +109,17 @@ def connect_readonly(path: str, busy_ms: int) -> tuple[sqlite3.Connection, int]:
         conn.close()
         raise
     return conn, version
+
+
+def enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
+    """Switch the file to WAL. SQLite refuses at once with "database is locked", without
+    waiting out busy_timeout, while another connection switches the same file: retry."""
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

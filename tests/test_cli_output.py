@@ -80,3 +80,46 @@ def test_the_run_id_column_is_never_truncated(sqlite_url: str) -> None:
     out = cli("runs", "--db", sqlite_url, columns=60)
     assert out.returncode == 0, out.stderr
     assert long_id in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["worker", "tests.apps.crashy:app", "-c", "0"], "Invalid value for '--concurrency' / '-c': 0 is not in the range x>=1"),
+        (["worker", "tests.apps.crashy:nope"], "module 'tests.apps.crashy' has no attribute 'nope'"),
+        (["serve", "tests.apps.crashy:app", "--port", "80000"], "80000 is not in the range 1<=x<=65535"),
+        (["runs", "--limit", "-1"], "-1 is not in the range x>=1"),
+        (["runs", "--limit", "0"], "0 is not in the range x>=1"),
+        (["demo", "--kill-at", "0"], "0 is not in the range 2<=x<=16"),
+        (["demo", "--kill-at", "17"], "17 is not in the range 2<=x<=16"),
+    ],
+)
+def test_bad_options_are_one_line_errors(sqlite_url: str, args: list[str], message: str) -> None:
+    out = cli(*args, "--db", sqlite_url)
+    assert out.returncode == 2, out
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout == ""
+
+
+def test_a_paused_run_says_how_to_resolve_it_once(sqlite_url: str) -> None:
+    app = outlast.App(sqlite_url)
+    crash = [True]
+
+    @app.step(at_most_once=True)
+    def charge(amount: int) -> str:
+        if crash.pop():
+            raise KeyboardInterrupt  # the process "dies" during the effect
+        return "ok"
+
+    @app.workflow
+    def pay(ctx: outlast.Context) -> str:
+        return charge(5)
+
+    with pytest.raises(KeyboardInterrupt):
+        app.run(pay, run_id="p1")
+    with pytest.raises(outlast.RunPaused) as info:
+        app.run(pay, run_id="p1")
+    text = str(info.value)
+    assert text.count("outlast resolve p1 --redo") == 1, text
+    assert text.count("outlast resolve p1 --done JSON") == 1, text
+    app.close()

@@ -48,7 +48,12 @@ def load_app(target: str, db: str | None = None) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attr, None)
+    if not hasattr(module, attr):
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attr!r} (expected module:app, the App "
+            "object's variable name)"
+        )
+    app = getattr(module, attr)
     if not isinstance(app, App):
         raise click.BadParameter(f"{target!r} is not an outlast.App (found {type(app).__name__})")
     if db:
@@ -131,8 +136,10 @@ def main() -> None:
 @click.argument("target")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--burst", is_flag=True, help="Exit when nothing is left to run.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Runs executed at once.")
-@click.option("--poll", default=0.5, show_default=True, help="Idle poll interval, seconds.")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Runs executed at once.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="Idle poll interval, seconds.")
 def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: float) -> None:
     """Run every runnable run (new, orphaned, due) of the app MODULE:APP."""
     import logging
@@ -151,7 +158,8 @@ def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: flo
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--status", type=click.Choice(["pending", "running", "suspended", "completed", "failed", "cancelled", "paused"]))
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Most runs shown.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
@@ -251,7 +259,8 @@ def cancel(run_id: str, db: str | None) -> None:
 
 @main.command()
 @click.option("--db", help="Store URL (default: a SQLite file in a new temporary folder).")
-@click.option("--kill-at", default=14, show_default=True, help="Step at which the agent is killed.")
+@click.option("--kill-at", default=14, show_default=True, type=click.IntRange(2, 16),
+              help="Step (2-16 of the agent's 16) at which the agent is killed.")
 def demo(db: str | None, kill_at: int) -> None:
     """A research agent killed with SIGKILL at step 14, then resumed from its journal."""
     from .demo import run_demo

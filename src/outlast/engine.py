@@ -267,10 +267,13 @@ def outcome_of(app: App, run: RunRecord) -> Any:
     if run.status == "cancelled":
         raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
     if run.status == "paused":
+        reason = run.reason or "no reason recorded"
+        # Most reasons already say how to resolve: say it once.
+        how = "" if "outlast resolve" in reason else (
+            f". An operator must resolve it: `outlast resolve {run.run_id} --done JSON` records "
+            f"the step's result, `outlast resolve {run.run_id} --redo` runs it again")
         raise RunPaused(
-            f"run {run.run_id!r} is paused: {run.reason or 'no reason recorded'}. An operator "
-            f"must resolve it: `outlast resolve {run.run_id} --done JSON` records the step's "
-            f"result, `outlast resolve {run.run_id} --redo` runs it again (or app.resolve())",
+            f"run {run.run_id!r} is paused: {reason}{how} (or app.resolve())",
             run_id=run.run_id,
             reason=run.reason,
         )

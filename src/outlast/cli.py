@@ -237,10 +237,13 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
         console.print(lit(f"stats: {shown}"))
-        if info.stats.get("tokens") or info.stats.get("saved_steps"):
+        st = info.stats
+        if st.get("llm_calls") or st.get("tokens") or st.get("saved_steps"):
             console.print(
-                f"model: {int(info.stats.get('tokens', 0))} tokens, "
-                f"${info.stats.get('cost', 0.0):.4f} spent; recovery saved {_saved(info.stats) or 'nothing'}"
+                f"model: {int(st.get('llm_calls', 0))} call(s), {int(st.get('tokens', 0))} tokens, "
+                f"${st.get('cost', 0.0):.4f} spent in all; last execution: "
+                f"{int(st.get('last_llm_calls', 0))} call(s), {int(st.get('last_tokens', 0))} "
+                f"tokens, ${st.get('last_cost', 0.0):.4f}; recovery saved {_saved(st) or 'nothing'}"
             )
     if info.status == "completed":
         console.print(lit("result: ", "green"), lit(_result_text(info)), sep="")

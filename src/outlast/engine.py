@@ -147,6 +147,9 @@ def _stats(state: RunState) -> str:
                 for field in ("tokens", "cost"):
                     if isinstance(meta.get(field), (int, float)):
                         stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]
+    # What this execution itself spent, beside the running totals (see run.accounting).
+    for name in ("llm_calls", "tokens", "cost"):
+        stats[f"last_{name}"] = state.stats.get(name, 0)
     return json.dumps(stats, sort_keys=True)
 
 

@@ -123,3 +123,34 @@ def test_a_paused_run_says_how_to_resolve_it_once(sqlite_url: str) -> None:
     assert text.count("outlast resolve p1 --redo") == 1, text
     assert text.count("outlast resolve p1 --done JSON") == 1, text
     app.close()
+
+
+def test_fork_wait_says_what_an_interrupted_graph_waits_for(sqlite_url: str, tmp_path: Path) -> None:
+    from tests.apps import graphy
+
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GRAPHY_LOG": str(tmp_path / "log")}
+    graphy.app.use(sqlite_url)
+    graphy.app.hibernate_after = 0.0
+    try:
+        handle = graphy.app.start(graphy.ask, {"topic": "acme"}, run_id="a1")
+        with pytest.raises(outlast.Timeout):
+            handle.result(timeout=2)
+        graphy.app.send("a1", "resume", "yes")
+        assert handle.result(timeout=30)["approved"] is True
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "outlast.cli", "fork", "tests.apps.graphy:app", "a1", "1",
+             "--db", sqlite_url, "--run-id", "f1", "--wait"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "run f1 is waiting for event 'resume'" in line, line
+        assert '"question": "send it?"' in line and "outlast send f1 resume JSON" in line
+        graphy.app.send("f1", "resume", "no")
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert '"approved": false' in out.splitlines()[-1]
+        assert "waiting for event" not in err  # said once
+    finally:
+        graphy.app.hibernate_after = 5.0
+        graphy.app.close()

@@ -117,3 +117,17 @@ def test_a_run_finished_before_exit_gets_no_warning(sqlite_url: str, tmp_path: P
     assert out.returncode == 0 and "unfinished" not in out.stderr.decode(), out.stderr.decode()
     assert _statuses(sqlite_url) == {"r0": "completed", "r1": "completed"}
     assert os.path.exists(sqlite_url.removeprefix("sqlite:///"))
+
+
+def test_burst_finishes_200_runs_a_script_started_and_left(sqlite_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "steps.log"
+    # 200 runs started in the background, each hanging in its 2nd step when the script ends.
+    out = subprocess.run([sys.executable, "-c", START_AND_HANG, sqlite_url, "200", "exit"],
+                         cwd=ROOT, env=_env(log, hang="2"), capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert "run(s) started with app.start() were unfinished" in out.stderr.decode()
+    assert "running" not in set(_statuses(sqlite_url).values())
+    out = subprocess.run([*WORKER, "--db", sqlite_url], cwd=ROOT, env=_env(log, None),
+                         capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    assert _statuses(sqlite_url) == {f"r{i}": "completed" for i in range(200)}

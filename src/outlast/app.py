@@ -422,7 +422,7 @@ class App:
                 if owned:
                     outcome = engine.execute(self, wf, record, fresh=True)
                     self._notify()
-                    if outcome.status in ("completed", "failed"):
+                    if outcome.status in ("completed", "failed") or self._background.exiting:
                         return
                 engine.drive(self, wf, record.run_id, detach_on_suspend=True)
             except BaseException:  # the outcome is in the store; result() reports it
@@ -431,7 +431,7 @@ class App:
                 self._background.discard(record.run_id)
                 self._notify()
 
-        self._background.add(record.run_id)
+        self._background.add(record.run_id, record.epoch if owned else None)
         threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
         return Run(self, record.run_id)
 

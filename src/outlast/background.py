@@ -33,16 +33,20 @@ class Background:
 
     def __init__(self, app: App) -> None:
         self._app = weakref.ref(app)
-        self._ids: set[str] = set()
+        #: run id -> the epoch it was claimed with when started here (None: not claimed)
+        self._ids: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
         self._pid = os.getpid()
         self._registered = False
+        #: set at exit: background threads stop instead of claiming their run again
+        self.exiting = False
 
-    def add(self, run_id: str) -> None:
-        """Track a run started in the background (registers the exit hook once)."""
+    def add(self, run_id: str, epoch: int | None) -> None:
+        """Track a run started in the background (registers the exit hook once); ``epoch``:
+        the claim it was created with, when it was created owned by this process."""
         with self._lock:
-            self._ids.add(run_id)
+            self._ids[run_id] = epoch
             if not self._registered:
                 atexit.register(self.hand_back)
                 self._registered = True
@@ -50,7 +54,7 @@ class Background:
     def discard(self, run_id: str) -> None:
         """The run's thread ended (finished, suspended or handed back)."""
         with self._done:
-            self._ids.discard(run_id)
+            self._ids.pop(run_id, None)
             self._done.notify_all()
 
     def _wait(self, seconds: float) -> set[str]:
@@ -59,6 +63,17 @@ class Background:
             while self._ids and (left := deadline - time.monotonic()) > 0:
                 self._done.wait(left)
             return set(self._ids)
+
+    @staticmethod
+    def _release(app: App, run_id: str, epoch: int) -> None:
+        assert app._store is not None
+        try:
+            app._store.release(run_id, epoch, "pending")
+        except LeaseLost:
+            pass  # it finished, suspended, released itself or was taken over meanwhile
+        except Exception:
+            log.warning("run %s: could not hand back; its lease will expire", run_id,
+                        exc_info=True)
 
     def hand_back(self, grace: float = EXIT_GRACE) -> list[str]:
         """Stop this process's background runs and release them as pending; returns their ids.
@@ -70,30 +85,35 @@ class Background:
         if app is None or app._hb is None or app._store is None or os.getpid() != self._pid:
             return []  # gone, closed, or a forked child: nothing of ours runs here
         with self._lock:
-            ids = set(self._ids)
+            self.exiting = True
+            ids = dict(self._ids)
         if not ids:
             return []
-        states = [s for s in app._hb.running() if s.run_id in ids]
-        for state in states:
+        states = {s.run_id: s for s in app._hb.running() if s.run_id in ids}
+        for state in states.values():
             state.releasing = True
             state.interrupted = True
+        claims = {rid: epoch for rid, epoch in ids.items() if epoch is not None}
+        claims.update({rid: s.epoch for rid, s in states.items()})
+        # Claimed at creation, its thread not executing yet: released now (a thread that
+        # starts meanwhile has its first write refused, and does not claim again).
+        for run_id in set(claims) - set(states):
+            self._release(app, run_id, claims[run_id])
         left = self._wait(grace)
-        for state in states:
-            if state.run_id in left:
-                try:
-                    app._store.release(state.run_id, state.epoch, "pending")
-                except LeaseLost:
-                    pass  # it finished or was taken over meanwhile
-                except Exception:
-                    log.warning("run %s: could not hand back; its lease will expire",
-                                state.run_id, exc_info=True)
-        handed = sorted(s.run_id for s in states)
+        for run_id in set(states) & left:
+            self._release(app, run_id, claims[run_id])  # still mid-step: abandoned
+        handed = []
+        for run_id in sorted(claims):
+            record = app._store.get_run(run_id)
+            if record is not None and record.status == "pending":
+                handed.append(run_id)
         if handed:
             log.warning(
                 "outlast: the program ended while %d run(s) started with app.start() were "
                 "unfinished; they were handed back as pending: %s. Finish them with "
                 "`outlast worker MODULE:APP`, or wait for them before exiting "
                 "(handle.result()).",
-                len(handed), ", ".join(handed),
+                len(handed),
+                ", ".join(handed[:20]) + (f" and {len(handed) - 20} more" if len(handed) > 20 else ""),
             )
         return handed

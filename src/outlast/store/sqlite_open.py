@@ -24,7 +24,7 @@ from urllib.parse import quote
 from ..errors import ConfigurationError
 
 #: files up to this size are checked (PRAGMA quick_check) when opened read-only
-CHECK_LIMIT = 256 * 1024 * 1024
+CHECK_LIMIT = 64 * 1024 * 1024
 
 DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
 

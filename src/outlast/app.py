@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from . import effects, engine, runs, serde, timetravel
+from . import calls, effects, engine, runs, serde, timetravel
+from .background import Background
 from .budget import Budget
 from .context import Context
 from .errors import ConfigurationError, RunNotFound
@@ -41,6 +42,8 @@ class App:
     10, at most 15); heartbeats renew it every ``lease / 3`` seconds.
     ``hibernate_after``: waits longer than this many seconds suspend the run instead of
     holding a thread (default 5).
+    ``readonly``: only read the store (never create, migrate or write it; see
+    :func:`~outlast.store.open_store`); what ``outlast runs``/``show`` use.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class App:
         *,
         lease: float = 10.0,
         hibernate_after: float = 5.0,
+        readonly: bool = False,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -57,6 +61,7 @@ class App:
         self.url = url or os.environ.get("OUTLAST_DATABASE_URL") or DEFAULT_URL
         self.lease = lease
         self.hibernate_after = hibernate_after
+        self.readonly = readonly
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -66,6 +71,7 @@ class App:
         self._hb: Heartbeat | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self._background = Background(self)
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -84,7 +90,7 @@ class App:
         with self._lock:
             if self._store is not None and self._pid == os.getpid():
                 return
-            self._store = open_store(self.url)
+            self._store = open_store(self.url, readonly=self.readonly)
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()
@@ -268,7 +274,9 @@ class App:
 
     # -- starting runs ------------------------------------------------------------------------
 
-    def _resolve(self, workflow: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
+    def _resolve(self, workflow: Workflow[Any, Any] | str, verb: str = "run") -> Workflow[Any, Any]:
+        if not isinstance(workflow, Workflow | str):
+            raise calls.not_a_workflow(workflow, verb)
         if isinstance(workflow, Workflow):
             if workflow.app is not self:
                 raise ConfigurationError(
@@ -355,7 +363,7 @@ class App:
         A finished run returns its stored result (or raises its stored error) without
         running again. A paused run raises RunPaused naming the reason and the fix.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run")
         if wf.is_async:
             try:
                 import asyncio  # lazily: slow to import; sync users never need it
@@ -407,7 +415,7 @@ class App:
         **kwargs: Any,
     ) -> Any:
         """:meth:`run` for async callers; async workflows execute on the running loop."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run_async")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -451,8 +459,10 @@ class App:
 
         The run is stored before this returns, so events sent right after are kept. If it
         hibernates, the thread ends; ``handle.result()`` (or a worker) resumes it when due.
+        If the program ends while the run is still executing here, the run is handed back as
+        ``pending`` at exit (with a warning) for a worker or a later ``app.run`` to finish.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "start")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -463,14 +473,16 @@ class App:
                 if owned:
                     outcome = engine.execute(self, wf, record, fresh=True)
                     self._notify()
-                    if outcome.status in ("completed", "failed"):
+                    if outcome.status in ("completed", "failed") or self._background.exiting:
                         return
                 engine.drive(self, wf, record.run_id, detach_on_suspend=True)
             except BaseException:  # the outcome is in the store; result() reports it
                 pass
             finally:
+                self._background.discard(record.run_id)
                 self._notify()
 
+        self._background.add(record.run_id, record.epoch if owned else None)
         threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
         return Run(self, record.run_id)
 
@@ -503,7 +515,7 @@ class App:
         **kwargs: Any,
     ) -> Run[Any]:
         """Record the run for the workers (``outlast worker``) and return its handle at once."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "enqueue")
         record, _ = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=False,

@@ -58,11 +58,12 @@ def prune(older_than: str, db: str | None) -> None:
 @click.argument("target")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8155, show_default=True)
+@click.option("--port", default=8155, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="OUTLAST_SERVE_TOKEN", help="Bearer token (required beyond 127.0.0.1).")
 @click.option("--worker/--no-worker", default=True, show_default=True,
               help="Also run a worker in this process, so started and woken runs execute here.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Worker's runs at once.")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Worker's runs at once.")
 def serve(
     target: str, db: str | None, host: str, port: int, token: str | None, worker: bool, concurrency: int
 ) -> None:

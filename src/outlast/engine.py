@@ -161,6 +161,9 @@ def _stats(state: RunState) -> str:
                 for field in ("tokens", "cost"):
                     if isinstance(meta.get(field), (int, float)):
                         stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]
+    # What this execution itself spent, beside the running totals (see run.accounting).
+    for name in ("llm_calls", "tokens", "cost"):
+        stats[f"last_{name}"] = state.stats.get(name, 0)
     return json.dumps(stats, sort_keys=True)
 
 
@@ -347,10 +350,13 @@ def outcome_of(app: App, run: RunRecord) -> Any:
     if run.status == "cancelled":
         raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
     if run.status == "paused":
+        reason = run.reason or "no reason recorded"
+        # Most reasons already say how to resolve: say it once.
+        how = "" if "outlast resolve" in reason else (
+            f". An operator must resolve it: `outlast resolve {run.run_id} --done JSON` records "
+            f"the step's result, `outlast resolve {run.run_id} --redo` runs it again")
         raise RunPaused(
-            f"run {run.run_id!r} is paused: {run.reason or 'no reason recorded'}. An operator "
-            f"must resolve it: `outlast resolve {run.run_id} --done JSON` records the step's "
-            f"result, `outlast resolve {run.run_id} --redo` runs it again (or app.resolve())",
+            f"run {run.run_id!r} is paused: {reason}{how} (or app.resolve())",
             run_id=run.run_id,
             reason=run.reason,
         )

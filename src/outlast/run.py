@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunInfo", "StepInfo"]
 
 R = TypeVar("R")
+#: the journal kind of a recorded model call (outlast.llm.record.KIND)
+LLM_KIND = "llm"
+#: stats that count things, shown as ints
+COUNTS = ("llm_calls", "last_llm_calls", "tokens", "last_tokens", "saved_steps", "saved_tokens",
+          "recoveries_seen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,32 @@ class StepInfo:
             entry.name, entry.kind, entry.key, entry.position, entry.status, entry.attempts,
             entry.started_at, entry.ended_at, error, meta,
         )
+
+
+def accounting(stored: str | None, entries: list[Entry] | None) -> dict[str, Any]:
+    """The run's stats, with one definition of what it spent on model calls.
+
+    ``llm_calls``, ``tokens``, ``cost``: what the run spent in all, summed over the model
+    calls recorded in its journal (completed or failed, whatever became of the execution that
+    made them: a SIGKILLed one never wrote its figures). Computed here when the journal is
+    loaded (``app.get_run``, ``outlast show``); without it (``list_runs``), the totals written
+    when the last execution ended. ``last_llm_calls``, ``last_tokens``, ``last_cost``: what
+    the last execution that ended spent. Counts are ints.
+    """
+    stats: dict[str, Any] = json.loads(stored) if stored else {}
+    calls = [e for e in entries or () if e.kind == LLM_KIND]
+    if calls or (entries is not None and "llm_calls" in stats):
+        stats["llm_calls"] = len(calls)
+        stats["tokens"] = stats["cost"] = 0
+        for entry in calls:
+            meta = json.loads(entry.meta) if entry.meta else {}
+            for name in ("tokens", "cost"):
+                if isinstance(meta.get(name), int | float):
+                    stats[name] += meta[name]
+    for name in COUNTS:
+        if isinstance(stats.get(name), float) and stats[name].is_integer():
+            stats[name] = int(stats[name])
+    return stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +138,7 @@ class RunInfo:
         return cls(
             run.run_id, run.workflow, run.status, run.created_at, run.started_at, run.ended_at,
             run.queue, run.parent_id, run.reason, run.recoveries,
-            json.loads(run.stats) if run.stats else {},
+            accounting(run.stats, entries),
             [StepInfo.from_entry(e) for e in entries or []],
             run.output, run.error, blobs,
         )

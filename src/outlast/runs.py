@@ -11,7 +11,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import calls, serde
 from .errors import ConfigurationError, RunConflict
 from .store.base import NewRun, RunRecord
 
@@ -56,6 +56,7 @@ def create(
         raise ConfigurationError(
             f"run_id must be a non-empty string of at most {MAX_RUN_ID} characters, got {run_id!r}"
         )
+    calls.check_arguments(wf, args, kwargs)  # before anything is recorded: the id stays free
     rid = run_id or new_run_id()
     data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
     queue_name = queue or wf.queue

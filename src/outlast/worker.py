@@ -47,7 +47,9 @@ ORPHAN_SCAN = 1.0
 class Worker:
     """Executes the app's runs, up to ``concurrency`` at once.
 
-    ``burst``: exit once nothing is runnable and nothing is executing.
+    ``burst``: exit once nothing is runnable and nothing is executing: runs that are pending,
+    due, or owned by a dead process on this host are all taken, in rounds of ``concurrency``,
+    and a last scan finds none left.
     ``poll``: longest idle wait between claims (PostgreSQL wakes workers sooner via NOTIFY).
     """
 
@@ -145,7 +147,14 @@ class Worker:
                 with self._lock:
                     idle = not self._active
                 if self.burst and idle:
-                    break
+                    # The orphan scan is rate-limited and each claim took at most the free
+                    # slots: look once more, now, before deciding that nothing is left.
+                    claimed = self._claim(self.concurrency, rescan=True)
+                    if not claimed:
+                        break
+                    for run in claimed:
+                        self._submit(pool, run)
+                    continue
                 if free > 0:
                     self._slot_freed.clear()
                     self.app.store.wait_for_work(self.poll)
@@ -159,7 +168,9 @@ class Worker:
                 self._slot_freed.clear()
         return self.executed
 
-    def _claim(self, free: int) -> list[RunRecord]:
+    def _claim(self, free: int, rescan: bool = False) -> list[RunRecord]:
+        if rescan:
+            self._last_orphan_scan = 0.0
         claimed = self._claim_orphans(free)
         if len(claimed) < free:
             claimed += self.app.store.claim(

@@ -91,7 +91,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     #: how long operations keep retrying connection faults, in seconds
     retry_for: float = 30.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         conninfo, self.url, options = parse_url(url)
         self.schema = options["schema"]
         self.retry_for = options["retry_for"]
@@ -107,7 +107,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._listen_lock = threading.Lock()
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                self._migrate(conn)
+                if readonly:
+                    self._check_schema(conn)
+                else:
+                    self._migrate(conn)
         except psycopg.OperationalError as exc:
             raise ConfigurationError(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}. Check that "
@@ -125,6 +128,21 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._pool.open(wait=options["pool_min"] > 0, timeout=30.0)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_schema(self, conn: Conn) -> None:
+        """For commands that only read: the schema must exist; nothing is created."""
+        q = self._q
+        exists = conn.execute(q.schema_exists, {"schema": self.schema}).fetchone() is not None
+        if exists:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
+                (self.schema,),
+            ).fetchone() is not None
+        if not exists:
+            raise ConfigurationError(
+                f"no outlast schema {self.schema!r} at {self.url}. Check the URL's database "
+                "and ?schema= (default outlast); it is created by the first run or worker"
+            )
 
     def _migrate(self, conn: Conn) -> None:
         q, schema = self._q, self.schema

@@ -28,7 +28,7 @@ from ..errors import (
     RunNotFound,
     StoreError,
 )
-from . import migrations
+from . import migrations, sqlite_open
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
 from .faults import disk_full, fault, guard_public
 from .sqlite_queues import Admission
@@ -109,7 +109,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             return fault(self, exc, transient=False)
         return None
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url
         path, options = _parse_url(url)
         sync = options.get("synchronous", "normal").lower()
@@ -123,6 +123,20 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         except ValueError:
             raise ConfigurationError(f"busy_timeout must be milliseconds in {url!r}") from None
         self.path = path
+        self._lock = threading.RLock()
+        self._closed = False
+        # A file this process cannot write is read the same way: what is stored stays readable.
+        self.readonly = readonly or not sqlite_open.writable(path)
+        if self.readonly:
+            self._conn, version = sqlite_open.connect_readonly(path, busy_ms)
+            newest = MIGRATIONS[-1].version
+            if version > newest:
+                self._conn.close()
+                raise ConfigurationError(
+                    f"the database at {url} has schema version {version}, newer than this "
+                    f"outlast supports ({newest}); upgrade outlast"
+                )
+            return
         if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
@@ -135,13 +149,13 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
-                _enable_wal(self._conn, busy_ms)
+                sqlite_open.enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
+            if sqlite_open.is_damage(exc):
+                raise sqlite_open.damaged(path, exc) from None
             raise ConfigurationError(f"cannot open SQLite database {url!r}: {exc}") from exc
-        self._lock = threading.RLock()
-        self._closed = False
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -202,6 +216,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         try:
             migrations.apply(_Target(), MIGRATIONS, self._tx, self.url)
         except sqlite3.DatabaseError as exc:
+            if sqlite_open.is_damage(exc):
+                raise sqlite_open.damaged(self.path, exc) from None
             raise ConfigurationError(
                 f"cannot use {self.url!r} as an outlast database: {exc}"
             ) from exc
@@ -233,6 +249,15 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def create_run(
         self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
     ) -> tuple[RunRecord, bool]:
+        if self.readonly:
+            # INSERT ... ON CONFLICT DO NOTHING would still need the write lock: look first.
+            stored = self.get_run(run.run_id)
+            if stored is None:
+                raise ConfigurationError(
+                    f"cannot record run {run.run_id!r}: the database at {self.path} is read-only "
+                    "here (open it where it is writable); reading stored runs works"
+                )
+            return stored, False
         now = time.time()
         claimed = owner is not None
         record = RunRecord(
@@ -588,20 +613,6 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def _enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
-    """Switch the file to WAL. SQLite refuses at once with "database is locked", without
-    waiting out busy_timeout, while another connection switches the same file: retry."""
-    deadline = time.monotonic() + busy_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _entry_row(entry: Entry) -> tuple[Any, ...]:

@@ -9,7 +9,6 @@ share that core; here only the sending, the streaming and the waiting differ.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
@@ -152,6 +151,8 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
     if prep is None:
         return method(**kwargs)
     got = record.replay(prep)
+    if isinstance(got, record.BrokenStream):
+        return ReplayStream(got.events, got.error)
     if got is not AGAIN:
         return ReplayStream(got) if prep.stream else got
     record.check_budget(prep)
@@ -169,7 +170,7 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
             prep.state.app._pause(delay, prep.state)
             continue
         if prep.stream:
-            return RecordingStream(response, functools.partial(_finish, prep, started, attempt))
+            return RecordingStream(response, _Outcome(prep, started, attempt))
         record.record_ok(prep, response, started, attempt)
         return response
 
@@ -186,6 +187,8 @@ def _call_async(
 
 async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     got = record.replay(prep)
+    if isinstance(got, record.BrokenStream):
+        return AsyncReplayStream(got.events, got.error)
     if got is not AGAIN:
         return AsyncReplayStream(got) if prep.stream else got
     record.check_budget(prep)
@@ -204,29 +207,45 @@ async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[s
             prep.state.check()
             continue
         if prep.stream:
-            return AsyncRecordingStream(response, functools.partial(_finish, prep, started, attempt))
+            return AsyncRecordingStream(response, _Outcome(prep, started, attempt))
         record.record_ok(prep, response, started, attempt)
         return response
 
 
-def _finish(prep: Prepared, started: float, attempts: int, events: list[Any]) -> None:
-    record.record_ok(prep, events, started, attempts)
+class _Outcome:
+    """Records a live stream once, when it ends or breaks."""
+
+    def __init__(self, prep: Prepared, started: float, attempts: int) -> None:
+        self._args: tuple[Prepared, float, int] | None = (prep, started, attempts)
+
+    def ended(self, events: list[Any]) -> None:
+        args, self._args = self._args, None
+        if args is not None:
+            record.record_ok(args[0], events, args[1], args[2])
+
+    def broke(self, events: list[Any], exc: Exception) -> None:
+        # Recorded like a failed call, so the workflow's own retry replays on the same path
+        # instead of the first attempt being sent again (and succeeding) on resume.
+        args, self._args = self._args, None
+        if args is not None:
+            record.record_failed(args[0], exc, args[1], args[2], partial=events)
 
 
 # -- streams -----------------------------------------------------------------------------------
 
 
 class RecordingStream:
-    """The SDK's stream, passed through; recorded once it has been read to the end.
+    """The SDK's stream, passed through; recorded once it has been read to the end, or once
+    it broke (the events read so far and the error: a replay yields those, then raises it).
 
     A stream abandoned before its end is not recorded: the call is made again on resume.
     """
 
-    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+    def __init__(self, inner: Any, outcome: _Outcome) -> None:
         self._inner = inner
         self._iter: Iterator[Any] = iter(inner)
         self._events: list[Any] = []
-        self._finish: Callable[[list[Any]], None] | None = finish
+        self._outcome = outcome
 
     def __iter__(self) -> RecordingStream:
         return self
@@ -235,9 +254,10 @@ class RecordingStream:
         try:
             event = next(self._iter)
         except StopIteration:
-            finish, self._finish = self._finish, None
-            if finish is not None:
-                finish(self._events)
+            self._outcome.ended(self._events)
+            raise
+        except Exception as exc:
+            self._outcome.broke(self._events, exc)
             raise
         self._events.append(event)
         return event
@@ -259,11 +279,11 @@ class RecordingStream:
 class AsyncRecordingStream:
     """:class:`RecordingStream` for async clients."""
 
-    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+    def __init__(self, inner: Any, outcome: _Outcome) -> None:
         self._inner = inner
         self._iter: AsyncIterator[Any] = inner.__aiter__()
         self._events: list[Any] = []
-        self._finish: Callable[[list[Any]], None] | None = finish
+        self._outcome = outcome
 
     def __aiter__(self) -> AsyncRecordingStream:
         return self
@@ -272,9 +292,10 @@ class AsyncRecordingStream:
         try:
             event = await self._iter.__anext__()
         except StopAsyncIteration:
-            finish, self._finish = self._finish, None
-            if finish is not None:
-                finish(self._events)
+            self._outcome.ended(self._events)
+            raise
+        except Exception as exc:
+            self._outcome.broke(self._events, exc)
             raise
         self._events.append(event)
         return event
@@ -294,19 +315,27 @@ class AsyncRecordingStream:
 
 
 class ReplayStream:
-    """A recorded stream played back: the same events, as the same SDK types."""
+    """A recorded stream played back: the same events, as the same SDK types (and, for a
+    stream that broke, the same error after them)."""
 
     #: no HTTP response stands behind a replayed stream
     response = None
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], error: BaseException | None = None) -> None:
         self._iter = iter(events)
+        self._error = error
 
     def __iter__(self) -> ReplayStream:
         return self
 
     def __next__(self) -> Any:
-        return next(self._iter)
+        try:
+            return next(self._iter)
+        except StopIteration:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
+            raise
 
     def __enter__(self) -> ReplayStream:
         return self
@@ -323,8 +352,9 @@ class AsyncReplayStream:
 
     response = None
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], error: BaseException | None = None) -> None:
         self._iter = iter(events)
+        self._error = error
 
     def __aiter__(self) -> AsyncReplayStream:
         return self
@@ -333,6 +363,9 @@ class AsyncReplayStream:
         try:
             return next(self._iter)
         except StopIteration:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
             raise StopAsyncIteration from None
 
     async def __aenter__(self) -> AsyncReplayStream:

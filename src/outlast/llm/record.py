@@ -6,8 +6,9 @@ entry of kind ``"llm"``:
 
 * ``output``: ``{"request": <the request, encoded with content-addressed blobs>, "class":
   <SDK class>, "response": <the response as JSON>}``, or ``"classes"`` and ``"events"`` for
-  a stream. The request is kept as encoded text, so a replay reads the response without
-  reassembling the (possibly long) conversation; it is decoded only to show a difference.
+  a stream (a stream that broke mid-way is a ``"failed"`` entry holding the error, with the
+  events read before the break in ``meta["partial"]``). The request is kept as encoded
+  text, so a replay reads the response without reassembling the (possibly long) conversation; it is decoded only to show a difference.
 * ``meta``: provider, api, model, input/output/total tokens, cost, latency, stream flag and
   ``fp``, the request's fingerprint (the hash of its encoding; blob hashes stand for their
   content, so it is exact).
@@ -132,6 +133,14 @@ class _Again:
 AGAIN = _Again()
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenStream:
+    """A recorded stream that failed after ``events``: replayed, it yields them, then raises."""
+
+    events: list[Any]
+    error: BaseException
+
+
 def replay(prep: Prepared) -> Any:
     """The recorded answer (object, events list, or raises the recorded error), or AGAIN."""
     entry = prep.call.entry
@@ -147,12 +156,32 @@ def replay(prep: Prepared) -> Any:
             return AGAIN
         raise _changed(prep, entry, fetch)
     if entry.status == "failed":
-        raise serde.load_error(entry.output or b"null", step=prep.name)
+        error = serde.load_error(entry.output or b"null", step=prep.name)
+        partial = meta.get("partial")
+        if prep.stream and isinstance(partial, dict):
+            return BrokenStream(_events(partial), error)
+        raise error
     data = serde.loads(entry.output or b"null", what=_what(prep), blobs=fetch)
     if "events" in data:
-        classes = data["classes"]
-        return [rebuild(classes[i], event) for i, event in data["events"]]
+        return _events(data)
     return rebuild(data["class"], data["response"])
+
+
+def _events(data: Mapping[str, Any]) -> list[Any]:
+    classes = data["classes"]
+    return [rebuild(classes[i], event) for i, event in data["events"]]
+
+
+def _dump_events(events: list[Any]) -> dict[str, Any]:
+    """Stream events as ``{"classes": [class paths], "events": [[class index, data]...]}``."""
+    classes: list[str] = []
+    dumped = []
+    for event in events:
+        path = class_path(event)
+        if path not in classes:
+            classes.append(path)
+        dumped.append([classes.index(path), dump(event)])
+    return {"classes": classes, "events": dumped}
 
 
 def _what(prep: Prepared) -> str:
@@ -214,14 +243,8 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
     state = prep.state
     payload: dict[str, Any] = {"request": prep.encoded.decode("utf-8", "surrogatepass")}
     if isinstance(response, list):
-        classes: list[str] = []
-        events = []
-        for event in response:
-            path = class_path(event)
-            if path not in classes:
-                classes.append(path)
-            events.append([classes.index(path), dump(event)])
-        payload.update(classes=classes, events=events)
+        payload.update(_dump_events(response))
+        events = payload["events"]
         tokens_in, tokens_out = usage(prep.api, None, [e for _, e in events])
         model = next(
             (m for _, e in events if isinstance(m := _model_of(e), str)), prep.request.get("model")
@@ -252,10 +275,24 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
     _write(prep, "completed", output, attempts, started, ended, meta, blobs)
 
 
-def record_failed(prep: Prepared, exc: BaseException, started: float, attempts: int) -> None:
-    """Journal a call that failed for good, so a replay fails the same way."""
-    meta = {"provider": prep.api.provider, "api": prep.api.name, "fp": prep.fp,
-            "model": str(prep.request.get("model") or ""), "tokens": 0, "cost": 0.0}
+def record_failed(
+    prep: Prepared,
+    exc: BaseException,
+    started: float,
+    attempts: int,
+    partial: list[Any] | None = None,
+) -> None:
+    """Journal a call that failed for good, so a replay fails the same way.
+
+    ``partial``: the events of a stream that broke while it was read; a replay yields them
+    again before it raises, so the workflow takes the same path (its retry included)."""
+    meta: dict[str, Any] = {
+        "provider": prep.api.provider, "api": prep.api.name, "fp": prep.fp,
+        "model": str(prep.request.get("model") or ""), "tokens": 0, "cost": 0.0,
+        "stream": prep.stream,
+    }
+    if partial is not None:
+        meta["partial"] = _dump_events(partial)
     _write(prep, "failed", serde.dump_error(exc), attempts, started, time.time(), meta, {})
 
 

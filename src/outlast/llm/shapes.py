@@ -173,6 +173,8 @@ def describe_diff(recorded: Any, current: Any, path: str = "", limit: int = 5) -
                 if len(out) >= limit:
                     return
         elif isinstance(a, list) and isinstance(b, list):
+            if where == "tools" and _tools_changed(a, b, out):
+                return
             for i, (x, y) in enumerate(zip(a, b, strict=False)):
                 walk(x, y, f"{where}[{i}]")
             if len(a) != len(b) and len(out) < limit:
@@ -182,3 +184,26 @@ def describe_diff(recorded: Any, current: Any, path: str = "", limit: int = 5) -
 
     walk(recorded, current, path)
     return out
+
+
+def _tool_name(tool: Any) -> str | None:
+    # chat.completions: {"function": {"name"}}; responses and Anthropic: {"name"}.
+    if not isinstance(tool, Mapping):
+        return None
+    inner = tool.get("function")
+    name = inner.get("name") if isinstance(inner, Mapping) else tool.get("name")
+    return name if isinstance(name, str) else None
+
+
+def _tools_changed(recorded: list[Any], current: list[Any], out: list[str]) -> bool:
+    """Name the tools added or removed (one line); False when the same tools are listed."""
+    before = [_tool_name(t) for t in recorded]
+    after = [_tool_name(t) for t in current]
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    if not added and not removed:
+        return False
+    parts = [f"{label} {', '.join(repr(n) if n else '(unnamed)' for n in names)}"
+             for label, names in (("added", added), ("removed", removed)) if names]
+    out.append(f"tools: {'; '.join(parts)} (recorded {len(recorded)} tools, now {len(current)})")
+    return True

@@ -1,15 +1,16 @@
 """``wrap(client)``: an openai or anthropic client whose model calls are journaled steps.
 
-The wrapper is a thin proxy: every attribute is the client's own, except the methods that
-call a model (``chat.completions.create``, ``responses.create``, ``messages.create``,
-``messages.stream``), which go through :mod:`outlast.llm.record`. Sync and async clients
-share that core; here only the sending, the streaming and the waiting differ.
+The wrapper is a thin proxy: the methods that call a model (``chat.completions.create``,
+``responses.create``, ``messages.create``, ``messages.stream``) go through
+:mod:`outlast.llm.record`; every other SDK method is refused inside a workflow
+(:mod:`outlast.llm.escape`), and other attributes are the client's own. Sync and async
+clients share that core; here only the sending, the streaming and the waiting differ.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from ..context import current_run, current_step
 from ..errors import ConfigurationError
 from ..retry import NO_RETRY, Retry
-from . import record
+from . import escape, record
 from .pricing import Price
 from .record import AGAIN, Options, Prepared
 from .shapes import API, APIS
@@ -27,8 +28,7 @@ __all__ = ["wrap"]
 
 C = TypeVar("C")
 
-# Attribute paths leading to a model call, and the calls themselves.
-_PATHS = frozenset({"chat", "chat.completions", "responses", "messages"})
+# The journaled calls.
 _METHODS: Mapping[str, API] = {
     "chat.completions.create": APIS["chat.completions"],
     "responses.create": APIS["responses"],
@@ -50,7 +50,9 @@ def wrap(
 
     Inside a workflow (and not inside a step), each call is a durable call: on replay it
     returns the recorded response (or stream) without contacting the model. Outside a
-    workflow, or inside a step, it is a plain call.
+    workflow, or inside a step, it is a plain call. Other SDK methods that send a request
+    raise :class:`~outlast.ConfigurationError` inside a workflow (see
+    :func:`outlast.llm.unrecorded`).
 
     ``on_change``: what a replayed call does when the request differs from the recorded one:
     ``"error"`` (raise :class:`~outlast.NonDeterminismError` showing the difference) or
@@ -73,7 +75,8 @@ def wrap(
 
 
 class Wrapped:
-    """A client with journaled model calls (see :func:`wrap`); other attributes pass through."""
+    """A client with journaled model calls (see :func:`wrap`); its other request-sending
+    methods refuse to run inside a workflow (:mod:`outlast.llm.escape`)."""
 
     def __init__(self, client: Any, options: Options) -> None:
         self._client = client
@@ -96,6 +99,8 @@ class Wrapped:
         client = self._client.with_options(**kwargs) if kwargs else self._client
         return Wrapped(client, replace(self._options, **ours))
 
+    copy = with_options
+
     def __getattr__(self, attr: str) -> Any:
         return _resolve(self, self._client, attr, attr)
 
@@ -117,14 +122,20 @@ class _Path:
 
 def _resolve(root: Wrapped, target: Any, attr: str, path: str) -> Any:
     value = getattr(target, attr)
-    if path in _PATHS:
-        return _Path(root, value, path)
     api = _METHODS.get(path)
     if api is not None:
         return _bind(root, api, value)
     if path == "messages.stream":
         return _stream_helper(root, target.create)
-    return value
+    if attr.startswith("_"):
+        return value
+    if escape.is_resource(value):
+        return _Path(root, value, path)
+    if not (inspect.ismethod(value) or inspect.isfunction(value)) or path in escape.HARMLESS:
+        return value
+    if path == "with_middleware":  # a new client: wrapped like this one
+        return lambda *a, **k: Wrapped(value(*a, **k), root._options)
+    return escape.guard(value, path)
 
 
 def _bind(root: Wrapped, api: API, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -152,6 +163,8 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
     if prep is None:
         return method(**kwargs)
     got = record.replay(prep)
+    if isinstance(got, record.BrokenStream):
+        return ReplayStream(got.events, got.error)
     if got is not AGAIN:
         return ReplayStream(got) if prep.stream else got
     record.check_budget(prep)
@@ -169,7 +182,7 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
             prep.state.app._pause(delay, prep.state)
             continue
         if prep.stream:
-            return RecordingStream(response, functools.partial(_finish, prep, started, attempt))
+            return RecordingStream(response, _Outcome(prep, started, attempt))
         record.record_ok(prep, response, started, attempt)
         return response
 
@@ -186,6 +199,8 @@ def _call_async(
 
 async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
     got = record.replay(prep)
+    if isinstance(got, record.BrokenStream):
+        return AsyncReplayStream(got.events, got.error)
     if got is not AGAIN:
         return AsyncReplayStream(got) if prep.stream else got
     record.check_budget(prep)
@@ -204,29 +219,45 @@ async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[s
             prep.state.check()
             continue
         if prep.stream:
-            return AsyncRecordingStream(response, functools.partial(_finish, prep, started, attempt))
+            return AsyncRecordingStream(response, _Outcome(prep, started, attempt))
         record.record_ok(prep, response, started, attempt)
         return response
 
 
-def _finish(prep: Prepared, started: float, attempts: int, events: list[Any]) -> None:
-    record.record_ok(prep, events, started, attempts)
+class _Outcome:
+    """Records a live stream once, when it ends or breaks."""
+
+    def __init__(self, prep: Prepared, started: float, attempts: int) -> None:
+        self._args: tuple[Prepared, float, int] | None = (prep, started, attempts)
+
+    def ended(self, events: list[Any]) -> None:
+        args, self._args = self._args, None
+        if args is not None:
+            record.record_ok(args[0], events, args[1], args[2])
+
+    def broke(self, events: list[Any], exc: Exception) -> None:
+        # Recorded like a failed call, so the workflow's own retry replays on the same path
+        # instead of the first attempt being sent again (and succeeding) on resume.
+        args, self._args = self._args, None
+        if args is not None:
+            record.record_failed(args[0], exc, args[1], args[2], partial=events)
 
 
 # -- streams -----------------------------------------------------------------------------------
 
 
 class RecordingStream:
-    """The SDK's stream, passed through; recorded once it has been read to the end.
+    """The SDK's stream, passed through; recorded once it has been read to the end, or once
+    it broke (the events read so far and the error: a replay yields those, then raises it).
 
     A stream abandoned before its end is not recorded: the call is made again on resume.
     """
 
-    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+    def __init__(self, inner: Any, outcome: _Outcome) -> None:
         self._inner = inner
         self._iter: Iterator[Any] = iter(inner)
         self._events: list[Any] = []
-        self._finish: Callable[[list[Any]], None] | None = finish
+        self._outcome = outcome
 
     def __iter__(self) -> RecordingStream:
         return self
@@ -235,9 +266,10 @@ class RecordingStream:
         try:
             event = next(self._iter)
         except StopIteration:
-            finish, self._finish = self._finish, None
-            if finish is not None:
-                finish(self._events)
+            self._outcome.ended(self._events)
+            raise
+        except Exception as exc:
+            self._outcome.broke(self._events, exc)
             raise
         self._events.append(event)
         return event
@@ -259,11 +291,11 @@ class RecordingStream:
 class AsyncRecordingStream:
     """:class:`RecordingStream` for async clients."""
 
-    def __init__(self, inner: Any, finish: Callable[[list[Any]], None]) -> None:
+    def __init__(self, inner: Any, outcome: _Outcome) -> None:
         self._inner = inner
         self._iter: AsyncIterator[Any] = inner.__aiter__()
         self._events: list[Any] = []
-        self._finish: Callable[[list[Any]], None] | None = finish
+        self._outcome = outcome
 
     def __aiter__(self) -> AsyncRecordingStream:
         return self
@@ -272,9 +304,10 @@ class AsyncRecordingStream:
         try:
             event = await self._iter.__anext__()
         except StopAsyncIteration:
-            finish, self._finish = self._finish, None
-            if finish is not None:
-                finish(self._events)
+            self._outcome.ended(self._events)
+            raise
+        except Exception as exc:
+            self._outcome.broke(self._events, exc)
             raise
         self._events.append(event)
         return event
@@ -294,19 +327,27 @@ class AsyncRecordingStream:
 
 
 class ReplayStream:
-    """A recorded stream played back: the same events, as the same SDK types."""
+    """A recorded stream played back: the same events, as the same SDK types (and, for a
+    stream that broke, the same error after them)."""
 
     #: no HTTP response stands behind a replayed stream
     response = None
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], error: BaseException | None = None) -> None:
         self._iter = iter(events)
+        self._error = error
 
     def __iter__(self) -> ReplayStream:
         return self
 
     def __next__(self) -> Any:
-        return next(self._iter)
+        try:
+            return next(self._iter)
+        except StopIteration:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
+            raise
 
     def __enter__(self) -> ReplayStream:
         return self
@@ -323,8 +364,9 @@ class AsyncReplayStream:
 
     response = None
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], error: BaseException | None = None) -> None:
         self._iter = iter(events)
+        self._error = error
 
     def __aiter__(self) -> AsyncReplayStream:
         return self
@@ -333,6 +375,9 @@ class AsyncReplayStream:
         try:
             return next(self._iter)
         except StopIteration:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error from None
             raise StopAsyncIteration from None
 
     async def __aenter__(self) -> AsyncReplayStream:

@@ -112,6 +112,10 @@ class FakeLLMServer:
     - `host`, `port`: where to listen; port 0 picks a free one.
     - `latency`: seconds before every answer; `chunk_delay`: seconds between streamed events.
     - `reply_tokens`: the length of default replies, in estimated tokens.
+    - `keep_bodies`: record each request's body (default). A long conversation resends its
+      history every turn, so the bodies of 300 turns of 2 KB messages hold ~180 MB; give
+      False to a server that serves such a run in a process whose memory is measured
+      (`RecordedRequest.body` is then None).
     """
 
     def __init__(
@@ -123,8 +127,10 @@ class FakeLLMServer:
         latency: float = 0.0,
         chunk_delay: float = 0.0,
         reply_tokens: int | None = None,
+        keep_bodies: bool = True,
     ) -> None:
         self.latency = latency
+        self.keep_bodies = keep_bodies
         self.chunk_delay = chunk_delay
         self.reply_tokens = reply_tokens
         self._responder: Responder | None = None
@@ -244,7 +250,8 @@ class FakeLLMServer:
             fault = next((f for f in self._faults if f.matches(path)), None)
             if fault is not None:
                 self._faults.remove(fault)
-            arrival = RecordedRequest(handler.command, path, body, headers, time.monotonic(), fault)
+            kept = body if self.keep_bodies else None
+            arrival = RecordedRequest(handler.command, path, kept, headers, time.monotonic(), fault)
             self._requests.append(arrival)
         log.debug("%s %s%s", handler.command, path, f" ({fault})" if fault else "")
         provider: Provider
@@ -471,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         chunk_delay=args.chunk_delay,
         reply_tokens=args.reply_tokens,
+        keep_bodies=False,  # nobody can read them from outside the process
     )
     with server:
         print(server.url, flush=True)

@@ -47,6 +47,9 @@ def test_a_module_level_async_client_works_across_async_steps_of_a_sync_workflow
         thread.join()
         assert other == [["z", "w"]]
         assert len(set(loops)) == 1  # one process-wide loop served every execution
+        from outlast import aio
+
+        aio.run(client.close())  # its connections live on that loop: close them there
         app.close()
 
 

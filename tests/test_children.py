@@ -140,6 +140,7 @@ def _build(app: outlast.App, ran: Counter[str]) -> outlast.Workflow[..., object]
     return fan
 
 
+@pytest.mark.counts_executions
 def test_gather_of_steps_and_children_replays_deterministically(
     app: outlast.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:

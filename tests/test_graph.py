@@ -35,6 +35,7 @@ def _graphy(store_url: str, run_id: str, which: str, log: Path) -> subprocess.Co
     return subprocess.run(cmd, cwd=ROOT, env=_env(log), capture_output=True, timeout=60)
 
 
+@pytest.mark.counts_executions
 def test_sigkill_inside_node6_resumes_at_node6(store_url: str, tmp_path: Path) -> None:
     log = tmp_path / "nodes.log"
     cmd = [sys.executable, "-m", "tests.apps.graphy", store_url, "g-kill", "chain"]
@@ -138,6 +139,7 @@ def test_updates_are_stored_as_deltas(store_url: str) -> None:
     app.close()
 
 
+@pytest.mark.counts_executions
 def test_interrupt_across_process_restart(
     store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

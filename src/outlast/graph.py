@@ -354,7 +354,8 @@ class _Execution:
         else:
             self.state, self.seq, self.since_snap = dict(state), 0, 0
             self.next = graph.successor(START, self.state, rs.run_id)
-        self.executed = 0
+        # Nodes count across executions: max_nodes bounds the run, not one process's share.
+        self.executed = len(entries)
 
     def _start_fork(self, fork: dict[str, Any]) -> None:
         base, cp = self.rs.app._fork_base(self.graph, fork["run"], fork["checkpoint"])

@@ -55,8 +55,11 @@ from .postgres_sql import (
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-# connection-level failures (08xxx) and a server shutting down or starting up
-_RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
+# connection-level failures (08xxx), a server shutting down or starting up, and a session the
+# server ended for idling in a transaction (its transaction was rolled back)
+_RETRY_SQLSTATES = ("57P01", "57P02", "57P03", "25P03")
+# faults that certainly left nothing applied: the statement (and its transaction) rolled back
+_UNSENT = (PoolTimeout, psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable)
 
 
 class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
@@ -65,6 +68,15 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     dialect = "postgresql"
     #: how long operations keep retrying connection faults, in seconds
     retry_for: float = 30.0
+    #: Server-side backstops, set on every pooled session. No claim holds a lock across a
+    #: round trip, but other short transactions do (a release, a record with blobs, the user
+    #: work of ``ctx.transaction``): a client that freezes or is cut off inside one would keep
+    #: its locks until the server notices the dead peer (``tcp_keepalives_idle``, 2 hours by
+    #: default). The server ends such a transaction after this many idle seconds...
+    idle_in_transaction_timeout: float = 60.0
+    #: ...and a statement waiting this long for a lock gives up (and is retried) instead of
+    #: queueing everyone behind it.
+    lock_timeout: float = 10.0
 
     def __init__(self, url: str) -> None:
         conninfo, self.url, options = parse_url(url)
@@ -93,6 +105,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             min_size=options["pool_min"],
             max_size=options["pool_max"],
             kwargs={"autocommit": True},
+            configure=self._configure,
             open=False,
             name=f"outlast:{self.schema}",
         )
@@ -126,6 +139,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
         migrations.apply(Target(), POSTGRES_MIGRATIONS, locked, self.url)
 
+    def _configure(self, conn: Conn) -> None:
+        """Session settings of every pooled connection (see ``idle_in_transaction_timeout``)."""
+        idle, wait = int(self.idle_in_transaction_timeout * 1000), int(self.lock_timeout * 1000)
+        conn.execute(f"SET idle_in_transaction_session_timeout = {idle}")
+        conn.execute(f"SET lock_timeout = {wait}")
+
     def _run(
         self, op: Callable[[Conn, bool], T], *, retry: Callable[[bool], bool] | None = None
     ) -> T:
@@ -144,7 +163,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
                     return op(conn, maybe_applied)
             except psycopg.Error as exc:
-                unsent = isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback)
+                unsent = isinstance(exc, _UNSENT)
                 if (
                     self._closed
                     or not _transient(exc)
@@ -561,7 +580,7 @@ def _one(conn: Conn, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def _transient(exc: BaseException) -> bool:
     """A fault of the connection or the server's availability, worth retrying."""
-    if isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback):
+    if isinstance(exc, _UNSENT):
         return True
     if isinstance(exc, psycopg.OperationalError):
         state = exc.sqlstate

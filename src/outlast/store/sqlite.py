@@ -21,9 +21,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
-from . import migrations
+from . import migrations, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
-from .sqlite_queues import Admission
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
 
@@ -268,32 +267,29 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             marks = ", ".join(f":w{i}" for i in range(len(names)))
             where.append(f"workflow IN ({marks})" if names else "0")
             params.update({f"w{i}": name for i, name in enumerate(names)})
-        claimed: list[RunRecord] = []
         with self._tx() as conn:
-            candidates = conn.execute(
-                f"SELECT run_id, queue, concurrency_key FROM outlast_runs "
-                f"WHERE {' AND '.join(where)} ORDER BY priority DESC, created_at, run_id "
-                f"LIMIT {max(limit, 1) * 20 if queues else max(limit, 1)}",
-                params,
-            ).fetchall()
-            admit = Admission(conn, owner, queues or {}, now) if queues else None
-            for cand_id, queue, key in candidates:
-                if len(claimed) >= limit:
-                    break
-                if admit is not None and not admit.take(queue, key):
-                    continue
-                row = conn.execute(
+            if queues:
+                ids = sqlite_queues.pick(conn, " AND ".join(where), params, queues, limit)
+            else:
+                ids = [row[0] for row in conn.execute(
+                    f"SELECT run_id FROM outlast_runs WHERE {' AND '.join(where)} "
+                    f"ORDER BY priority DESC, created_at, run_id LIMIT {max(limit, 1)}",
+                    params,
+                )]
+            claimed = [
+                RunRecord(*conn.execute(
                     "UPDATE outlast_runs SET "
                     "recoveries = recoveries + (CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
                     "status = 'running', owner = :owner, epoch = epoch + 1, "
                     "lease_expires_at = :lease, wake_at = NULL, wait_event = NULL, "
                     "started_at = coalesce(started_at, :now) WHERE run_id = :id "
                     f"RETURNING {', '.join(RUN_COLUMNS)}",
-                    {**params, "id": cand_id},
-                ).fetchone()
-                if admit is not None:
-                    admit.started(queue)
-                claimed.append(RunRecord(*row))
+                    {**params, "id": run_id},
+                ).fetchone())
+                for run_id in ids
+            ]
+            if queues:
+                sqlite_queues.started(conn, queues, [r.queue for r in claimed], now)
         return claimed
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:

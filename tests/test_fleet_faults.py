@@ -187,3 +187,24 @@ def test_postgres_sessions_carry_lock_and_idle_transaction_backstops(pg_url: str
     finally:
         store.close()
     assert settings == ("1min", "10s")
+
+
+def test_a_cancel_from_another_process_stops_an_in_memory_sleep(
+    app: outlast.App, store_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "side.log"
+    ids = [app.enqueue(fleet_app.dozing, 1.0).run_id for _ in range(3)]
+    # a long lease: the heartbeat (every lease / 3) would notice the cancel only after the sleep
+    a = spawn_worker(store_url, log, concurrency=3, env={"FLEET_LEASE": "15"})
+    try:
+        wait_until(lambda: all(any(x.startswith(f"done {r}:0 ") for x in lines(log)) for r in ids),
+                   20, "the first steps", [a])
+        for rid in ids:
+            app.cancel(rid)
+        cancelled_at = time.time()
+        time.sleep(2.0)  # past the sleeps' end
+    finally:
+        stop_all([a])
+    late = [x for x in lines(log) if x.startswith("start ") and float(x.split()[3]) > cancelled_at]
+    assert late == []
+    assert {app.get_run(r, steps=False).status for r in ids} == {"cancelled"}

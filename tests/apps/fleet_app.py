@@ -113,3 +113,11 @@ def gated(ctx: outlast.Context, scopes: list[str], seconds: float) -> str:
     """One ``hold`` step; the queue comes from the decoration (``llm``) or from the start."""
     hold(scopes, seconds)
     return ctx.run_id
+
+
+@app.workflow
+def dozing(ctx: outlast.Context, seconds: float) -> list[int]:
+    """A step, an in-memory ``ctx.sleep`` of ``seconds``, another step."""
+    first = nap(ctx.run_id, 0, 0.0)
+    ctx.sleep(seconds)
+    return [first, nap(ctx.run_id, 1, 0.0)]

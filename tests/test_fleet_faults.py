@@ -22,7 +22,8 @@ from tests.fleetkit import (
 )
 
 import outlast
-from outlast.store.base import Page
+from outlast.store import Store
+from outlast.store.base import NewRun, Page
 
 
 @pytest.fixture
@@ -208,3 +209,21 @@ def test_a_cancel_from_another_process_stops_an_in_memory_sleep(
     late = [x for x in lines(log) if x.startswith("start ") and float(x.split()[3]) > cancelled_at]
     assert late == []
     assert {app.get_run(r, steps=False).status for r in ids} == {"cancelled"}
+
+
+def test_prune_keeps_finished_children_of_an_unfinished_parent(store: Store) -> None:
+    def run(run_id: str, parent: str | None = None) -> int:
+        store.create_run(NewRun(run_id, "wf", b"[[],{}]", "h", parent_id=parent))
+        return store.claim("w:1:1:x", 30.0, run_id=run_id)[0].epoch
+
+    parent_epoch = run("parent")
+    store.finish("child", run("child", "parent"), "completed", output=b"1")
+    store.finish("orphan", run("orphan", "gone"), "completed", output=b"2")  # parent pruned
+    time.sleep(0.01)
+    # the live parent has not collected its child's result yet
+    assert store.prune(time.time()) == 1
+    assert store.get_run("child") is not None and store.get_run("orphan") is None
+    store.finish("parent", parent_epoch, "completed", output=b"3")
+    time.sleep(0.01)
+    assert store.prune(time.time()) == 2
+    assert store.get_run("child") is None and store.get_run("parent") is None

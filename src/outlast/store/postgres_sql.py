@@ -343,8 +343,11 @@ class Queries:
         FROM {s}.runs WHERE status IN ('pending', 'running', 'suspended')
         GROUP BY queue ORDER BY queue"""
     prune_runs = """WITH doomed AS (
-            DELETE FROM {s}.runs
+            DELETE FROM {s}.runs AS r
             WHERE status IN ('completed', 'failed', 'cancelled') AND ended_at < %(older_than)s
+              -- a live parent has not necessarily collected its finished child's result yet
+              AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = r.parent_id
+                              AND p.status NOT IN ('completed', 'failed', 'cancelled'))
             RETURNING run_id
         ), journal AS (
             DELETE FROM {s}.journal WHERE run_id IN (SELECT run_id FROM doomed)

@@ -521,19 +521,25 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         return [QueueStats(q, int(p or 0), int(r or 0), int(s or 0)) for q, p, r, s in rows]
 
     def prune(self, older_than: float) -> int:
+        # a live parent has not necessarily collected its finished child's result yet
+        doomed = (
+            "SELECT run_id FROM outlast_runs AS r WHERE ended_at < ? "
+            "AND status IN ('completed', 'failed', 'cancelled') AND NOT EXISTS ("
+            "SELECT 1 FROM outlast_runs AS p WHERE p.run_id = r.parent_id "
+            "AND p.status NOT IN ('completed', 'failed', 'cancelled'))"
+        )
         with self._tx() as conn:
-            doomed = "SELECT run_id FROM outlast_runs WHERE ended_at < ? AND status IN ('completed', 'failed', 'cancelled')"
-            for table in ("outlast_journal", "outlast_events", "outlast_blob_refs"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id IN ({doomed})", (older_than,))
-            count = conn.execute(
-                "DELETE FROM outlast_runs WHERE ended_at < ? "
-                "AND status IN ('completed', 'failed', 'cancelled')",
-                (older_than,),
-            ).rowcount
+            ids = [row[0] for row in conn.execute(doomed, (older_than,))]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for table in ("outlast_journal", "outlast_events", "outlast_blob_refs",
+                              "outlast_runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
             conn.execute(
                 "DELETE FROM outlast_blobs WHERE hash NOT IN (SELECT hash FROM outlast_blob_refs)"
             )
-        return count
+        return len(ids)
 
     def wait_for_work(self, timeout: float) -> None:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.

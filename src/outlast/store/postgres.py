@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
@@ -100,7 +101,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 "the server is running and reachable, and that the user, password and "
                 "database in the URL are right"
             ) from exc
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
+        self._pool: ConnectionPool[Conn] = _Pool(
             conninfo,
             min_size=options["pool_min"],
             max_size=options["pool_max"],
@@ -560,6 +561,29 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._closed = True
         self._pool.close()
         self._drop_listener()
+
+
+class _Reconnect(AttemptWithBackoff):
+    """Reconnection attempts at most a second apart.
+
+    psycopg_pool doubles the delay from 1 s without bound (1, 2, 4, 8, 16 s...): after a 20 s
+    outage its next attempt came 11 s after the server was back, the fleet sat idle, and
+    journal writes waiting for a connection gave up at the end of ``retry_for`` and had their
+    steps run again."""
+
+    INITIAL_DELAY = 0.1
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, 1.0)
+
+
+class _Pool(ConnectionPool[Conn]):
+    """A connection pool that reconnects promptly after an outage (see :class:`_Reconnect`)."""
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        # psycopg_pool's own hook point: the attempt object carries the backoff
+        super()._add_connection(attempt or _Reconnect(timeout=self.reconnect_timeout), growing)
 
 
 def _fields(record: Any) -> dict[str, Any]:

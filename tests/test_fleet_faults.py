@@ -227,3 +227,44 @@ def test_prune_keeps_finished_children_of_an_unfinished_parent(store: Store) -> 
     time.sleep(0.01)
     assert store.prune(time.time()) == 2
     assert store.get_run("child") is None and store.get_run("parent") is None
+
+
+def test_outlast_queues_without_the_app_shows_limits_as_unknown(
+    app: outlast.App, store_url: str
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from outlast.cli import main
+
+    app.enqueue(fleet_app.gated, ["llm"], 0.0)
+    out = CliRunner().invoke(main, ["queues", "--db", store_url, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == [
+        {"queue": "llm", "pending": 1, "running": 0, "suspended": 0, "limits": None}
+    ]
+
+
+def test_a_run_its_worker_handed_back_is_logged_released_not_lost(
+    app: outlast.App, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from outlast.worker import Worker
+
+    caplog.set_level("INFO", logger="outlast.worker")
+    rid = app.enqueue(fleet_app.slow, 2, 0.5).run_id
+    worker = Worker(app, concurrency=1, poll=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_until(lambda: any(x.startswith(f"start {rid}:0") for x in lines(tmp_path / "side.log")),
+                   10, "the step to start")
+        worker._release_now()  # what an abort does; its step then finishes, unrecorded
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert f"run {rid}: released" in caplog.text
+    assert f"run {rid}: lost" not in caplog.text, caplog.text
+    assert app.store.get_run(rid).status == "pending"  # type: ignore[union-attr]

@@ -72,3 +72,41 @@ def test_workers_resume_at_once_after_an_outage_and_run_no_step_twice(
         assert any(cut_at - 0.4 < t < cut_at for t in _times(log, "start"))  # steps in flight
     finally:
         app.close()
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(
+    pg_url: str, proxy: TcpProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "side.log"
+    monkeypatch.setenv("FLEET_LOG", str(log))
+    proxy.cut()
+    worker = spawn_worker(proxy.url(pg_url), log)
+    app: outlast.App = fleet_app.app
+    app.use(pg_url)
+    try:
+        wait_until(lambda: "store unreachable" in stderr_of(worker), 20, "the worker to retry",
+                   [worker])
+        time.sleep(1.0)
+        assert worker.poll() is None, stderr_of(worker)  # still waiting, not exited
+        proxy.restore()
+        ids = [app.enqueue(fleet_app.slow, 1, 0.0).run_id for _ in range(3)]
+        wait_until(all_finished(app, ids), 30, "the runs, once the database is back", [worker])
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0, stderr_of(worker)
+    finally:
+        stop_all([worker])
+        app.close()
+    assert "Traceback" not in stderr_of(worker)
+
+
+def test_the_cli_says_it_cannot_connect(pg_url: str, proxy: TcpProxy) -> None:
+    import subprocess
+    import sys
+
+    proxy.cut()
+    done = subprocess.run(
+        [sys.executable, "-m", "outlast.cli", "queues", "--db", proxy.url(pg_url), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot connect to PostgreSQL" in done.stderr and "Traceback" not in done.stderr

@@ -96,11 +96,14 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 self._migrate(conn)
         except psycopg.OperationalError as exc:
-            raise ConfigurationError(
+            error = ConfigurationError(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}. Check that "
                 "the server is running and reachable, and that the user, password and "
                 "database in the URL are right"
-            ) from exc
+            )
+            # unreachable (not refused for a wrong password): a worker retries with backoff
+            error.transient = _transient(exc)  # type: ignore[attr-defined]
+            raise error from exc
         self._pool: ConnectionPool[Conn] = _Pool(
             conninfo,
             min_size=options["pool_min"],

@@ -44,7 +44,8 @@ def send(run_id: str, name: str, payload: str, db: str | None) -> None:
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 def prune(older_than: str, db: str | None) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
-    with their journals and events. Never a run that is still going."""
+    with their journals and events. Never a run that is still going, nor a finished child
+    whose parent is still going (the parent may not have read its result yet)."""
     count = (App(db) if db else App()).store.prune(time.time() - parse_age(older_than))
     click.echo(f"pruned {count} run(s)")
 

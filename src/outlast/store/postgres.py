@@ -38,13 +38,13 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg_pool import ConnectionPool, PoolTimeout
-from psycopg_pool.base import AttemptWithBackoff
+from psycopg_pool import ConnectionPool
 
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
 from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
 from .postgres_claim import PostgresClaims
+from .postgres_conn import UNSENT, Pool, transient
 from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
     POSTGRES_MIGRATIONS,
@@ -55,13 +55,6 @@ from .postgres_sql import (
 
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-# connection-level failures (08xxx), a server shutting down or starting up, and a session the
-# server ended for idling in a transaction (its transaction was rolled back)
-_RETRY_SQLSTATES = ("57P01", "57P02", "57P03", "25P03")
-# faults that certainly left nothing applied: the statement (and its transaction) rolled back
-_UNSENT = (PoolTimeout, psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable)
-
 
 class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     """Runs, journals and events in one schema of a PostgreSQL database."""
@@ -102,9 +95,9 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 "database in the URL are right"
             )
             # unreachable (not refused for a wrong password): a worker retries with backoff
-            error.transient = _transient(exc)  # type: ignore[attr-defined]
+            error.transient = transient(exc)  # type: ignore[attr-defined]
             raise error from exc
-        self._pool: ConnectionPool[Conn] = _Pool(
+        self._pool: ConnectionPool[Conn] = Pool(
             conninfo,
             min_size=options["pool_min"],
             max_size=options["pool_max"],
@@ -167,10 +160,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
                     return op(conn, maybe_applied)
             except psycopg.Error as exc:
-                unsent = isinstance(exc, _UNSENT)
+                unsent = isinstance(exc, UNSENT)
                 if (
                     self._closed
-                    or not _transient(exc)
+                    or not transient(exc)
                     or (retry is not None and not retry(unsent))
                     or time.monotonic() + delay > deadline
                 ):
@@ -566,29 +559,6 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._drop_listener()
 
 
-class _Reconnect(AttemptWithBackoff):
-    """Reconnection attempts at most a second apart.
-
-    psycopg_pool doubles the delay from 1 s without bound (1, 2, 4, 8, 16 s...): after a 20 s
-    outage its next attempt came 11 s after the server was back, the fleet sat idle, and
-    journal writes waiting for a connection gave up at the end of ``retry_for`` and had their
-    steps run again."""
-
-    INITIAL_DELAY = 0.1
-
-    def update_delay(self, now: float) -> None:
-        super().update_delay(now)
-        self.delay = min(self.delay, 1.0)
-
-
-class _Pool(ConnectionPool[Conn]):
-    """A connection pool that reconnects promptly after an outage (see :class:`_Reconnect`)."""
-
-    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
-        # psycopg_pool's own hook point: the attempt object carries the backoff
-        super()._add_connection(attempt or _Reconnect(timeout=self.reconnect_timeout), growing)
-
-
 def _fields(record: Any) -> dict[str, Any]:
     """A dataclass record's fields by name, as statement parameters."""
     return {f.name: getattr(record, f.name) for f in fields(record)}
@@ -603,13 +573,3 @@ def _one(conn: Conn, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
     row = conn.execute(sql, params).fetchone()
     assert row is not None, sql
     return row
-
-
-def _transient(exc: BaseException) -> bool:
-    """A fault of the connection or the server's availability, worth retrying."""
-    if isinstance(exc, _UNSENT):
-        return True
-    if isinstance(exc, psycopg.OperationalError):
-        state = exc.sqlstate
-        return state is None or state.startswith("08") or state in _RETRY_SQLSTATES
-    return False

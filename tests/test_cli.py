@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import outlast
+from outlast.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +67,7 @@ def test_cancel_then_worker_skips_it(app_with_runs: outlast.App, sqlite_url: str
 
 
 def test_errors_are_one_clear_line(sqlite_url: str) -> None:
+    open_store(sqlite_url).close()  # an empty outlast database (show never creates one)
     out = cli("show", "nope", "--db", sqlite_url, check=False)
     assert out.returncode == 1 and "run 'nope' not found" in out.stderr
     out = cli("runs", "--db", "mysql://x", check=False)

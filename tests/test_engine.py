@@ -513,8 +513,10 @@ def test_store_outage_stops_the_run_instead_of_failing_it(tmp_path: Any) -> None
             raise
         return a + second()
 
-    with pytest.raises(sqlite3.OperationalError):  # the caller sees the outage itself...
+    with pytest.raises(outlast.StoreError) as info:  # the caller sees the outage itself...
         app.run(flow, run_id="outage")
+    assert info.value.transient and "database is locked" in str(info.value)
+    assert "'outage'" in str(info.value) and "'first'" in str(info.value)
     assert caught == []  # ...but the workflow never saw it as the step's error
     blocker.execute("COMMIT")
     assert app.get_run("outage").status in ("running", "pending")  # not failed
@@ -524,3 +526,76 @@ def test_store_outage_stops_the_run_instead_of_failing_it(tmp_path: Any) -> None
     info = app.get_run("outage")
     assert info.status == "completed" and [s.name for s in info.steps] == ["first", "second"]
     blocker.close()
+
+
+def test_a_journal_with_more_calls_than_the_code_makes_is_a_divergence(sqlite_url: str) -> None:
+    app = outlast.App(sqlite_url)
+
+    @app.step
+    def a() -> int:
+        return 1
+
+    @app.step
+    def b() -> int:
+        return 2
+
+    class Crash(BaseException):
+        """The process dies after b() was recorded: the run is left pending."""
+
+    @app.workflow
+    def flow(ctx: Context) -> int:
+        a()
+        ctx.sleep(0.01)
+        b()
+        raise Crash
+
+    with pytest.raises(Crash):
+        app.run(flow, run_id="shrunk")
+    fresh = outlast.App(sqlite_url)
+    fresh.step(name="a")(lambda: 1)
+
+    @fresh.workflow(name="flow")
+    def shorter(ctx: Context) -> int:  # b() was removed from the end
+        x = a()
+        ctx.sleep(0.01)
+        return x
+
+    with pytest.raises(outlast.NonDeterminismError) as info:
+        fresh.run(shorter, run_id="shrunk")
+    assert "'b'" in str(info.value) and "finished without calling it" in str(info.value)
+    app.close()
+    fresh.close()
+
+
+def test_a_value_this_process_cannot_read_leaves_the_run_for_one_that_can(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import sys
+    import types
+
+    module = types.ModuleType("outlast_test_elsewhere")
+    monkeypatch.setitem(sys.modules, "outlast_test_elsewhere", module)
+    exec(
+        "import dataclasses\n@dataclasses.dataclass\nclass Params:\n    n: int\n",
+        module.__dict__,
+    )
+    params = module.Params(4)
+    assert dataclasses.is_dataclass(params)
+    app = outlast.App(sqlite_url, lease=1.0)
+
+    @app.workflow
+    def uses(ctx: Context, p: Any) -> int:
+        return int(p.n) * 2
+
+    app.enqueue(uses, params, run_id="elsewhere")
+    monkeypatch.delitem(sys.modules, "outlast_test_elsewhere")  # "another process"
+    with pytest.raises(outlast.UnreadableValue) as info:
+        app.handle("elsewhere").result()
+    assert "outlast_test_elsewhere" in str(info.value)
+    stored = app.get_run("elsewhere", steps=False)
+    assert stored.status == "suspended"  # never failed: not the run's fault
+    assert stored.reason is not None and "unreadable here" in stored.reason
+    monkeypatch.setitem(sys.modules, "outlast_test_elsewhere", module)  # a process that can
+    assert app.handle("elsewhere").result(timeout=10) == 8
+    app.close()

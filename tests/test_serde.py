@@ -444,9 +444,15 @@ def test_error_class_not_loaded_becomes_step_failed() -> None:
     assert "step 'charge'" in str(back) and "gone_module_xyz.Gone: card declined" in str(back)
 
 
-def test_error_that_cannot_be_rebuilt_becomes_step_failed() -> None:
+def test_error_whose_init_wants_other_args_is_rebuilt_without_calling_it() -> None:
     back = serde.load_error(serde.dump_error(Picky(1, 2)), step="s")
-    assert isinstance(back, StepFailed) and back.error_message == "1-2"
+    assert type(back) is Picky and back.args == ("1-2",) and str(back) == "1-2"
+
+
+def test_error_that_cannot_be_rebuilt_becomes_step_failed() -> None:
+    group = ExceptionGroup("two failed", [ValueError("a"), KeyError("b")])  # args not storable
+    back = serde.load_error(serde.dump_error(group), step="s")
+    assert isinstance(back, StepFailed) and back.error_type == "builtins.ExceptionGroup"
     assert "could not be rebuilt" in str(back)
 
 

@@ -832,6 +832,20 @@ def test_delete_checkpoints_keeps_the_newest_and_frees_unused_blobs(store: Store
     assert store.delete_checkpoints(run_ids=[]) == 0
 
 
+def test_find_checkpoints_by_framework_id_prefix_and_age(store: Store) -> None:
+    store.put_checkpoint(saved("maf:a", "20260101-x", run="x"), {})
+    store.put_checkpoint(saved("maf:a", "20260103-y", run="y"), {})
+    store.put_checkpoint(saved("maf:b", "20260102-z", run="z"), {})
+    store.put_checkpoint(saved("lg-thread", "1", run="x"), {})  # another framework's row
+    assert [(c.thread_id, c.checkpoint_id) for c in store.find_checkpoints(run_id="x")] == [
+        ("maf:a", "20260101-x"), ("lg-thread", "1")]
+    assert [c.run_id for c in store.find_checkpoints(run_id="x", thread_prefix="maf:")] == ["x"]
+    assert [c.run_id for c in store.find_checkpoints(thread_prefix="maf:")] == ["y", "z", "x"]
+    assert [c.run_id for c in store.find_checkpoints(thread_prefix="maf:", before="20260103")] == [
+        "z", "x"]
+    assert store.find_checkpoints(run_id="missing") == []
+
+
 def test_core_prune_never_frees_checkpoint_blobs(store: Store) -> None:
     store.put_checkpoint(saved("t", "1"), {"cp": b"c"})
     store.prune(time.time() + 3600)

@@ -40,8 +40,10 @@ from .errors import (
     RunPaused,
     SerializationError,
     StepFailed,
+    StoreError,
     TerminalError,
     Timeout,
+    UnreadableValue,
 )
 from .graph import END, START, Graph, append, interrupt
 from .retry import Retry
@@ -81,8 +83,10 @@ __all__ = [
     "Step",
     "StepFailed",
     "StepInfo",
+    "StoreError",
     "TerminalError",
     "Timeout",
+    "UnreadableValue",
     "Workflow",
     "append",
     "current_idempotency_key",

@@ -5,23 +5,25 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from . import effects, engine, serde, timetravel
+from . import calls, effects, engine, runs, serde, timetravel
+from .background import Background
 from .budget import Budget
-from .errors import ConfigurationError, RunConflict, RunNotFound
+from .context import Context
+from .errors import ConfigurationError, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
 from .owner import new_owner_id
 from .retry import Retry
 from .run import Run, RunInfo
 from .step import Step
-from .store import NewRun, Page, QueueSpec, RunRecord, Store, open_store
+from .store import Page, QueueSpec, RunRecord, Store, open_store
 from .store.base import TERMINAL
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
-from .workflow import Workflow
+from .workflow import Workflow, WorkflowDecorator
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,13 +31,6 @@ R = TypeVar("R")
 DEFAULT_URL = "sqlite:///outlast.db"
 
 
-def new_run_id() -> str:
-    """A fresh run id: 32 hex digits, time-ordered (milliseconds first, then 80 random bits).
-
-    Ordered ids keep the journal's (run_id, key) index appending at its end instead of
-    writing into random pages: a random uuid4 made each step's commit about twice as dear.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 MAX_LEASE = 15.0
 
 
@@ -47,6 +42,8 @@ class App:
     10, at most 15); heartbeats renew it every ``lease / 3`` seconds.
     ``hibernate_after``: waits longer than this many seconds suspend the run instead of
     holding a thread (default 5).
+    ``readonly``: only read the store (never create, migrate or write it; see
+    :func:`~outlast.store.open_store`); what ``outlast runs``/``show`` use.
     """
 
     def __init__(
@@ -55,6 +52,7 @@ class App:
         *,
         lease: float = 10.0,
         hibernate_after: float = 5.0,
+        readonly: bool = False,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -63,6 +61,7 @@ class App:
         self.url = url or os.environ.get("OUTLAST_DATABASE_URL") or DEFAULT_URL
         self.lease = lease
         self.hibernate_after = hibernate_after
+        self.readonly = readonly
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -72,6 +71,7 @@ class App:
         self._hb: Heartbeat | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition()
+        self._background = Background(self)
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ class App:
         with self._lock:
             if self._store is not None and self._pid == os.getpid():
                 return
-            self._store = open_store(self.url)
+            self._store = open_store(self.url, readonly=self.readonly)
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()
@@ -194,13 +194,28 @@ class App:
         return decorate(fn) if fn is not None else decorate
 
     @overload
+    def workflow(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def workflow(
+        self, fn: Callable[Concatenate[Context, P], R], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def workflow(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
     def workflow(self, fn: Callable[P, R], /) -> Workflow[P, R]: ...
 
     @overload
     def workflow(
         self, *, name: str | None = None, queue: str = "default", priority: int = 0,
         budget: Budget | None = None,
-    ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+    ) -> WorkflowDecorator: ...
 
     def workflow(  # type: ignore[misc]  # mypy: ParamSpec only in an overload's return
         self,
@@ -219,8 +234,8 @@ class App:
         on model calls made through :func:`outlast.llm.wrap` (see :class:`~outlast.Budget`).
         """
 
-        def decorate(f: Callable[P, R]) -> Workflow[P, R]:
-            wf: Workflow[P, R] = Workflow(
+        def decorate(f: Callable[..., Any]) -> Workflow[Any, Any]:
+            wf: Workflow[Any, Any] = Workflow(
                 self, f, name=name or f.__name__, queue=queue, priority=priority, budget=budget
             )
             self._register(self.workflows, wf)
@@ -259,7 +274,9 @@ class App:
 
     # -- starting runs ------------------------------------------------------------------------
 
-    def _resolve(self, workflow: Workflow[Any, Any] | str) -> Workflow[Any, Any]:
+    def _resolve(self, workflow: Workflow[Any, Any] | str, verb: str = "run") -> Workflow[Any, Any]:
+        if not isinstance(workflow, Workflow | str):
+            raise calls.not_a_workflow(workflow, verb)
         if isinstance(workflow, Workflow):
             if workflow.app is not self:
                 raise ConfigurationError(
@@ -293,40 +310,47 @@ class App:
         claim: bool,
         parent_id: str | None = None,
     ) -> tuple[RunRecord, bool]:
-        if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > 200):
-            raise ConfigurationError(f"run_id must be a non-empty string of at most 200 characters, got {run_id!r}")
-        rid = run_id or new_run_id()
-        data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
-        queue_name = queue or wf.queue
-        new = NewRun(
-            rid, wf.name, data, serde.fingerprint(data), queue_name,
-            wf.priority if priority is None else priority, concurrency_key, parent_id,
+        record, owned, created = runs.create(
+            self, wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+            concurrency_key=concurrency_key, claim=claim, parent_id=parent_id,
         )
-        # A run in a flow-controlled queue waits for its turn through claim(); others start here.
-        owned = claim and queue_name not in self.queues
-        record, created = self.store.create_run(
-            new, owner=self.owner if owned else None, lease=self.lease
-        )
-        if not created:
-            if record.workflow != wf.name:
-                raise RunConflict(
-                    f"run id {rid!r} already names a run of workflow {record.workflow!r}, not "
-                    f"{wf.name!r}; choose another run id",
-                    run_id=rid,
-                )
-            if record.input_hash != new.input_hash:
-                raise RunConflict(
-                    f"run {rid!r} of {wf.name!r} already exists with other arguments; resume "
-                    "it with the same arguments, or choose another run id",
-                    run_id=rid,
-                )
-        else:
+        if created:
             self._notify()
-        return record, created and owned
+        return record, owned
 
-    def run(
+    def _execute(self, run: RunRecord) -> engine.Outcome:
+        """Execute a claimed run here (a parent running its child inline)."""
+        return engine.execute(self, self._workflow_for(run), run)
+
+    async def _execute_async(self, run: RunRecord) -> engine.Outcome:
+        return await engine.execute_async(self, self._workflow_for(run), run)
+
+    def _fork_base(
+        self, graph: Graph, run_id: str, checkpoint_id: str | int
+    ) -> tuple[dict[str, Any], Checkpoint]:
+        return timetravel.fork_base(self, graph, run_id, checkpoint_id)
+
+    @overload
+    def run(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    def run(self, workflow: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    def run(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
@@ -339,7 +363,7 @@ class App:
         A finished run returns its stored result (or raises its stored error) without
         running again. A paused run raises RunPaused naming the reason and the fix.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run")
         if wf.is_async:
             try:
                 import asyncio  # lazily: slow to import; sync users never need it
@@ -362,9 +386,27 @@ class App:
                 return outcome.value
         return engine.drive(self, wf, record.run_id)[1]
 
-    async def run_async(
+    @overload
+    async def run_async(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> R: ...
+
+    @overload
+    async def run_async(self, workflow: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def run_async(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
@@ -373,7 +415,7 @@ class App:
         **kwargs: Any,
     ) -> Any:
         """:meth:`run` for async callers; async workflows execute on the running loop."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "run_async")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -385,22 +427,42 @@ class App:
                 return outcome.value
         return await engine.drive_async(self, wf, record.run_id)
 
-    def start(
+    @overload
+    def start(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def start(self, workflow: str, /, *args: Any, **kwargs: Any) -> Run[Any]: ...
+
+    def start(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
         **kwargs: Any,
-    ) -> Run:
+    ) -> Run[Any]:
         """Record the run, start executing it in a background thread here, return its handle.
 
         The run is stored before this returns, so events sent right after are kept. If it
         hibernates, the thread ends; ``handle.result()`` (or a worker) resumes it when due.
+        If the program ends while the run is still executing here, the run is handed back as
+        ``pending`` at exit (with a warning) for a worker or a later ``app.run`` to finish.
         """
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "start")
         record, owned = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
@@ -411,29 +473,49 @@ class App:
                 if owned:
                     outcome = engine.execute(self, wf, record, fresh=True)
                     self._notify()
-                    if outcome.status in ("completed", "failed"):
+                    if outcome.status in ("completed", "failed") or self._background.exiting:
                         return
                 engine.drive(self, wf, record.run_id, detach_on_suspend=True)
             except BaseException:  # the outcome is in the store; result() reports it
                 pass
             finally:
+                self._background.discard(record.run_id)
                 self._notify()
 
+        self._background.add(record.run_id, record.epoch if owned else None)
         threading.Thread(target=background, name=f"outlast-run-{record.run_id}", daemon=True).start()
         return Run(self, record.run_id)
 
-    def enqueue(
+    @overload
+    def enqueue(self, workflow: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, run_id: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, queue: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, priority: int | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: Workflow[..., R], /, *args: Any, concurrency_key: str | None, **kwargs: Any) -> Run[R]: ...
+
+    @overload
+    def enqueue(self, workflow: str, /, *args: Any, **kwargs: Any) -> Run[Any]: ...
+
+    def enqueue(  # type: ignore[misc]
         self,
-        workflow: Workflow[P, R] | str,
+        workflow: Workflow[Any, Any] | str,
         *args: Any,
         run_id: str | None = None,
         queue: str | None = None,
         priority: int | None = None,
         concurrency_key: str | None = None,
         **kwargs: Any,
-    ) -> Run:
+    ) -> Run[Any]:
         """Record the run for the workers (``outlast worker``) and return its handle at once."""
-        wf = self._resolve(workflow)
+        wf = self._resolve(workflow, "enqueue")
         record, _ = self._create(
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=False,
@@ -454,12 +536,12 @@ class App:
         checkpoint_id: str | int,
         update: dict[str, Any] | None = None,
         new_run_id: str | None = None,
-    ) -> Run:
+    ) -> Run[Any]:
         """Start a new graph run from a checkpoint's state (edited by ``update``), continuing
         after that checkpoint's node; returns its handle like :meth:`start`."""
         return timetravel.fork(self, run_id, checkpoint_id, update, new_run_id)
 
-    def handle(self, run_id: str) -> Run:
+    def handle(self, run_id: str) -> Run[Any]:
         """A handle on an existing run; raises RunNotFound."""
         self.get_run(run_id, steps=False)
         return Run(self, run_id)

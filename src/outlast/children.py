@@ -21,12 +21,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import serde
-from .context import RunState
+from .decide import next_action
 from .errors import RunCancelled, RunConflict, RunNotFound, Suspend
-from .journal import Call
-from .store.base import Entry, RunRecord
+from .store.base import RunRecord
 
 if TYPE_CHECKING:
+    from .context import RunState
+    from .durable import DurableCall
     from .workflow import Workflow
 
 #: a parent waiting on a child it cannot see finish rechecks at least this often (seconds)
@@ -57,16 +58,14 @@ def start_child(
 ) -> ChildRun:
     """``ctx.start_child``: see :meth:`~outlast.Context.start_child`."""
     wf = state.app._resolve(workflow)
-    state.check()
     data = serde.encode_args(args, kwargs, what=f"arguments of child workflow {wf.name!r}")
-    args_hash = serde.fingerprint(data)
-    call = state.journal.next_call("child", wf.name, args_hash)
-    if call.entry is not None:
-        return ChildRun(state, serde.loads(call.entry.output or b"null", what="child run id"), wf.name)
+    call = state.begin("child", wf.name, serde.fingerprint(data))
+    if call.replayed:
+        return ChildRun(state, call.value(what="child run id", blobs=False), wf.name)
     child_id = run_id or f"{state.run_id}:{call.key}"
-    record, _ = state.app._create(
-        wf, args, kwargs, run_id=child_id, queue=None, priority=None,
-        concurrency_key=None, claim=False, parent_id=state.run_id,
+    record, _ = state.write(
+        state.app._create, wf, args, kwargs, run_id=child_id, queue=None, priority=None,
+        concurrency_key=None, claim=False, parent_id=state.run_id, step=wf.name,
     )
     if record.parent_id != state.run_id:
         raise RunConflict(
@@ -74,10 +73,7 @@ def start_child(
             "pass another run_id to ctx.start_child (or none)",
             run_id=child_id,
         )
-    now = time.time()
-    state.record(Entry(
-        call.key, call.position, "child", wf.name, "completed", serde.dumps(child_id), args_hash, 1, now, now,
-    ))
+    call.complete(child_id, large=False)
     return ChildRun(state, child_id, wf.name)
 
 
@@ -102,11 +98,10 @@ class ChildRun:
         """The child's result (or raise its error); in async workflows, an awaitable."""
         state = self._state
         if self._outcome is _MISSING:
-            state.check()
-            call = state.journal.next_call("child_result", self.workflow, None, key=self.run_id)
-            if call.entry is None:
+            call = state.begin("child_result", self.workflow, key=self.run_id)
+            if not call.replayed:
                 return self._wait_async(call) if state.is_async else self._wait(call)
-            self._outcome = _replay(call.entry)
+            self._outcome = _replay(call)
         return self._give_async() if state.is_async else self._give()
 
     def _give(self) -> Any:
@@ -118,28 +113,22 @@ class ChildRun:
     async def _give_async(self) -> Any:
         return self._give()
 
-    def _wait(self, call: Call) -> Any:
-        from .engine import execute
-
+    def _wait(self, call: DurableCall) -> Any:
         while True:
             claimed = self._next(call)
             if claimed is None:
                 return self._give()
-            execute(self._state.app, self._state.app._workflow_for(claimed), claimed)
+            self._state.app._execute(claimed)
 
-    async def _wait_async(self, call: Call) -> Any:
-        from .engine import execute_async
-
+    async def _wait_async(self, call: DurableCall) -> Any:
         while True:
             claimed = self._next(call)
             if claimed is None:
                 return self._give()
-            await execute_async(self._state.app, self._state.app._workflow_for(claimed), claimed)
+            await self._state.app._execute_async(claimed)
 
-    def _next(self, call: Call) -> RunRecord | None:
+    def _next(self, call: DurableCall) -> RunRecord | None:
         """Record the child's outcome (None), claim it to run here, or hibernate the parent."""
-        from .engine import next_action
-
         state = self._state
         state.check()
         child = state.store.get_run(self.run_id)
@@ -169,8 +158,7 @@ class ChildRun:
             wake_at=wake_at, wait_event=child_event(self.run_id),
         )
 
-    def _settle(self, call: Call, child: RunRecord) -> None:
-        now = time.time()
+    def _settle(self, call: DurableCall, child: RunRecord) -> None:
         if child.status == "completed":
             output, status = child.output or b"null", "completed"
         elif child.status == "failed":
@@ -178,16 +166,16 @@ class ChildRun:
         else:
             err = RunCancelled(f"child run {child.run_id!r} was cancelled", run_id=child.run_id)
             output, status = serde.dump_error(err), "failed"
-        entry = Entry(call.key, call.position, "child_result", self.workflow, status, output, None, 1, now, now)
-        self._outcome = _replay(entry)
-        self._state.record(entry)
+        call.entry = call.record(status, output)
+        self._outcome = _replay(call)
 
     def __repr__(self) -> str:
         return f"<ChildRun {self.run_id!r} of {self.workflow!r}>"
 
 
-def _replay(entry: Entry) -> tuple[Any, BaseException | None]:
-    if entry.status == "failed":
-        return None, serde.load_error(entry.output or b"null", step=entry.name)
-    return serde.loads(entry.output or b"null", what=f"result of child {entry.key!r}"), None
+def _replay(call: DurableCall) -> tuple[Any, BaseException | None]:
+    try:
+        return call.value(what=f"result of child {call.key!r}"), None
+    except Exception as exc:  # the child's recorded error: raised when the result is asked
+        return None, exc
 

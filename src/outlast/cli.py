@@ -5,15 +5,18 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from typing import Any
 
 import click
 
+from . import serde
 from .app import App
 from .errors import OutlastError
 from .run import RunInfo
+from .store.sqlite_open import is_damage
 
 DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
 
@@ -21,11 +24,19 @@ DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    # No emoji codes: outlast's own child ids contain ":email:"-like parts (camp:email:1).
+    return Console(emoji=False, highlight=False)
 
 
-def _app(db: str | None) -> App:
-    return App(db) if db else App()
+def lit(value: Any, style: str = "") -> Any:
+    """A user string (run id, name, error, payload) as literal rich text: never markup."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value), style=style)
+
+
+def _app(db: str | None, readonly: bool = False) -> App:
+    return App(db, readonly=readonly) if db else App(readonly=readonly)
 
 
 def load_app(target: str, db: str | None = None) -> App:
@@ -38,7 +49,14 @@ def load_app(target: str, db: str | None = None) -> App:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attr, None)
+    # Runs started by `python module.py` with an older outlast name its classes __main__.X.
+    serde.register_home(module_name)
+    if not hasattr(module, attr):
+        raise click.BadParameter(
+            f"module {module_name!r} has no attribute {attr!r} (expected module:app, the App "
+            "object's variable name)"
+        )
+    app = getattr(module, attr)
     if not isinstance(app, App):
         raise click.BadParameter(f"{target!r} is not an outlast.App (found {type(app).__name__})")
     if db:
@@ -64,6 +82,18 @@ def _saved(stats: dict[str, Any]) -> str:
         f"{int(stats['saved_steps'])} steps, {_secs(stats.get('saved_seconds', 0.0))}, "
         f"{int(stats.get('saved_tokens', 0))} tokens, ${stats.get('saved_cost', 0.0):.4f}"
     )
+
+
+def _result_text(info: RunInfo) -> str:
+    """A completed run's result for people: JSON when it has a JSON form, else its repr."""
+    try:
+        value = info.result
+    except OutlastError as exc:
+        return f"<unreadable here: {exc}>"
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 STATUS_STYLE = {
@@ -109,8 +139,10 @@ def main() -> None:
 @click.argument("target")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--burst", is_flag=True, help="Exit when nothing is left to run.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Runs executed at once.")
-@click.option("--poll", default=0.5, show_default=True, help="Idle poll interval, seconds.")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Runs executed at once.")
+@click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
+              help="Idle poll interval, seconds.")
 def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: float) -> None:
     """Run every runnable run (new, orphaned, due) of the app MODULE:APP."""
     import logging
@@ -129,30 +161,37 @@ def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: flo
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--status", type=click.Choice(["pending", "running", "suspended", "completed", "failed", "cancelled", "paused"]))
 @click.option("--workflow", help="Only runs of this workflow.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Most runs shown.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first."""
-    infos = _app(db).list_runs(status=status, workflow=workflow, limit=limit)
+    infos = _app(db, readonly=True).list_runs(status=status, workflow=workflow, limit=limit)
     if as_json:
         click.echo(json.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} run(s)")
-    for col in ("run id", "workflow", "status", "started", "duration", "tokens", "cost", "saved", "note"):
+    # The run id is what users copy: its column never shrinks below the longest id.
+    widest = max((len(i.run_id) for i in infos), default=6)
+    table.add_column("run id", no_wrap=True, min_width=widest)
+    for col in ("workflow", "status", "started", "duration", "tokens", "cost", "saved", "note"):
         table.add_column(col)
     for i in infos:
         note = i.reason or (f"{i.recoveries} recovery(ies)" if i.recoveries else "")
         table.add_row(
-            i.run_id, i.workflow, f"[{STATUS_STYLE.get(i.status, 'white')}]{i.status}[/]",
+            lit(i.run_id), lit(i.workflow), lit(i.status, STATUS_STYLE.get(i.status, "white")),
             _when(i.started_at), _secs(i.duration),
             f"{int(i.stats.get('tokens', 0))}" if i.stats.get("tokens") else "-",
             f"${i.stats['cost']:.4f}" if i.stats.get("cost") else "-",
             f"{int(i.stats['saved_steps'])} steps" if i.stats.get("saved_steps") else "-",
-            note,
+            lit(note),
         )
-    _console().print(table)
+    console = _console()
+    # Narrower than the id would crop it: a wider line that the terminal wraps is better.
+    console.width = max(console.width, widest + 48)
+    console.print(table)
 
 
 @main.command()
@@ -161,7 +200,8 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(run_id: str, db: str | None, as_json: bool) -> None:
     """Show a run and its step timeline."""
-    info = _app(db).get_run(run_id)
+    app = _app(db, readonly=True)
+    info = app.get_run(run_id)
     if as_json:
         click.echo(json.dumps(_info_json(info, steps=True), indent=2))
         return
@@ -169,13 +209,16 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
 
     console = _console()
     style = STATUS_STYLE.get(info.status, "white")
-    console.print(f"[bold]{info.run_id}[/]  workflow [bold]{info.workflow}[/]  [{style}]{info.status}[/]")
+    console.print(
+        lit(info.run_id, "bold"), "  workflow ", lit(info.workflow, "bold"), "  ",
+        lit(info.status, style), sep="",
+    )
     console.print(
         f"started {_when(info.started_at)}  ended {_when(info.ended_at)}  "
         f"duration {_secs(info.duration)}  recoveries {info.recoveries}"
     )
     if info.reason:
-        console.print(f"[yellow]reason:[/] {info.reason}")
+        console.print(lit("reason: ", "yellow"), lit(info.reason), sep="")
     if len(info.steps) > 10_000:
         console.print(
             f"[yellow]warning:[/] the journal holds {len(info.steps)} entries; consider "
@@ -186,24 +229,29 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
         table.add_column(col)
     for s in info.steps:
         table.add_row(
-            str(s.position), s.name, s.kind,
-            f"[{STATUS_STYLE.get(s.status, 'yellow')}]{s.status}[/]", str(s.attempts),
-            _secs(s.duration), s.error or "",
+            str(s.position), lit(s.name), lit(s.kind),
+            lit(s.status, STATUS_STYLE.get(s.status, "yellow")), str(s.attempts),
+            _secs(s.duration), lit(s.error),
         )
     console.print(table)
     from .cli_graph import show_checkpoints
 
-    show_checkpoints(console, _app(db), run_id)
+    show_checkpoints(console, app, run_id)
     if info.stats:
         shown = {k: round(v, 6) if isinstance(v, float) else v for k, v in info.stats.items()}
-        console.print(f"stats: {shown}")
-        if info.stats.get("tokens") or info.stats.get("saved_steps"):
+        console.print(lit(f"stats: {shown}"))
+        st = info.stats
+        if st.get("llm_calls") or st.get("tokens") or st.get("saved_steps"):
             console.print(
-                f"model: {int(info.stats.get('tokens', 0))} tokens, "
-                f"${info.stats.get('cost', 0.0):.4f} spent; recovery saved {_saved(info.stats) or 'nothing'}"
+                f"model: {int(st.get('llm_calls', 0))} call(s), {int(st.get('tokens', 0))} tokens, "
+                f"${st.get('cost', 0.0):.4f} spent in all; last execution: "
+                f"{int(st.get('last_llm_calls', 0))} call(s), {int(st.get('last_tokens', 0))} "
+                f"tokens, ${st.get('last_cost', 0.0):.4f}; recovery saved {_saved(st) or 'nothing'}"
             )
+    if info.status == "completed":
+        console.print(lit("result: ", "green"), lit(_result_text(info)), sep="")
     if info.status == "failed" and info.error is not None:
-        console.print(f"[red]error:[/] {type(info.error).__name__}: {info.error}")
+        console.print(lit("error: ", "red"), lit(f"{type(info.error).__name__}: {info.error}"), sep="")
 
 
 @main.command()
@@ -217,7 +265,8 @@ def cancel(run_id: str, db: str | None) -> None:
 
 @main.command()
 @click.option("--db", help="Store URL (default: a SQLite file in a new temporary folder).")
-@click.option("--kill-at", default=14, show_default=True, help="Step at which the agent is killed.")
+@click.option("--kill-at", default=14, show_default=True, type=click.IntRange(2, 16),
+              help="Step (2-16 of the agent's 16) at which the agent is killed.")
 def demo(db: str | None, kill_at: int) -> None:
     """A research agent killed with SIGKILL at step 14, then resumed from its journal."""
     from .demo import run_demo
@@ -236,6 +285,14 @@ def run_cli() -> None:
         sys.exit(exc.exit_code)
     except OutlastError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sqlite3.DatabaseError as exc:
+        # Met while reading a page the open-time check did not cover (or a file over its limit).
+        if is_damage(exc):
+            click.echo(f"error: the outlast database is damaged ({exc}). Check it with: sqlite3 "
+                       "FILE 'PRAGMA integrity_check'", err=True)
+        else:
+            click.echo(f"error: SQLite: {exc}", err=True)
         sys.exit(1)
 
 

@@ -64,19 +64,23 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     from .app import App
     from .cli import load_app
 
-    app = load_app(target, db) if target else (App(db) if db else App())
-    rows = queue_rows(app.store.queue_stats(), app.queues if target else None)
+    declared = load_app(target) if target else None
+    # A reader of its own: the user's App object is left as it was (also when run in-process).
+    reader = App(db or (declared.url if declared else None), readonly=True)
+    rows = queue_rows(reader.store.queue_stats(), declared.queues if declared else None)
+    reader.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from .cli import _console, lit
 
     table = Table(title=f"{len(rows)} queue(s)")
     for col in ("queue", "pending", "running", "suspended", "limits"):
         table.add_column(col)
     for row in rows:
         limits = "(pass MODULE:APP to show)" if row["limits"] is None else _describe(row["limits"])
-        table.add_row(row["queue"], str(row["pending"]), str(row["running"]),
+        table.add_row(lit(row["queue"]), str(row["pending"]), str(row["running"]),
                       str(row["suspended"]), limits)
-    Console().print(table)
+    _console().print(table)

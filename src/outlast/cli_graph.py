@@ -12,6 +12,9 @@ from .app import App
 from .graph import NODE_KIND
 from .timetravel import checkpoints
 
+#: seconds between looks at what a forked run executed with --wait is waiting for
+WAIT_STEP = 1.0
+
 
 def show_checkpoints(console: Any, app: App, run_id: str) -> None:
     """Print the checkpoint table of a graph run (nothing for other runs)."""
@@ -26,10 +29,12 @@ def show_checkpoints(console: Any, app: App, run_id: str) -> None:
     table = Table(title="checkpoints (outlast fork MODULE:APP RUN_ID CHECKPOINT)")
     for col in ("id", "node", "run", "at", "update", "next"):
         table.add_column(col)
+    from .cli import lit
+
     for cp in checkpoints(app, run_id):
         table.add_row(
-            cp.id, cp.node, cp.run_id if cp.run_id != run_id else "",
-            time.strftime("%H:%M:%S", time.localtime(cp.at)), cp.summary, cp.next or "",
+            lit(cp.id), lit(cp.node), lit(cp.run_id if cp.run_id != run_id else ""),
+            time.strftime("%H:%M:%S", time.localtime(cp.at)), lit(cp.summary), lit(cp.next),
         )
     console.print(table)
 
@@ -65,4 +70,40 @@ def fork(
     handle = start_fork(app, run_id, checkpoint, update, new_run_id, execute=False)
     click.echo(f"forked {run_id} at checkpoint {checkpoint} as run {handle.run_id}")
     if wait:
-        click.echo(json.dumps(handle.result(), default=repr))
+        click.echo(json.dumps(_wait(app, handle.run_id), default=repr))
+
+
+def _asked(app: App, run_id: str) -> str:
+    """What the run's latest ``outlast.interrupt(value)`` asked, for people ('' if none)."""
+    from . import serde
+
+    asked = [e for e in app.store.load_journal(run_id) if e.kind == "interrupt"]
+    if not asked:
+        return ""
+    try:
+        value = serde.loads(asked[-1].output or b"null", what="interrupt value")
+    except Exception:  # a value this process cannot read is still waited for
+        return ""
+    return f" (it asks: {json.dumps(value, default=repr, ensure_ascii=False)})"
+
+
+def _wait(app: App, run_id: str) -> object:
+    """Execute the run here until it ends, saying once per wait what it is waiting for."""
+    from .errors import Timeout
+
+    told = None
+    while True:
+        try:
+            return app.handle(run_id).result(timeout=WAIT_STEP)
+        except Timeout:
+            record = app.store.get_run(run_id)
+            event = record.wait_event if record is not None else None
+            if record is None or record.status != "suspended" or event is None or event == told:
+                continue
+            told = event
+            click.echo(
+                f"run {run_id} is waiting for event {event!r}{_asked(app, run_id)}; answer with "
+                f"`outlast send {run_id} {event} JSON` (Ctrl-C stops waiting; the run keeps "
+                "its place)",
+                err=True,
+            )

@@ -45,20 +45,26 @@ def send(run_id: str, name: str, payload: str, db: str | None) -> None:
 def prune(older_than: str, db: str | None) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
     with their journals and events. Never a run that is still going, nor a finished child
-    whose parent is still going (the parent may not have read its result yet)."""
-    count = (App(db) if db else App()).store.prune(time.time() - parse_age(older_than))
-    click.echo(f"pruned {count} run(s)")
+    whose parent is still going (the parent may not have read its result yet). Agent
+    Framework checkpoints older than the age go too, except each workflow's newest."""
+    from .integrations._maf_rows import prune_checkpoints
+
+    store, cutoff = (App(db) if db else App()).store, time.time() - parse_age(older_than)
+    click.echo(f"pruned {store.prune(cutoff)} run(s)")
+    if checkpoints := prune_checkpoints(store, older_than=cutoff, keep=1):
+        click.echo(f"pruned {checkpoints} agent-framework checkpoint(s)")
 
 
 @click.command()
 @click.argument("target")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8155, show_default=True)
+@click.option("--port", default=8155, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--token", envvar="OUTLAST_SERVE_TOKEN", help="Bearer token (required beyond 127.0.0.1).")
 @click.option("--worker/--no-worker", default=True, show_default=True,
               help="Also run a worker in this process, so started and woken runs execute here.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Worker's runs at once.")
+@click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Worker's runs at once.")
 def serve(
     target: str, db: str | None, host: str, port: int, token: str | None, worker: bool, concurrency: int
 ) -> None:

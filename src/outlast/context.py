@@ -12,27 +12,31 @@ import os
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from . import serde
+from . import children, snapshot, waits
+from .durable import DurableCall
 from .errors import (
     Cancelled,
-    Interrupt,
     LeaseLost,
     OutlastError,
     Release,
+    StoreError,
     StoreUnavailable,
     Suspend,
 )
 from .journal import Journal
+from .store import faults
 from .store.base import Entry, RunRecord, Store
 
 if TYPE_CHECKING:
-    from .app import App
+    from .runtime import Runtime
+
+T = TypeVar("T")
 
 __all__ = ["Context", "current_idempotency_key", "idempotency_key"]
 
@@ -61,6 +65,19 @@ REPLAY_EACH_STEP = "OUTLAST_REPLAY_EACH_STEP"
 def current_run() -> RunState | None:
     """The run executing in this thread or task, if any."""
     return _run_var.get()
+
+
+def _escalate(fault: StoreError) -> BaseException | None:
+    # A transient store fault anywhere inside a run's execution (a read for a budget, a blob,
+    # a child's status) stops the run like a failed journal write: never an Exception that
+    # user code could catch and carry on with.
+    state = _run_var.get()
+    if state is None or not fault.transient:
+        return None
+    return state.fault(fault, None)
+
+
+faults.escalate = _escalate
 
 
 def current_step() -> StepScope | None:
@@ -94,7 +111,8 @@ def current_idempotency_key() -> str | None:
 class RunState:
     """One execution of a claimed run in this process."""
 
-    app: App
+    #: the narrow runtime (the App) through which the run reaches the world
+    app: Runtime
     store: Store
     run: RunRecord
     journal: Journal
@@ -109,6 +127,8 @@ class RunState:
     replay_each_step: bool = field(
         default_factory=lambda: os.environ.get(REPLAY_EACH_STEP) == "1"
     )
+    #: True once this execution has written to the store (store-fault back-off resets)
+    wrote: bool = False
 
     @property
     def run_id(self) -> str:
@@ -125,7 +145,10 @@ class RunState:
             return
         if self.releasing:
             raise Release(f"run {self.run_id!r}: the worker is shutting down", run_id=self.run_id)
-        current = self.store.get_run(self.run_id)
+        try:
+            current = self.store.get_run(self.run_id)
+        except StoreError as exc:
+            raise self.fault(exc, None) from exc
         if current is not None and current.status == "cancelled":
             raise Cancelled(f"run {self.run_id!r} was cancelled", run_id=self.run_id)
         raise LeaseLost(
@@ -133,19 +156,54 @@ class RunState:
             run_id=self.run_id,
         )
 
-    def record(self, entry: Entry, blobs: dict[str, bytes] | None = None) -> None:
+    def begin(
+        self, kind: str, name: str, args_hash: str | None = None, key: str | None = None
+    ) -> DurableCall:
+        """The next durable call of this run: its identity and recorded entry (see
+        :mod:`outlast.durable`). Stops first if the run was cancelled or taken over; raises
+        NonDeterminismError when the journal recorded something else here."""
+        self.check()
+        c = self.journal.next_call(kind, name, args_hash, key)
+        return DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
+
+    def write(self, op: Callable[..., T], *args: Any, step: str | None = None, **kwargs: Any) -> T:
+        """Run one store operation of this run under the one fault rule.
+
+        A transient store fault (after the store's own retries) raises StoreUnavailable: the
+        run stops here and resumes later with back-off, and user code cannot catch it. A
+        permanent one raises StoreError naming the run, the step and the database's reason:
+        the step (or primitive) fails as any failed step would. Fencing (LeaseLost) and
+        outlast's own errors pass through.
+        """
         try:
-            self.store.record(self.run_id, self.epoch, entry, blobs)
-        except (OutlastError, Interrupt):
-            raise
-        except Exception as exc:
-            # The store already retried; an outage must not look like the step's failure to
-            # the workflow (which might catch it) nor fail the run: stop and resume later.
-            raise StoreUnavailable(
-                f"run {self.run_id!r}: cannot record {entry.key!r} ({type(exc).__name__}: "
-                f"{exc}); the run stops here and resumes when the store is reachable",
-                run_id=self.run_id,
-            ) from exc
+            result = op(*args, **kwargs)
+        except StoreError as exc:
+            raise self.fault(exc, step) from exc
+        except StoreUnavailable as exc:  # escalated at the boundary: name the step
+            if step is None or exc.__dict__.get("step") is not None:
+                raise
+            raise self.fault(exc.fault, step) from exc.__cause__
+        self.wrote = True
+        return result
+
+    def fault(self, exc: StoreError, step: str | None) -> BaseException:
+        """The exception a store fault becomes inside this run (see :meth:`write`)."""
+        what = f"step {step!r} of run {self.run_id!r}" if step else f"run {self.run_id!r}"
+        if exc.transient:
+            return StoreUnavailable(
+                f"{what} stopped: {exc.message}", run_id=self.run_id, step=step, fault=exc
+            )
+        return StoreError(
+            f"{what} could not be recorded: {exc.message}. The step fails with this error; "
+            "fix the value (or the database) and retry the run",
+            transient=False, reason=exc.reason, url=exc.url, run_id=self.run_id, step=step,
+        )
+
+    def write_entry(
+        self, entry: Entry, blobs: Mapping[str, bytes] | None = None, *, step: str | None = None
+    ) -> None:
+        """Journal ``entry`` (fenced) through :meth:`write`."""
+        self.write(self.store.record, self.run_id, self.epoch, entry, blobs, step=step or entry.name)
         if self.replay_each_step:
             self.recorded(entry)
 
@@ -161,16 +219,20 @@ class RunState:
 
     def durable_value(self, kind: str, produce: Callable[[], Any]) -> Any:
         """A value computed once per run and replayed afterwards (time, randomness, ids)."""
-        self.check()
-        call = self.journal.next_call(kind, kind, None)
-        if call.entry is not None:
-            return serde.loads(call.entry.output or b"null", what=f"recorded {kind}")
-        value = produce()
-        now = time.time()
-        self.record(
-            Entry(call.key, call.position, kind, kind, "completed", serde.dumps(value), None, 1, now, now)
-        )
-        return value
+        call = self.begin(kind, kind)
+        if call.replayed:
+            return call.value(blobs=False)
+        return call.complete(produce(), large=False)
+
+    # -- async code in a sync execution --------------------------------------------------------
+
+    def run_coroutine(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` (an async step called from a sync workflow) on the process's one event
+        loop (:mod:`outlast.aio`), so loop-bound clients such as ``AsyncOpenAI`` or
+        ``httpx.AsyncClient`` keep working from one step to the next and across runs."""
+        from . import aio
+
+        return aio.run(coro)
 
 
 class Context:
@@ -216,21 +278,15 @@ class Context:
     def sleep(self, seconds: float | timedelta) -> Any:
         """Sleep durably: after a crash only the remaining time is slept. Long sleeps
         hibernate the run (no thread held). Await it in async workflows."""
-        from . import waits
-
         return waits.sleep(self._state, seconds)
 
     def sleep_until(self, when: datetime | float) -> Any:
         """Sleep durably until ``when`` (a datetime, or seconds since the epoch)."""
-        from . import waits
-
         return waits.sleep_until(self._state, when)
 
     def wait_for(self, name: str, timeout: float | timedelta | None = None) -> Any:
         """The payload of the next event ``name`` sent to this run (``app.send``), or raise
         :class:`~outlast.Timeout` after ``timeout``. Await it in async workflows."""
-        from . import waits
-
         return waits.wait_for(self._state, name, timeout)
 
     def start_child(
@@ -238,21 +294,15 @@ class Context:
     ) -> Any:
         """Start a child run of ``workflow`` (journaled) and return its handle
         (:class:`~outlast.children.ChildRun`); cancelling this run cancels the child."""
-        from . import children
-
         return children.start_child(self._state, workflow, args, kwargs, run_id)
 
     def stash(self, value: Any) -> None:
         """Durably replace this run's snapshot with ``value``; a resume then calls the
         workflow's ``on_recovered`` handler with it, and older journal entries are dropped."""
-        from . import snapshot
-
         snapshot.stash(self._state, value)
 
     def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Restart this workflow under the same run id with new arguments and a fresh journal."""
-        from . import snapshot
-
         snapshot.continue_as_new(self._state, args, kwargs)
 
     def __repr__(self) -> str:

@@ -27,12 +27,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import serde
 from .context import RunState, StepScope, _step_var
-from .errors import ConfigurationError, NotPaused, Pause, RunNotFound, SerializationError
+from .errors import (
+    ConfigurationError,
+    NotPaused,
+    Pause,
+    RunNotFound,
+    SerializationError,
+    StoreError,
+)
 from .store.base import Entry, RunRecord
 
 if TYPE_CHECKING:
     from .app import App
-    from .journal import Call
+    from .durable import DurableCall
     from .step import Step
 
 __all__ = ["NOT_DONE", "resolve"]
@@ -79,14 +86,16 @@ def check_options(
 # -- the driver's hook ---------------------------------------------------------------------------
 
 
-def begin(state: RunState, step: Step[Any, Any], call: Call, args_hash: str) -> Any:
+def begin(state: RunState, step: Step[Any, Any], call: DurableCall) -> Any:
     """Before the first attempt: write the intent, or settle an intent left by a crash.
 
     Returns :data:`RUN` when the function must run, else the step's (reconciled) result.
     Raises :class:`~outlast.errors.Pause` when the outcome cannot be known.
     """
     if call.entry is None:
-        _record_intent(state, step, call, args_hash)
+        # Committed (and fenced) before the function runs: a worker that lost the run cannot
+        # start the effect, and whoever resumes the run sees that it may have happened.
+        call.intent()
         return RUN
     if step.reconcile is None:
         raise _unknown(state, step, call)
@@ -94,13 +103,13 @@ def begin(state: RunState, step: Step[Any, Any], call: Call, args_hash: str) -> 
         answer = _ask(state, step, call)
     except Exception as exc:  # the run pauses with the error in its reason; nothing is lost
         raise _unknown(state, step, call, exc) from exc
-    return _settle(state, step, call, args_hash, answer)
+    return _settle(state, step, call, answer)
 
 
-async def begin_async(state: RunState, step: Step[Any, Any], call: Call, args_hash: str) -> Any:
+async def begin_async(state: RunState, step: Step[Any, Any], call: DurableCall) -> Any:
     """:func:`begin` for async steps: an async ``reconcile`` is awaited."""
     if call.entry is None:
-        _record_intent(state, step, call, args_hash)
+        call.intent()
         return RUN
     if step.reconcile is None:
         raise _unknown(state, step, call)
@@ -110,19 +119,10 @@ async def begin_async(state: RunState, step: Step[Any, Any], call: Call, args_ha
             answer = await answer
     except Exception as exc:
         raise _unknown(state, step, call, exc) from exc
-    return _settle(state, step, call, args_hash, answer)
+    return _settle(state, step, call, answer)
 
 
-def _record_intent(state: RunState, step: Step[Any, Any], call: Call, args_hash: str) -> None:
-    # Committed (and fenced) before the function runs: a worker that lost the run cannot
-    # start the effect, and whoever resumes the run sees that it may have happened.
-    now = time.time()
-    state.record(
-        Entry(call.key, call.position, step.kind, step.name, "intent", None, args_hash, 1, now, None)
-    )
-
-
-def _ask(state: RunState, step: Step[Any, Any], call: Call) -> Any:
+def _ask(state: RunState, step: Step[Any, Any], call: DurableCall) -> Any:
     assert step.reconcile is not None
     scope = StepScope(state.run_id, step.name, call.key, 0)
     token = _step_var.set(scope)  # outlast.idempotency_key() works inside reconcile too
@@ -132,7 +132,7 @@ def _ask(state: RunState, step: Step[Any, Any], call: Call) -> Any:
         _step_var.reset(token)
 
 
-def _settle(state: RunState, step: Step[Any, Any], call: Call, args_hash: str, answer: Any) -> Any:
+def _settle(state: RunState, step: Step[Any, Any], call: DurableCall, answer: Any) -> Any:
     if answer is NOT_DONE:
         return RUN  # the intent stays until the outcome replaces it
     try:
@@ -140,18 +140,32 @@ def _settle(state: RunState, step: Step[Any, Any], call: Call, args_hash: str, a
     except SerializationError as exc:
         raise _unknown(state, step, call, exc) from exc
     assert call.entry is not None
-    state.record(
-        Entry(
-            call.key, call.position, step.kind, step.name, "completed", output, args_hash,
-            call.entry.attempts, call.entry.started_at, time.time(),
-            json.dumps({"reconciled": True}),
+    try:
+        call.record(
+            "completed", output, attempts=call.entry.attempts, started=call.entry.started_at,
+            meta=json.dumps({"reconciled": True}),
         )
-    )
+    except StoreError as refused:
+        raise _unknown(state, step, call, refused) from refused
     return answer
 
 
+def unrecordable(state: RunState, step: Step[Any, Any], call: DurableCall, error: StoreError) -> Pause:
+    """The pause of an at-most-once step whose effect ran but whose outcome the database
+    refuses to record: its intent stays, and an operator decides."""
+    key = f"{state.run_id}:{call.key}"
+    rid = state.run_id
+    reason = (
+        f"outcome unknown: step {step.name!r} (idempotency key {key}) ran but its outcome "
+        f"could not be recorded ({error.reason}). Check the effect, then "
+        f"`outlast resolve {rid} --done JSON` records its result, `outlast resolve {rid} "
+        "--redo` runs it again"
+    )
+    return Pause(reason, reason=reason, run_id=rid, step=step.name, key=key)
+
+
 def _unknown(
-    state: RunState, step: Step[Any, Any], call: Call, error: BaseException | None = None
+    state: RunState, step: Step[Any, Any], call: DurableCall, error: BaseException | None = None
 ) -> Pause:
     key = f"{state.run_id}:{call.key}"
     why = (

@@ -8,6 +8,7 @@ outcome); the sync and async loops share that decision (:func:`next_action`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -19,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import children, serde, snapshot
 from .context import Context, RunState, _run_var
+from .decide import CLAIM_RETRY, Action, next_action
 from .errors import (
     Cancelled,
     LeaseLost,
+    NonDeterminismError,
     Pause,
     Release,
     RunCancelled,
@@ -29,13 +32,14 @@ from .errors import (
     RunNotFound,
     RunPaused,
     StepFailed,
+    StoreError,
     StoreUnavailable,
     Suspend,
     Timeout,
+    UnreadableValue,
 )
 from .journal import Journal
-from .owner import is_dead_local
-from .store.base import TERMINAL, RunRecord
+from .store.base import RunRecord
 
 if TYPE_CHECKING:
     from .app import App
@@ -43,22 +47,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("outlast.engine")
 
-#: seconds a caller waits before claiming again a run it could not claim (queue limits)
-CLAIM_RETRY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one execution of a run ended, as far as this process knows."""
 
-    status: str  # completed, failed, suspended, paused, cancelled, lost, released
+    # completed, failed, suspended, paused, cancelled, lost, released, faulted, deferred
+    status: str
     value: Any = None
     error: BaseException | None = None
 
     def settled(self) -> bool:
         """True when the run completed here (its value is ``value``); raises the error of a
-        run that failed here (the original exception, with its traceback); False otherwise."""
-        if self.status == "failed" and self.error is not None:
+        run that failed here (the original exception, with its traceback), and the StoreError
+        of a run a transient store fault stopped (it resumes later: nothing recorded is
+        lost); False otherwise."""
+        if self.status in ("failed", "faulted", "deferred") and self.error is not None:
             raise self.error
         return self.status == "completed"
 
@@ -84,23 +89,29 @@ def _call_args(
 
 
 def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
-    """Execute a claimed run of a sync workflow (an async one gets a fresh event loop).
+    """Execute a claimed run (an async workflow runs on the process's event loop, see
+    :mod:`outlast.aio`, so loop-bound clients survive from run to run).
 
     ``fresh``: the run was created by this caller just now (its journal is empty)."""
     if wf.is_async:
-        import asyncio  # lazily: slow to import; sync users never need it
-        return asyncio.run(execute_async(app, wf, run, fresh=fresh))
+        from . import aio
+
+        return aio.run(execute_async(app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
-    token = _run_var.set(state)
     try:
-        fn, args, kwargs = _call_args(wf, run, ctx)
-        value = fn(*args, **kwargs)
-    except BaseException as exc:
-        return _settle_error(state, exc)
-    else:
-        return _settle_ok(state, value)
+        token = _run_var.set(state)
+        try:
+            fn, args, kwargs = _call_args(wf, run, ctx)
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            _run_var.reset(token)
+        # Settled outside the run's context: a store fault here is the engine's to handle.
+        return _settle_ok(state, value) if error is None else _settle_error(state, error)
     finally:
-        _run_var.reset(token)
         app._heartbeat.remove(state)
 
 
@@ -112,18 +123,21 @@ async def execute_async(
         import asyncio  # lazily: slow to import; sync users never need it
         return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
     state, ctx = _prepare(app, wf, run, fresh)
-    token = _run_var.set(state)
     try:
-        fn, args, kwargs = _call_args(wf, run, ctx)
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):  # a recovery handler may be sync
-            value = await value
-    except BaseException as exc:
-        return _settle_error(state, exc)
-    else:
-        return _settle_ok(state, value)
+        token = _run_var.set(state)
+        try:
+            fn, args, kwargs = _call_args(wf, run, ctx)
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):  # a recovery handler may be sync
+                value = await value
+        except BaseException as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        finally:
+            _run_var.reset(token)
+        return _settle_ok(state, value) if error is None else _settle_error(state, error)
     finally:
-        _run_var.reset(token)
         app._heartbeat.remove(state)
 
 
@@ -147,10 +161,17 @@ def _stats(state: RunState) -> str:
                 for field in ("tokens", "cost"):
                     if isinstance(meta.get(field), (int, float)):
                         stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]
+    # What this execution itself spent, beside the running totals (see run.accounting).
+    for name in ("llm_calls", "tokens", "cost"):
+        stats[f"last_{name}"] = state.stats.get(name, 0)
     return json.dumps(stats, sort_keys=True)
 
 
 def _settle_ok(state: RunState, value: Any) -> Outcome:
+    try:
+        state.journal.check_complete()
+    except NonDeterminismError as exc:
+        return _settle_error(state, exc)
     what = f"result of workflow {state.run.workflow!r}"
     blobs: dict[str, bytes] = {}
     try:
@@ -162,14 +183,64 @@ def _settle_ok(state: RunState, value: Any) -> Outcome:
     except serde.SerializationError as exc:
         return _settle_error(state, exc)
     try:
-        state.store.finish(
-            state.run_id, state.epoch, "completed", output=output, stats=_stats(state),
-            blobs=blobs or None,
+        state.write(
+            state.store.finish, state.run_id, state.epoch, "completed", output=output,
+            stats=_stats(state), blobs=blobs or None,
         )
     except LeaseLost:
         return Outcome("lost")
-    children.notify_parent(state)
+    except StoreUnavailable as exc:
+        return _stopped(state, exc)
+    except StoreError as exc:  # the result is refused: the run fails with the reason
+        return _settle_error(state, exc)
+    _notify_parent(state)
     return Outcome("completed", value=value)
+
+
+def _notify_parent(state: RunState) -> None:
+    # The parent also wakes at its backstop timer, so a fault here loses nothing.
+    try:
+        children.notify_parent(state)
+    except StoreError as exc:
+        log.warning("run %s: could not wake its parent (%s)", state.run_id, exc.reason)
+
+
+#: seconds before a run stopped by a transient store fault may be claimed again, growing with
+#: each consecutive fault up to the lease
+FAULT_BACKOFF = 0.5
+
+
+def backoff(faults: int, lease: float) -> float:
+    """Seconds before the ``faults``-th consecutive store-fault stop may be claimed again."""
+    return float(min(FAULT_BACKOFF * 2 ** max(0, faults - 1), max(lease, FAULT_BACKOFF)))
+
+
+def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
+    """A transient store fault stopped the run: hand it back due after a back-off (so nobody
+    re-executes its step in a tight loop), or let its lease expire if the store is still away."""
+    old = json.loads(state.run.stats) if state.run.stats else {}
+    faults = 1 if state.wrote else int(old.get("store_faults", 0)) + 1
+    delay = backoff(faults, state.app.lease)
+    fault = getattr(exc, "fault", None)
+    reason = getattr(fault, "reason", exc.message)
+    log.warning(
+        "run %s stopped by a store fault (%s); it may resume in %.1f s (consecutive fault %d)",
+        state.run_id, reason, delay, faults,
+    )
+    stats = json.loads(_stats(state))
+    stats["store_faults"] = faults
+    try:
+        state.store.release(
+            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
+            reason=f"store fault: {reason}", stats=json.dumps(stats, sort_keys=True),
+        )
+    except (StoreError, LeaseLost):  # else its lease expires and any worker resumes it
+        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    return Outcome("faulted", error=StoreError(
+        f"{exc.message}. Nothing recorded is lost: the run resumes from its journal when run "
+        f"again (same run id) or by a worker, claimable again in {delay:.1f} s",
+        transient=True, reason=reason, url=getattr(fault, "url", ""), run_id=state.run_id,
+    ))
 
 
 def _settle_error(state: RunState, exc: BaseException) -> Outcome:
@@ -196,59 +267,71 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
             log.warning("%s", exc.message)
             return Outcome("lost", error=exc)
         if isinstance(exc, StoreUnavailable):
-            log.warning("%s", exc.message)
-            try:  # hand the run back at once if the store is reachable again
-                store.release(run_id, epoch, "pending", stats=_stats(state))
-            except Exception:  # else its lease expires and any worker resumes it
-                log.warning("run %s: could not release it; its lease will expire", run_id)
-            return Outcome("lost", error=exc)
+            return _stopped(state, exc)
+        if isinstance(exc, UnreadableValue):
+            return _deferred(state, exc)
         if not isinstance(exc, Exception):
             # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
-            store.release(run_id, epoch, "pending", stats=_stats(state))
+            with contextlib.suppress(StoreError):
+                store.release(run_id, epoch, "pending", stats=_stats(state))
             raise exc
-        store.finish(
-            run_id, epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
-        )
-        children.notify_parent(state)
+        _fail(state, exc)
+        _notify_parent(state)
         return Outcome("failed", error=exc)
     except LeaseLost as lost:
         log.warning("%s", lost.message)
         return Outcome("lost", error=lost)
+    except StoreError as fault:  # the run could not be settled: it stays for resumption
+        if fault.transient:
+            return _stopped(state, state.fault(fault, None))  # type: ignore[arg-type]
+        raise
+
+
+def _deferred(state: RunState, exc: UnreadableValue) -> Outcome:
+    """This process cannot read one of the run's values (its class is not imported here):
+    not the run's failure. Hand it back, due after a back-off, for a process that can."""
+    old = json.loads(state.run.stats) if state.run.stats else {}
+    tries = int(old.get("unreadable", 0)) + 1
+    delay = backoff(tries, state.app.lease)
+    type_name = getattr(exc, "type_name", "?")
+    if tries == 1:
+        log.warning(
+            "run %s: this process cannot read a value of type %s (%s); left for a process "
+            "that imports it", state.run_id, type_name, exc.message,
+        )
+    stats = json.loads(_stats(state))
+    stats["unreadable"] = tries
+    try:
+        state.store.release(
+            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
+            reason=f"unreadable here: {type_name} is not importable by the process that "
+            "claimed it; run it where the module that defines it is imported",
+            stats=json.dumps(stats, sort_keys=True),
+        )
+    except (StoreError, LeaseLost):
+        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    return Outcome("deferred", error=exc)
+
+
+def _fail(state: RunState, exc: BaseException) -> None:
+    """Store the run's failure; an error the database refuses is stored as plain text."""
+    try:
+        state.store.finish(
+            state.run_id, state.epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
+        )
+    except StoreError as refused:
+        if refused.transient:
+            raise
+        plain = StepFailed(
+            f"{type(exc).__name__}: {str(exc).encode('utf-8', 'backslashreplace').decode()}",
+            error_type=type(exc).__name__,
+        )
+        state.store.finish(
+            state.run_id, state.epoch, "failed", error=serde.dump_error(plain), stats=_stats(state)
+        )
 
 
 # -- driving -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """What a waiting caller does next with a run."""
-
-    kind: str  # "done", "claim", "wait", "detach"
-    run: RunRecord
-    steal_from: str | None = None
-    seconds: float = 0.0
-
-
-def next_action(run: RunRecord, now: float, *, detach_on_suspend: bool) -> Action:
-    """Decide the next move for a caller that wants ``run``'s outcome."""
-    if run.status in TERMINAL or run.status == "paused":
-        return Action("done", run)
-    if run.status == "pending":
-        return Action("claim", run)
-    if run.status == "suspended":
-        if run.wake_at is not None and run.wake_at <= now:
-            return Action("claim", run)
-        if detach_on_suspend:
-            return Action("detach", run)
-        until = (run.wake_at - now) if run.wake_at is not None else 1.0
-        return Action("wait", run, seconds=min(until, 1.0))
-    # running elsewhere
-    if is_dead_local(run.owner):
-        return Action("claim", run, steal_from=run.owner)
-    if run.lease_expires_at is not None and run.lease_expires_at < now:
-        return Action("claim", run)
-    until = (run.lease_expires_at - now) if run.lease_expires_at is not None else 0.2
-    return Action("wait", run, seconds=min(max(until, 0.01), 0.2))
 
 
 def outcome_of(app: App, run: RunRecord) -> Any:
@@ -267,10 +350,13 @@ def outcome_of(app: App, run: RunRecord) -> Any:
     if run.status == "cancelled":
         raise RunCancelled(f"run {run.run_id!r} was cancelled", run_id=run.run_id)
     if run.status == "paused":
+        reason = run.reason or "no reason recorded"
+        # Most reasons already say how to resolve: say it once.
+        how = "" if "outlast resolve" in reason else (
+            f". An operator must resolve it: `outlast resolve {run.run_id} --done JSON` records "
+            f"the step's result, `outlast resolve {run.run_id} --redo` runs it again")
         raise RunPaused(
-            f"run {run.run_id!r} is paused: {run.reason or 'no reason recorded'}. An operator "
-            f"must resolve it: `outlast resolve {run.run_id} --done JSON` records the step's "
-            f"result, `outlast resolve {run.run_id} --redo` runs it again (or app.resolve())",
+            f"run {run.run_id!r} is paused: {reason}{how} (or app.resolve())",
             run_id=run.run_id,
             reason=run.reason,
         )

@@ -11,6 +11,8 @@ facts are available as attributes (``run_id``, ``step``, ``position``...).
     ├── RunNotFound             no run with that id
     ├── RunConflict             a run id reused with another workflow or other arguments
     ├── SerializationError      a value that cannot be stored, or a stored payload that cannot be read
+    │   └── UnreadableValue     a stored value names a class this process has not imported
+    ├── StoreError              the database failed or refused a write (``transient`` says which)
     ├── NonDeterminismError     the code called something other than what the journal recorded
     ├── StepFailed              a replayed failure whose exception class is not loaded in this process
     ├── RunFailed               the awaited run ended in failure (``__cause__`` holds the error)
@@ -34,7 +36,7 @@ bare ``except Exception`` in a workflow cannot catch it:
         │   └── ContinueAsNew   the run restarts with new arguments and a fresh journal; internal
         ├── Pause               the run needs an operator (outcome unknown); internal
         ├── Release             the worker is shutting down: give the run back; internal
-        ├── StoreUnavailable    a journal write failed for good (database unreachable); internal
+        ├── StoreUnavailable    a transient store fault stopped the run for resumption; internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
 All errors pickle and unpickle cleanly, so they can cross process boundaries.
@@ -64,10 +66,12 @@ __all__ = [
     "RunPaused",
     "SerializationError",
     "StepFailed",
+    "StoreError",
     "StoreUnavailable",
     "Suspend",
     "TerminalError",
     "Timeout",
+    "UnreadableValue",
 ]
 
 
@@ -116,6 +120,39 @@ class RunConflict(OutlastError):
 
 class SerializationError(OutlastError):
     """A value cannot be stored, or a stored payload cannot be read back."""
+
+
+class UnreadableValue(SerializationError):
+    """A stored value names a class that is not loaded in this process (its module is not
+    imported, or has no such name): another process, one that imports it, can read the value.
+
+    Attributes: ``type_name`` (``module.Qualname`` as stored) and ``what`` (the value read).
+    """
+
+
+class StoreError(OutlastError):
+    """The database failed or refused an operation; each backend classifies its driver's errors
+    into this one type at the store boundary.
+
+    Attributes: ``transient`` (True when the fault may clear by itself: connection lost, server
+    restarting, database locked past the busy timeout, disk full, I/O error; False when the
+    database refuses this very operation: a value it cannot hold, a constraint, a damaged or
+    read-only file), ``reason`` (the database's own words), ``url`` (the store, no password),
+    and where known ``run_id`` and ``step``.
+
+    A transient fault inside a run stops the run for resumption (never a step failure); a
+    permanent one fails the step that could not be recorded, naming the database's reason.
+    """
+
+    transient: bool
+    reason: str
+    url: str
+
+    def __init__(
+        self, message: str = "", *, transient: bool = False, reason: str = "", url: str = "",
+        **attrs: Any,
+    ) -> None:
+        super().__init__(message, transient=transient, reason=reason, url=url, **attrs)
 
 
 class NonDeterminismError(OutlastError):
@@ -217,8 +254,11 @@ class LeaseLost(Interrupt):
 
 
 class StoreUnavailable(Interrupt):
-    """A journal write failed after the store's own retries (the database is unreachable).
+    """A transient store fault (after the store's own retries) stopped the run.
 
-    Not a step failure: the run stops executing here and is left to be resumed (by this
-    process, or by any worker once the lease expires), so an outage never fails a run.
+    Not a step failure: the run stops executing here and is left to be resumed with back-off
+    (by any worker, or by running the same run id again), so an outage never fails a run and
+    never re-executes a step in a tight loop. ``fault`` holds the :class:`StoreError`.
     """
+
+    fault: StoreError

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import serde, waits
 from .context import Context, RunState, current_run
 from .errors import ConfigurationError
 from .store.base import Entry
@@ -301,8 +301,6 @@ def interrupt(value: Any = None) -> Any:
     process when the answer arrives: the node runs again from its start, its completed steps
     replay, and this call returns the answer. In an async graph, ``await`` it.
     """
-    from . import waits
-
     rs = current_run()
     if rs is None:
         raise ConfigurationError(
@@ -336,9 +334,7 @@ class _Execution:
         self.executed = 0
 
     def _start_fork(self, fork: dict[str, Any]) -> None:
-        from .timetravel import fork_base
-
-        base, cp = fork_base(self.rs.app, self.graph, fork["run"], fork["checkpoint"])
+        base, cp = self.rs.app._fork_base(self.graph, fork["run"], fork["checkpoint"])
         update = fork.get("update") or {}
         self.state = self.graph.apply(base, update)
         node = cp.node
@@ -356,18 +352,14 @@ class _Execution:
         if snap:
             doc["s"] = self.state
         output = serde.dumps(doc, what=f"state update of node {node!r}", blobs=blobs)
-        call = self.rs.journal.next_call(NODE_KIND, node, None, key=f"@{self.seq}")
+        call = self.rs.begin(NODE_KIND, node, key=f"@{self.seq}")
         position, counts = self.rs.journal.mark()
         meta = {
             "seq": self.seq, "next": self.next, "pos": position, "counts": counts,
             "summary": summary if summary is not None else summarize(update), "snap": snap,
         }
         fresh = {h: b for h, b in blobs.items() if h not in self.known}
-        self.rs.record(
-            Entry(call.key, call.position, NODE_KIND, node, "completed", output, None, 1,
-                  started, time.time(), json.dumps(meta)),
-            fresh or None,
-        )
+        call.record("completed", output, blobs=fresh, started=started, meta=json.dumps(meta))
         self.known.update(fresh)
 
     def _before(self) -> _Node:

@@ -34,7 +34,10 @@ class Call:
 class Journal:
     """A run's recorded entries, walked in call order."""
 
-    __slots__ = ("run_id", "_by_position", "_by_key", "_counts", "position", "replayed")
+    __slots__ = (
+        "run_id", "_by_position", "_by_key", "_counts", "position", "replayed", "_reached",
+        "_start",
+    )
 
     def __init__(
         self,
@@ -52,6 +55,10 @@ class Journal:
         self.position = start
         #: entries answered from the journal so far (what resuming saved)
         self.replayed: list[Entry] = []
+        #: keys of recorded entries some call reached (replayed, or an intent taken up)
+        self._reached: set[str] = set()
+        #: recorded entries before this position are accounted for (a snapshot, a graph seek)
+        self._start = start
 
     def next_call(
         self, kind: str, name: str, args_hash: str | None, key: str | None = None
@@ -87,6 +94,7 @@ class Journal:
                     recorded=f"{entry.kind} {entry.name!r} args#{entry.args_hash}",
                     called=f"{kind} {name!r} args#{args_hash}",
                 )
+            self._reached.add(full_key)
             if entry.status != "intent":
                 self.replayed.append(entry)
         return Call(position, full_key, occurrence, entry)
@@ -125,8 +133,32 @@ class Journal:
         (a resumed graph restores its state instead of re-running its completed nodes)."""
         self.position = position
         self._counts = dict(counts)
+        self._start = max(self._start, position)
 
     def pending_keys(self) -> list[str]:
         """Keys of recorded entries that no call has reached yet (for diagnostics)."""
-        seen = {e.key for e in self.replayed}
-        return [k for k in self._by_key if k not in seen]
+        return [k for k in self._by_key if k not in self._reached]
+
+    def check_complete(self) -> None:
+        """Raise NonDeterminismError when the workflow finished without reaching entries the
+        journal recorded (a step removed from the end of the code, say): the recorded run and
+        this code disagree, even though no call diverged."""
+        left = sorted(
+            (e for e in self._by_key.values() if e.key not in self._reached and e.position >= self._start),
+            key=lambda e: e.position,
+        )
+        if not left:
+            return
+        first = left[0]
+        recorded = f"{first.kind} {first.name!r} ({first.key})"
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        raise NonDeterminismError(
+            f"run {self.run_id!r} diverged from its journal at position {first.position}: the "
+            f"journal recorded {recorded}{more} but the workflow finished without calling it. "
+            "The workflow code changed (a call was removed or skipped). Restore the old code "
+            "to finish this run, or cancel it and start a new one",
+            run_id=self.run_id,
+            position=first.position,
+            recorded=recorded,
+            called="the end of the workflow",
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .errors import ConfigurationError, Interrupt, TerminalError
+from .errors import ConfigurationError, Interrupt, RetryableError, TerminalError
 
 __all__ = ["Retry", "retry_after_hint"]
 
@@ -21,6 +21,10 @@ class Retry:
     header, as the openai/anthropic/httpx errors have) waits at least that long, up to
     ``max_delay``. :class:`~outlast.TerminalError` and the exception types in ``never`` are
     never retried; with ``only`` given, only those types are.
+
+    A step declared without a policy does not retry, except that raising
+    :class:`~outlast.RetryableError` from it retries under :data:`RETRYABLE` (5 attempts from
+    0.5 s, doubling, at most 30 s apart): the error means what it says.
     """
 
     attempts: int = 1
@@ -42,6 +46,8 @@ class Retry:
 
     def delay(self, attempt: int, exc: BaseException) -> float | None:
         """Seconds to wait before the next try after ``attempt`` failed with ``exc``; None to give up."""
+        if self is NO_RETRY and isinstance(exc, RetryableError):
+            return RETRYABLE.delay(attempt, exc)
         if attempt >= self.attempts or isinstance(exc, (TerminalError, Interrupt)):
             return None
         if self.never and isinstance(exc, self.never):
@@ -57,7 +63,10 @@ class Retry:
         return base
 
 
+#: the policy of a step declared without one: one attempt (but see RETRYABLE)
 NO_RETRY = Retry()
+#: the policy a RetryableError gets from a step declared without a policy
+RETRYABLE = Retry(attempts=5, initial=0.5, backoff=2.0, max_delay=30.0)
 
 
 def retry_after_hint(exc: BaseException) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serde
 from .store.base import Entry, RunRecord
@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from .app import App
 
 __all__ = ["Run", "RunInfo", "StepInfo"]
+
+R = TypeVar("R")
+#: the journal kind of a recorded model call (outlast.llm.record.KIND)
+LLM_KIND = "llm"
+#: stats that count things, shown as ints
+COUNTS = ("llm_calls", "last_llm_calls", "tokens", "last_tokens", "saved_steps", "saved_tokens",
+          "recoveries_seen")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,32 @@ class StepInfo:
             entry.name, entry.kind, entry.key, entry.position, entry.status, entry.attempts,
             entry.started_at, entry.ended_at, error, meta,
         )
+
+
+def accounting(stored: str | None, entries: list[Entry] | None) -> dict[str, Any]:
+    """The run's stats, with one definition of what it spent on model calls.
+
+    ``llm_calls``, ``tokens``, ``cost``: what the run spent in all, summed over the model
+    calls recorded in its journal (completed or failed, whatever became of the execution that
+    made them: a SIGKILLed one never wrote its figures). Computed here when the journal is
+    loaded (``app.get_run``, ``outlast show``); without it (``list_runs``), the totals written
+    when the last execution ended. ``last_llm_calls``, ``last_tokens``, ``last_cost``: what
+    the last execution that ended spent. Counts are ints.
+    """
+    stats: dict[str, Any] = json.loads(stored) if stored else {}
+    calls = [e for e in entries or () if e.kind == LLM_KIND]
+    if calls or (entries is not None and "llm_calls" in stats):
+        stats["llm_calls"] = len(calls)
+        stats["tokens"] = stats["cost"] = 0
+        for entry in calls:
+            meta = json.loads(entry.meta) if entry.meta else {}
+            for name in ("tokens", "cost"):
+                if isinstance(meta.get(name), int | float):
+                    stats[name] += meta[name]
+    for name in COUNTS:
+        if isinstance(stats.get(name), float) and stats[name].is_integer():
+            stats[name] = int(stats[name])
+    return stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +138,15 @@ class RunInfo:
         return cls(
             run.run_id, run.workflow, run.status, run.created_at, run.started_at, run.ended_at,
             run.queue, run.parent_id, run.reason, run.recoveries,
-            json.loads(run.stats) if run.stats else {},
+            accounting(run.stats, entries),
             [StepInfo.from_entry(e) for e in entries or []],
             run.output, run.error, blobs,
         )
 
 
-class Run:
-    """A handle on a run: ``run_id``, ``status``, and ``result()`` to wait for its outcome."""
+class Run(Generic[R]):
+    """A handle on a run: ``run_id``, ``status``, and ``result()`` to wait for its outcome
+    (typed by the workflow's result)."""
 
     __slots__ = ("app", "run_id")
 
@@ -129,20 +163,20 @@ class Run:
         """The run as stored now, with its steps."""
         return self.app.get_run(self.run_id)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the run's result (executing it here when it is runnable and unowned).
 
         Raises what the run ended with, RunPaused, or Timeout after ``timeout`` seconds.
         """
         from .engine import drive
 
-        return drive(self.app, None, self.run_id, timeout=timeout)[1]
+        return drive(self.app, None, self.run_id, timeout=timeout)[1]  # type: ignore[no-any-return]
 
-    async def result_async(self, timeout: float | None = None) -> Any:
+    async def result_async(self, timeout: float | None = None) -> R:
         """:meth:`result` for async callers."""
         from .engine import drive_async
 
-        return await drive_async(self.app, None, self.run_id, timeout=timeout)
+        return await drive_async(self.app, None, self.run_id, timeout=timeout)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r}>"

@@ -27,7 +27,18 @@ Guarantees
 ----------
 * ``loads(dumps(v))`` equals ``v`` and has the same type at every level.
 * Nothing is unpickled and nothing is imported: a class named by stored data is looked up
-  in ``sys.modules`` and must be the expected kind (dataclass, Enum, ...) before it is built.
+  in the ``__dict__`` of a module already in ``sys.modules`` (never with ``getattr``, so no
+  module ``__getattr__`` runs) and must be the expected kind (dataclass, Enum, ...) before it
+  is built. A class that cannot be found raises :class:`UnreadableValue`: the value may be
+  readable by a process that has imported its module.
+* A class defined in a script run as ``python script.py`` is written under the name the
+  script has when imported (``script:Params``, not ``__main__:Params``), so the script and
+  ``outlast worker script:app`` write the same bytes and read each other's values. Records
+  that name ``__main__`` are also looked up in the modules given to :func:`register_home`.
+* Reading is bounded: a packed row inflates to at most :data:`MAX_UNPACKED_BYTES`, and blob
+  references (which may name one blob many times, and nest) expand to at most
+  :data:`MAX_DECODED_BYTES` of blob text and :data:`MAX_DECODED_ITEMS` list items; beyond
+  that, :class:`SerializationError`, never a ``MemoryError`` or a hang.
 * Equal values built the same way give the same bytes (sets are sorted, never hash-ordered),
   so :func:`fingerprint` of call arguments is stable across processes.
 * Every failure is a :class:`SerializationError` naming what was stored or read, and for a
@@ -47,13 +58,10 @@ version, so an agent resending its growing conversation stores O(N) bytes, not O
 from __future__ import annotations
 
 import base64
-import dataclasses
-import enum
 import hashlib
 import json
 import math
 import re
-import sys
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -64,12 +72,13 @@ from zoneinfo import ZoneInfo
 
 from .errors import (
     SerializationError,
+    UnreadableValue,
 )
 
 __all__ = [
-    "BLOB_THRESHOLD", "Blobs", "SerializationError", "decode_args", "dump_error", "dumps",
-    "pack",
-    "encode_args", "fingerprint", "load_error", "loads",
+    "BLOB_THRESHOLD", "MAX_DECODED_BYTES", "MAX_DECODED_ITEMS", "MAX_UNPACKED_BYTES", "Blobs",
+    "SerializationError", "UnreadableValue", "decode_args", "dump_error", "dumps", "encode_args",
+    "fingerprint", "load_error", "loads", "pack", "register_home",
 ]
 
 #: Strings, bytes, dicts and lists whose JSON is at least this many bytes go to blobs.
@@ -78,7 +87,15 @@ _TAG = "__o"
 _CHUNK_MASK = 15  # a chunk ends after an element whose key has these bits set: 1 in 16
 _FINE_MASK = 3  # the same for the unfinished last chunk: 1 in 4
 _CHUNK_MAX = 64  # ...or at this size, so a run of identical elements still gets cut
-_CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+#: The most bytes one packed (zlib) row may inflate to when read.
+MAX_UNPACKED_BYTES = 64 * 2**20
+#: The most blob text one :func:`loads` call parses, counting a blob again each time it is
+#: named: what bounds a payload that names one large blob a million times.
+MAX_DECODED_BYTES = 128 * 2**20
+#: The most list items one :func:`loads` call builds from ``lc`` chunks (each copy counted).
+MAX_DECODED_ITEMS = 2_000_000
+_CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
+            zlib.error)
 _MISSING: Any = object()
 #: What :func:`loads` reads blobs from: a mapping, or a batch fetcher of missing hashes.
 Blobs: TypeAlias = Mapping[str, bytes] | Callable[[list[str]], Mapping[str, bytes]]
@@ -261,59 +278,6 @@ _ENCODERS: dict[type, Callable[[Any, dict[str, bytes] | None], Any]] = {
 }
 
 
-def _is_pydantic(t: type) -> bool:
-    # Duck typing keeps pydantic out of the import graph: only a real v2 model has both methods.
-    return any(
-        c.__name__ == "BaseModel" and c.__module__.startswith("pydantic") for c in t.__mro__
-    ) and hasattr(t, "model_dump") and hasattr(t, "model_validate")
-
-
-# The classes stored by name, by kind: what a class must be, to be written or rebuilt.
-_KINDS: dict[str, tuple[str, Callable[[type], bool]]] = {
-    "e": ("Enum", lambda c: issubclass(c, enum.Enum)),
-    "nt": ("named tuple", lambda c: issubclass(c, tuple) and hasattr(c, "_fields")),
-    "dc": ("dataclass", dataclasses.is_dataclass),
-    "pd": ("pydantic model", _is_pydantic),
-}
-_CLASSES: dict[type, tuple[str, str, tuple[str, ...]]] = {}  # kind, "mod:Qual", field names
-
-
-def _class_info(v: Any, t: type) -> tuple[str, str, tuple[str, ...]]:
-    kind = next((kind for kind, (_, check) in _KINDS.items() if check(t)), None)
-    if kind is None:
-        raise _Unsupported(v)
-    if _find_class(t.__module__, t.__qualname__) is not t:
-        raise _Unsupported(v, f"its class {_name(t)} cannot be found by name when read back; "
-                              "define it at module level")
-    fields = tuple(f.name for f in dataclasses.fields(t)) if kind == "dc" else ()
-    info = _CLASSES[t] = (kind, f"{t.__module__}:{t.__qualname__}", fields)
-    return info
-
-
-def _enc_class(v: Any, t: type, b: dict[str, bytes] | None) -> Any:
-    kind, ref, fields = _CLASSES.get(t) or _class_info(v, t)
-    if kind == "e":
-        if t.__members__.get(v.name) is v:  # type: ignore[attr-defined]
-            return {_TAG: "e", "c": ref, "n": v.name}
-        return {_TAG: "e", "c": ref, "v": _enc(v.value, b)}  # a composite Flag has no name
-    if kind == "nt":
-        return {_TAG: "nt", "c": ref, "v": _seq(v, b)}
-    if kind == "dc":
-        raw = {n: x for n in fields if (x := getattr(v, n, _MISSING)) is not _MISSING}
-    else:
-        try:
-            raw = v.model_dump(mode="python")
-        except Exception as exc:
-            raise _Unsupported(v, f"its model_dump() failed: {exc}") from None
-    try:
-        return {_TAG: kind, "c": ref, "v": _enc(raw, b)}
-    except _Unsupported as e:
-        if e.path and e.path[-1].startswith("['"):
-            e.path[-1] = "." + e.path[-1][2:-2]  # a field, not a key
-        e.node = v
-        raise
-
-
 def _name(t: type) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
@@ -368,29 +332,6 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str = "a
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _find_class(module: str, qualname: str) -> Any:
-    """The object named ``module.qualname`` if its module is already imported, else None."""
-    obj: Any = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
-def _lookup(ref: str, kind: str) -> Any:
-    module, _, qualname = ref.partition(":")
-    cls = _find_class(module, qualname)
-    label, check = _KINDS[kind]
-    if isinstance(cls, type) and check(cls):
-        return cls
-    if module not in sys.modules:
-        problem = (f"module {module} is not imported. outlast never imports code named by "
-                   f"stored data: import {module} before resuming")
-    else:
-        problem = f"that name is {'missing' if cls is None else 'not a ' + label}"
-    raise SerializationError(f"the stored value needs {label} {module}.{qualname}, but {problem}",
-                             class_name=f"{module}.{qualname}")
-
-
 def _arr(v: Any) -> list[Any]:
     if type(v) is not list:
         raise ValueError(f"expected a JSON array, got {type(v).__name__}")
@@ -402,48 +343,6 @@ def _dt(d: dict[str, Any]) -> Any:
     if "z" in d:
         value = value.replace(tzinfo=ZoneInfo(d["z"]))
     return value.replace(fold=1) if d.get("f") else value
-
-
-def _dec_enum(d: dict[str, Any]) -> Any:
-    cls = _lookup(d["c"], "e")
-    if "n" not in d:
-        return cls(d["v"])
-    if (member := cls.__members__.get(d["n"])) is None:
-        raise SerializationError(f"enum {_name(cls)} has no member {d['n']!r} any more")
-    return member
-
-
-def _dec_dataclass(d: dict[str, Any]) -> Any:
-    cls, values = _lookup(d["c"], "dc"), d["v"]
-    if type(values) is not dict:
-        raise ValueError("dataclass fields are not an object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if unknown := sorted(values.keys() - fields.keys()):
-        raise SerializationError(f"dataclass {_name(cls)} has no field {unknown} any more")
-    # Built like pickle does, without __init__: frozen classes and init=False fields work, and
-    # the object is the one that was stored, not one __post_init__ may have changed.
-    obj = cls.__new__(cls)
-    for name, f in fields.items():
-        if name in values:
-            value = values[name]
-        elif f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        elif f.init:
-            raise SerializationError(f"dataclass {_name(cls)} has a new required field {name!r}")
-        else:
-            continue
-        object.__setattr__(obj, name, value)
-    return obj
-
-
-def _dec_pydantic(d: dict[str, Any]) -> Any:
-    cls = _lookup(d["c"], "pd")
-    try:
-        return cls.model_validate(d["v"])
-    except ValueError as exc:  # pydantic's ValidationError
-        raise SerializationError(f"stored {_name(cls)} no longer validates: {exc}") from None
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -460,11 +359,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "td": lambda d: timedelta(*_arr(d["v"])),
     "u": lambda d: uuid.UUID(hex=d["v"]),
     "D": lambda d: Decimal(d["v"]),
-    "e": _dec_enum,
-    "nt": lambda d: _lookup(d["c"], "nt")(*_arr(d["v"])),
-    "dc": _dec_dataclass,
-    "pd": _dec_pydantic,
-}
+}  # and the classes stored by name, from serde_classes (below)
 
 
 def _hook(d: dict[str, Any]) -> Any:
@@ -503,6 +398,8 @@ class _Loader:
         self.store: Mapping[str, bytes] = source if isinstance(source, Mapping) else {}
         self.cache: dict[str, bytes] = {}  # verified blobs
         self.decoder = json.JSONDecoder(object_hook=self.hook)
+        self.bytes = self.items = 0  # blob bytes and chunk items used so far, repeats included
+        self.expanded: list[Any] | None = None  # the list the last "lc" node built
 
     def load(self, text: str) -> Any:
         todo = [text] if self.fetch is not None else []
@@ -530,6 +427,13 @@ class _Loader:
             if raw is None:
                 raise SerializationError(f"blob {h} is missing from the store", blob=h)
             data = self.cache[h] = _verify(h, raw)
+        # Stored data may name one blob many times, in nested lists of references: count
+        # every use, so a few KB cannot claim gigabytes (the limits are in the docstring).
+        self.bytes += len(data)
+        if self.bytes > MAX_DECODED_BYTES:
+            raise SerializationError(
+                f"its blob references expand to more than {MAX_DECODED_BYTES} bytes "
+                "(serde.MAX_DECODED_BYTES); the stored data is corrupt or hostile")
         return data
 
     def hook(self, d: dict[str, Any]) -> Any:
@@ -543,9 +447,20 @@ class _Loader:
         if tag == "lc":
             out: list[Any] = []
             for h in _arr(d["h"]):
-                out += _arr(_parse(self.decoder, self.blob(h).decode("utf-8", "surrogatepass")))
+                part = _arr(_parse(self.decoder, self.blob(h).decode("utf-8", "surrogatepass")))
+                if part is not self.expanded:  # a nested "lc" counted its own chunks
+                    self.count(len(part))
+                out += part
+            self.expanded = out
             return out
         return _hook(d)
+
+    def count(self, items: int) -> None:
+        self.items += items
+        if self.items > MAX_DECODED_ITEMS:
+            raise SerializationError(
+                f"its chunked lists expand to more than {MAX_DECODED_ITEMS} items "
+                "(serde.MAX_DECODED_ITEMS); the stored data is corrupt or hostile")
 
 
 def _verify(h: str, data: bytes) -> bytes:
@@ -561,18 +476,20 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
     ``blobs`` is a mapping of hash to bytes, or a callable that takes a list of missing
     hashes and returns a mapping of those it has (called once per level of nesting).
     Raises :class:`SerializationError` naming ``what`` for a corrupt payload, a missing or
-    corrupt blob, or a class that is not loaded in this process.
+    corrupt blob, or a payload past the caps (:data:`MAX_UNPACKED_BYTES`,
+    :data:`MAX_DECODED_BYTES`, :data:`MAX_DECODED_ITEMS`); its subclass
+    :class:`UnreadableValue` for a class that is not loaded in this process.
     """
     try:
         if data[:1] == _PACKED:
-            data = zlib.decompress(data)
+            data = _unpack(data)
         text = bytes(data).decode("utf-8", "surrogatepass")
         if '"__o"' not in text:  # plain JSON: no hook, all in C
             return _parse(_PLAIN, text)
         return _parse(_DECODER, text) if blobs is None else _Loader(blobs).load(text)
     except SerializationError as exc:
         attrs = {**exc._attrs, "what": what}
-        raise SerializationError(f"cannot read {what}: {exc.message}", **attrs) from None
+        raise type(exc)(f"cannot read {what}: {exc.message}", **attrs) from None
     except (*_CORRUPT, RecursionError) as exc:
         raise SerializationError(
             f"cannot read {what}: the stored payload is corrupt or was not written by this "
@@ -584,6 +501,17 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
 #: the first byte of a zlib stream; JSON text never starts with it
 _PACKED = b"x"
 PACK_THRESHOLD = 512
+
+
+def _unpack(data: bytes) -> bytes:
+    inflate = zlib.decompressobj()
+    out = inflate.decompress(data, MAX_UNPACKED_BYTES)
+    if inflate.unconsumed_tail:
+        raise SerializationError(f"the packed row inflates to more than {MAX_UNPACKED_BYTES} "
+                                 "bytes (serde.MAX_UNPACKED_BYTES); it is corrupt or hostile")
+    if not inflate.eof or inflate.unused_data:
+        raise ValueError("the packed row is truncated or has trailing bytes")
+    return out
 
 
 def pack(data: bytes) -> bytes:
@@ -606,7 +534,10 @@ def decode_args(
     raise SerializationError(f"cannot read {what}: it is not [args, kwargs]", what=what)
 
 
-# --- errors ---------------------------------------------------------------------------------
-# Recorded exceptions live in serde_errors (imported last: it builds on the helpers above).
+# --- classes stored by name, and errors -----------------------------------------------------
+# They live in serde_classes and serde_errors (imported last: they build on the helpers above).
 
+from .serde_classes import CLASS_DECODERS, _enc_class, register_home  # noqa: E402
 from .serde_errors import dump_error, load_error  # noqa: E402
+
+_DECODERS.update(CLASS_DECODERS)

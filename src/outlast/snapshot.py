@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import serde
-from .context import Context, RunState
 from .errors import ConfigurationError, ContinueAsNew, Pause
 from .store.base import RunRecord
 
 if TYPE_CHECKING:
+    from .context import Context, RunState
     from .workflow import Workflow
 
 
@@ -79,7 +79,7 @@ def _write(state: RunState, continued: list[Any] | None, stash: dict[str, Any] |
     doc = {"continued": continued, "stash": stash}
     data = serde.dumps(doc, what=f"snapshot of run {state.run_id!r}")
     state.check()
-    state.store.stash(state.run_id, state.epoch, data, state.journal.position)
+    state.write(state.store.stash, state.run_id, state.epoch, data, state.journal.position)
 
 
 def stash(state: RunState, value: Any) -> None:

@@ -4,24 +4,31 @@ A step call inside a workflow is answered from the journal when the journal has 
 otherwise the step runs (with its retry policy) and its outcome is recorded in one write.
 Outside a workflow, or from inside another step, a step is a plain function call.
 
-Sync and async steps share every decision (:func:`_begin`, :func:`_settle`, the retry
-policy); only the waiting between attempts differs.
+Sync and async steps share every decision (:func:`begin`, :func:`settle`, the retry
+policy); only the waiting between attempts differs. Where a step runs:
+
+- a sync step in a sync workflow: in the workflow's thread;
+- an async step in a sync workflow: on the execution's one event loop
+  (:meth:`RunState.run_coroutine`), so loop-bound clients survive from step to step;
+- an async step in an async workflow: on the running loop (the call returns an awaitable);
+- a sync step in an async workflow: in a worker thread with the context copied, off the
+  event loop; the call returns an awaitable, like an async step's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import effects, serde
 from .context import RunState, StepScope, _run_var, _step_var
-from .errors import SerializationError
-from .journal import Call
+from .durable import DurableCall
+from .errors import SerializationError, StoreError
 from .retry import NO_RETRY, Retry
-from .store.base import Entry
 
 if TYPE_CHECKING:
     from .app import App
@@ -82,20 +89,17 @@ class Step(Generic[P, R]):
     def _invoke(
         self, state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None
     ) -> Any:
-        call, args_hash = _begin(state, self, args, kwargs, key)
-        if not self.is_async:
-            if call.entry is not None and call.entry.status != "intent":
-                return _replay(state, self, call)
-            return _run_sync(state, self, call, args_hash, args, kwargs)
-        if call.entry is not None and call.entry.status != "intent":
-            coro: Awaitable[Any] = _replay_async(state, self, call)
-        else:
-            coro = _run_async(state, self, call, args_hash, args, kwargs)
+        # Identity is taken now, in call order, even when the body runs later (a coroutine).
+        call = begin(state, self, args, kwargs, key)
+        if call.replayed:
+            return _replayed_async(call) if state.is_async else call.value()
+        if self.is_async:
+            coro = _run_async(state, self, call, args, kwargs)
+            return coro if state.is_async else state.run_coroutine(coro)
         if state.is_async:
-            return coro
-        # An async step called from a sync workflow: no loop runs in this thread.
-        import asyncio  # lazily: slow to import; sync users never need it
-        return asyncio.run(coro)  # type: ignore[arg-type]
+            # Off the event loop, in a thread with this context, awaited like an async step.
+            return _off_loop(_run_sync, state, self, call, args, kwargs)
+        return _run_sync(state, self, call, args, kwargs)
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -114,82 +118,74 @@ def _hash_args(step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, An
     return serde.fingerprint(data)
 
 
-def _begin(
+def begin(
     state: RunState,
     step: Step[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     key: str | None,
-) -> tuple[Call, str]:
-    state.check()
-    args_hash = _hash_args(step, args, kwargs)
-    return state.journal.next_call(step.kind, step.name, args_hash, key), args_hash
+) -> DurableCall:
+    """The step call's identity and recorded entry (fingerprinting its arguments)."""
+    return state.begin(step.kind, step.name, _hash_args(step, args, kwargs), key)
 
 
-def _replay(state: RunState, step: Step[Any, Any], call: Call) -> Any:
-    entry = call.entry
-    assert entry is not None
-    if entry.status == "failed":
-        raise serde.load_error(entry.output or b"null", step=step.name)
-    return serde.loads(
-        entry.output or b"null", what=f"recorded result of step {step.name!r}",
-        blobs=state.store.get_blobs,
+async def _replayed_async(call: DurableCall) -> Any:
+    return call.value()
+
+
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    import asyncio  # lazily: slow to import; sync users never need it
+    import contextvars
+
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(ctx.run, fn, *args)
     )
 
 
-async def _replay_async(state: RunState, step: Step[Any, Any], call: Call) -> Any:
-    return _replay(state, step, call)
-
-
-def _settle(
+def settle(
     state: RunState,
     step: Step[Any, Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     attempts: int,
     started: float,
     value: Any = None,
     exc: BaseException | None = None,
 ) -> Any:
-    """Record the step's outcome; return the value or raise the final exception."""
-    status = "completed"
-    blobs: dict[str, bytes] = {}
-    if exc is None:
-        try:
-            output = serde.dumps(value, what=f"result of step {step.name!r}")
-            if len(output) >= serde.BLOB_THRESHOLD:
-                # Large: encode again with its big parts as content-addressed blobs, stored
-                # once however many steps return them. Small values pay nothing for this.
-                output = serde.pack(
-                    serde.dumps(value, what=f"result of step {step.name!r}", blobs=blobs)
+    """Record the step's outcome; return the value or raise the final exception.
+
+    A result the database permanently refuses fails the step with that StoreError (recorded
+    as its failure when the database takes that; an at-most-once step pauses instead, since
+    its effect happened but cannot be journaled). Transient faults stop the run
+    (StoreUnavailable) before anything else happens."""
+    try:
+        if exc is None:
+            try:
+                return call.complete(
+                    value, attempts=attempts, started=started, what=f"result of step {step.name!r}"
                 )
-        except SerializationError as bad:
-            # The value cannot be stored: the step fails with that error, recorded, so the
-            # journal stays consistent and a replay fails the same way.
-            exc = bad
-    if exc is not None:
-        status = "failed"
-        output = serde.dump_error(exc)
-    entry = Entry(
-        call.key, call.position, step.kind, step.name, status, output, args_hash,
-        attempts, started, time.time(),
-    )
-    state.record(entry, blobs or None)
-    if exc is not None:
-        raise exc
-    return value
+            except SerializationError:
+                raise  # recorded by complete(): a replay fails the same way
+        call.fail(exc, attempts=attempts, started=started)
+    except StoreError as refused:
+        if step.at_most_once:
+            raise effects.unrecordable(state, step, call, refused) from refused
+        if exc is None:
+            with contextlib.suppress(StoreError):
+                call.fail(refused, attempts=attempts, started=started)
+        raise refused from exc
+    raise exc
 
 
 def _run_sync(
     state: RunState,
     step: Step[Any, Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     if step.at_most_once:
-        answer = effects.begin(state, step, call, args_hash)
+        answer = effects.begin(state, step, call)
         if answer is not effects.RUN:
             return answer
     started = time.time()
@@ -202,9 +198,9 @@ def _run_sync(
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
             if delay is None:
-                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
+                return settle(state, step, call, attempt, started, exc=exc)
         else:
-            return _settle(state, step, call, args_hash, attempt, started, value=value)
+            return settle(state, step, call, attempt, started, value=value)
         finally:
             _step_var.reset(token)
         state.app._pause(delay, state)
@@ -213,13 +209,12 @@ def _run_sync(
 async def _run_async(
     state: RunState,
     step: Step[Any, Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     if step.at_most_once:
-        answer = await effects.begin_async(state, step, call, args_hash)
+        answer = await effects.begin_async(state, step, call)
         if answer is not effects.RUN:
             return answer
     started = time.time()
@@ -232,9 +227,9 @@ async def _run_async(
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
             if delay is None:
-                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
+                return settle(state, step, call, attempt, started, exc=exc)
         else:
-            return _settle(state, step, call, args_hash, attempt, started, value=value)
+            return settle(state, step, call, attempt, started, value=value)
         finally:
             _step_var.reset(token)
         import asyncio  # lazily: slow to import; sync users never need it

@@ -141,7 +141,7 @@ def fork(
     new_run_id: str | None = None,
     *,
     execute: bool = True,
-) -> Run:
+) -> Run[Any]:
     """Start a new run from the state at ``checkpoint_id`` of ``run_id`` (edited by ``update``,
     applied through the reducers), continuing after that checkpoint's node.
 

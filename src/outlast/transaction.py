@@ -12,9 +12,10 @@ a replay returns the recorded result without running the function again.
   raise :class:`~outlast.errors.ConfigurationError` (outlast commits). On PostgreSQL, nested
   ``conn.transaction()`` blocks are savepoints; unqualified tables go to the connection's
   ``search_path`` (``public`` by default), not outlast's schema.
-- Async functions are supported: the transaction runs in a worker thread and the coroutine on an
-  event loop of its own there (the connection is the same synchronous DB-API one), so it must not
-  await objects bound to the workflow's loop.
+- Async functions are supported. In an async workflow the transaction runs in a worker thread
+  and the coroutine on an event loop of its own there (the connection is the same synchronous
+  DB-API one), so it must not await objects bound to the workflow's loop; in a sync workflow it
+  runs on the execution's one event loop.
 
 What cannot work is refused with ConfigurationError, leaving the run as it was: a function with
 no parameter for the connection (at decoration), a call outside a workflow or from inside another
@@ -30,11 +31,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import serde
 from .context import RunState, StepScope, _run_var, _step_var
-from .errors import ConfigurationError
-from .journal import Call
+from .durable import DurableCall
+from .errors import ConfigurationError, StoreError
 from .retry import Retry
-from .step import Step, _begin, _replay, _replay_async, _settle
+from .step import Step, _replayed_async, begin, settle
 from .store.base import Entry
+from .store.faults import UserError
 
 if TYPE_CHECKING:
     from .app import App
@@ -119,60 +121,80 @@ class TransactionStep(Step[..., R]):
     def _invoke(
         self, state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None
     ) -> Any:
-        call, args_hash = _begin(state, self, args, kwargs, key)
-        replaying = call.entry is not None and call.entry.status != "intent"
-        if not self.is_async:
-            if replaying:
-                return _replay(state, self, call)
-            return _run(state, self, call, args_hash, args, kwargs)
-        coro = _replay_async(state, self, call) if replaying else _run_async(
-            state, self, call, args_hash, args, kwargs
-        )
+        call = begin(state, self, args, kwargs, key)
+        if call.replayed:
+            return _replayed_async(call) if state.is_async else call.value()
         if state.is_async:
-            return coro
-        import asyncio  # lazily: slow to import; sync users never need it
-        return asyncio.run(coro)
+            return _run_async(state, self, call, args, kwargs)
+        return _run(state, self, call, args, kwargs)
 
 
 def _work(
     state: RunState,
     step: TransactionStep[Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     attempt: int,
     started: float,
     result: list[Any],
 ) -> Callable[[Any], Entry]:
-    """The function the store runs inside its transaction: the user's call, then the entry."""
+    """The function the store runs inside its transaction: the user's call, then the entry.
+
+    User code's exceptions cross the store boundary wrapped in UserError, so a driver error
+    the user's own SQL raised is the step's failure, not a store fault."""
 
     def work(conn: Any) -> Entry:
         token = _step_var.set(StepScope(state.run_id, step.name, call.key, attempt))
         try:
             value = step.fn(_Lent(conn, step.name), *args, **kwargs)
             if step.is_async:
-                # In the store's thread, on a loop of its own: the transaction stays in one thread.
-                import asyncio  # lazily: slow to import; sync users never need it
-                value = asyncio.run(value)
+                if state.is_async:
+                    # In the store's thread, on a loop of its own: the transaction stays in
+                    # one thread and the workflow's loop goes on.
+                    import asyncio  # lazily: slow to import; sync users never need it
+                    value = asyncio.run(value)
+                else:
+                    value = state.run_coroutine(value)
+            # A result that cannot be stored fails the step and rolls the writes back.
+            output = serde.dumps(value, what=f"result of transaction step {step.name!r}")
+        except Exception as exc:
+            raise UserError(exc) from exc
         finally:
             _step_var.reset(token)
-        # A result that cannot be stored fails the step and rolls the writes back.
-        output = serde.dumps(value, what=f"result of transaction step {step.name!r}")
         result.append(value)
-        return Entry(
-            call.key, call.position, step.kind, step.name, "completed", output, args_hash,
-            attempt, started, time.time(),
+        return call.make_entry(
+            "completed", output, attempts=attempt, started=started, ended=time.time()
         )
 
     return work
 
 
+def _attempt(
+    state: RunState,
+    step: TransactionStep[Any],
+    call: DurableCall,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: int,
+    started: float,
+) -> tuple[bool, Any]:
+    """One attempt in one transaction: ``(True, value)``, or ``(False, exception)``."""
+    result: list[Any] = []
+    work = _work(state, step, call, args, kwargs, attempt, started, result)
+    try:
+        state.write(state.store.transaction, state.run_id, state.epoch, work, step=step.name)
+    except UserError as failed:
+        return False, failed.error
+    except StoreError as refused:  # permanent: the step fails with the database's reason
+        return False, refused
+    return True, result[0]
+
+
 def _run(
     state: RunState,
     step: TransactionStep[Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
@@ -180,43 +202,36 @@ def _run(
     attempt = 0
     while True:
         attempt += 1
-        result: list[Any] = []
-        work = _work(state, step, call, args_hash, args, kwargs, attempt, started, result)
-        try:
-            state.store.transaction(state.run_id, state.epoch, work)
-        except Exception as exc:
-            delay = step.retry.delay(attempt, exc)
-            if delay is None:
-                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
-        else:
-            return result[0]
+        ok, outcome = _attempt(state, step, call, args, kwargs, attempt, started)
+        if ok:
+            return outcome
+        delay = None if isinstance(outcome, StoreError) else step.retry.delay(attempt, outcome)
+        if delay is None:
+            return settle(state, step, call, attempt, started, exc=outcome)
         state.app._pause(delay, state)
 
 
 async def _run_async(
     state: RunState,
     step: TransactionStep[Any],
-    call: Call,
-    args_hash: str,
+    call: DurableCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
+    import asyncio  # lazily: slow to import; sync users never need it
+
     started = time.time()
     attempt = 0
     while True:
         attempt += 1
-        result: list[Any] = []
-        work = _work(state, step, call, args_hash, args, kwargs, attempt, started, result)
-        try:
-            # A thread: the SQLite store holds its lock, and psycopg blocks, for the whole call.
-            import asyncio  # lazily: slow to import; sync users never need it
-            await asyncio.to_thread(state.store.transaction, state.run_id, state.epoch, work)
-        except Exception as exc:
-            delay = step.retry.delay(attempt, exc)
-            if delay is None:
-                return _settle(state, step, call, args_hash, attempt, started, exc=exc)
-        else:
-            return result[0]
-        import asyncio  # lazily: slow to import; sync users never need it
+        # A thread: the SQLite store holds its lock, and psycopg blocks, for the whole call.
+        ok, outcome = await asyncio.to_thread(
+            _attempt, state, step, call, args, kwargs, attempt, started
+        )
+        if ok:
+            return outcome
+        delay = None if isinstance(outcome, StoreError) else step.retry.delay(attempt, outcome)
+        if delay is None:
+            return settle(state, step, call, attempt, started, exc=outcome)
         await asyncio.sleep(delay)
         state.check()

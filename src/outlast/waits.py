@@ -20,12 +20,14 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lease, serde
-from .context import RunState
 from .errors import ConfigurationError, Suspend, Timeout
-from .store.base import Entry
+
+if TYPE_CHECKING:
+    from .context import RunState
+    from .durable import DurableCall
 
 #: how often an in-memory event wait looks at the store (events from other processes)
 POLL = 0.05
@@ -41,14 +43,10 @@ def _seconds(value: float | timedelta, what: str) -> float:
 
 def _recorded_time(state: RunState, kind: str, name: str, compute: Callable[[], float]) -> float:
     """The end of a wait: computed once, journaled, and read back from the journal on replay."""
-    state.check()
-    call = state.journal.next_call(kind, name, None)
-    if call.entry is not None:
-        return float(serde.loads(call.entry.output or b"0", what=f"recorded {kind} {name!r}"))
-    at = compute()
-    now = time.time()
-    state.record(Entry(call.key, call.position, kind, name, "completed", serde.dumps(at), None, 1, now, now))
-    return at
+    call = state.begin(kind, name)
+    if call.replayed:
+        return float(call.value(blobs=False))
+    return float(call.complete(compute(), large=False))
 
 
 def _hibernates(state: RunState, remaining: float | None) -> bool:
@@ -113,41 +111,34 @@ def wait_for(state: RunState, name: str, timeout: float | timedelta | None = Non
     if timeout is not None:
         secs = max(0.0, _seconds(timeout, "ctx.wait_for(timeout)"))
         deadline = _recorded_time(state, "deadline", f"timeout:{name}", lambda: time.time() + secs)
-    state.check()
-    call = state.journal.next_call("event", name, None)
-    if call.entry is not None:
-        return _done_async(_replayed, call.entry) if state.is_async else _replayed(call.entry)
-    waiter = _EventWait(state, call.key, call.position, name, deadline)
+    call = state.begin("event", name)
+    if call.replayed:
+        return _replayed_async(call) if state.is_async else call.value(blobs=False)
+    waiter = _EventWait(state, call, name, deadline)
     return waiter.run_async() if state.is_async else waiter.run()
 
 
-def _replayed(entry: Entry) -> Any:
-    if entry.status == "failed":
-        raise serde.load_error(entry.output or b"null")
-    return serde.loads(entry.output or b"null", what=f"payload of event {entry.name!r}")
-
-
-async def _done_async(fn: Callable[[Entry], Any], entry: Entry) -> Any:
-    return fn(entry)
+async def _replayed_async(call: DurableCall) -> Any:
+    return call.value(blobs=False)
 
 
 class _EventWait:
     """One unanswered ``wait_for``: take the event, time out, hibernate, or wait a little."""
 
-    __slots__ = ("state", "key", "position", "name", "deadline")
+    __slots__ = ("state", "call", "name", "deadline")
 
-    def __init__(self, state: RunState, key: str, position: int, name: str, deadline: float | None) -> None:
-        self.state, self.key, self.position, self.name, self.deadline = (
-            state, key, position, name, deadline,
-        )
+    def __init__(self, state: RunState, call: DurableCall, name: str, deadline: float | None) -> None:
+        self.state, self.call, self.name, self.deadline = state, call, name, deadline
 
     def poll(self) -> tuple[bool, Any]:
         """``(True, payload)`` when the event was taken, else ``(False, seconds to wait)``;
         raises Timeout (journaled) or Suspend (hibernate)."""
         state = self.state
         now = time.time()
-        entry = Entry(self.key, self.position, "event", self.name, "completed", None, None, 1, now, now)
-        taken = state.store.take_event(state.run_id, state.epoch, self.name, entry)
+        entry = self.call.make_entry("completed", started=now, ended=now)
+        taken = state.write(
+            state.store.take_event, state.run_id, state.epoch, self.name, entry, step=self.name
+        )
         if taken is not None:
             value = serde.loads(taken.output or b"null", what=f"payload of event {self.name!r}")
             state.recorded(taken)
@@ -168,10 +159,7 @@ class _EventWait:
             "catch outlast.Timeout in the workflow to go on without it",
             run_id=self.state.run_id, event=self.name,
         )
-        now = time.time()
-        self.state.record(Entry(
-            self.key, self.position, "event", self.name, "failed", serde.dump_error(err), None, 1, now, now,
-        ))
+        self.call.fail(err)
         return err
 
     def run(self) -> Any:

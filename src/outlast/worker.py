@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import engine
-from .errors import ConfigurationError, LeaseLost
+from .errors import ConfigurationError, LeaseLost, StoreError
 from .owner import is_dead_local
 from .store.base import Page, RunRecord
 
@@ -50,7 +50,9 @@ MAX_BACKOFF = 5.0
 class Worker:
     """Executes the app's runs, up to ``concurrency`` at once.
 
-    ``burst``: exit once nothing is runnable and nothing is executing.
+    ``burst``: exit once nothing is runnable and nothing is executing: runs that are pending,
+    due, or owned by a dead process on this host are all taken, in rounds of ``concurrency``,
+    and a last scan finds none left.
     ``poll``: longest idle wait between claims (PostgreSQL wakes workers sooner via NOTIFY).
     """
 
@@ -117,6 +119,8 @@ class Worker:
     def _mine(self) -> list[RunState]:
         with self._lock:
             active = set(self._active)
+        if not active:  # also: nothing to hand back before the store was ever reached
+            return []
         return [s for s in self.app._heartbeat.running() if s.run_id in active]
 
     def _release_at_boundary(self) -> None:
@@ -152,8 +156,15 @@ class Worker:
                 with self._lock:
                     idle = not self._active
                 if self.burst and idle:
-                    break
-                if free > 0:
+                    # The orphan scan is rate-limited and each claim took at most the free
+                    # slots: look once more, now, before deciding that nothing is left.
+                    claimed = self._claim(self.concurrency, rescan=True)
+                    if not claimed:
+                        break
+                    for run in claimed:
+                        self._submit(pool, run)
+                    continue
+                if free > 0 and not self._stopping.is_set():  # (stopped: maybe no store yet)
                     self._slot_freed.clear()
                     self.app.store.wait_for_work(self.poll)
                 else:
@@ -166,13 +177,13 @@ class Worker:
                 self._slot_freed.clear()
         return self.executed
 
-    def _claim(self, free: int) -> list[RunRecord]:
+    def _claim(self, free: int, rescan: bool = False) -> list[RunRecord]:
         """Claim up to ``free`` runs; while the store is unreachable (also at start-up), retry
         with backoff instead of exiting, as the store itself does for a mid-run outage."""
         delay = 0.5
         while True:
             try:
-                return self._try_claim(free)
+                return self._try_claim(free, rescan)
             except Exception as exc:
                 if not _store_fault(exc):
                     raise
@@ -182,7 +193,9 @@ class Worker:
                 return []
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def _try_claim(self, free: int) -> list[RunRecord]:
+    def _try_claim(self, free: int, rescan: bool) -> list[RunRecord]:
+        if rescan:
+            self._last_orphan_scan = 0.0
         claimed = self._claim_orphans(free)
         if len(claimed) < free:
             claimed += self.app.store.claim(
@@ -233,7 +246,9 @@ class Worker:
 
 def _store_fault(exc: BaseException) -> bool:
     """An unreachable or failing database (worth waiting out), not a bug or a bad setting."""
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, StoreError):  # classified by the store: connection lost, locked...
+        return exc.transient
+    if isinstance(exc, ConfigurationError):  # raised while opening the store
         return bool(getattr(exc, "transient", False))
     # psycopg's errors carry a sqlstate; the worker does not import psycopg itself
     return isinstance(exc, OSError | sqlite3.Error) or hasattr(exc, "sqlstate")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .budget import Budget
 from .context import Context, _run_var
@@ -36,6 +36,10 @@ def _takes_ctx(fn: Callable[..., Any]) -> bool:
 
 class Workflow(Generic[P, R]):
     """A durable function. Start it with ``app.run``/``app.start``/``app.enqueue``.
+
+    Typed by what a caller passes and gets: ``P`` are the workflow's parameters without its
+    ``ctx``, ``R`` its result (awaited, for an async workflow), so ``app.run(wf, ...)`` is
+    checked against the signature and returns ``R``.
 
     Called directly inside another workflow, its body runs inline as part of that run (its
     steps are journaled in the caller's journal). Called directly anywhere else, it runs as
@@ -82,3 +86,25 @@ class Workflow(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<outlast workflow {self.name!r}>"
+
+
+class WorkflowDecorator(Protocol):
+    """What ``@app.workflow(...)`` with options returns: a decorator typed as the bare one."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[Context, P], R], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> Workflow[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Workflow[P, R]: ...

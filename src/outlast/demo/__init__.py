@@ -90,7 +90,7 @@ def run_demo(db: str | None = None, kill_at: int = 14) -> int:
         first = _follow(_spawn(db, llm.url, outbox.url, run_id), console, kill_at)
         first_seconds = time.monotonic() - t0
         if not first.get("killed"):
-            console.print("[red]the agent finished before step 14; nothing to recover[/]")
+            console.print(f"[red]the agent finished before step {kill_at}; nothing to recover[/]")
             return 1
         calls_before = llm.count()
         console.print(f"\n[bold]Second attempt[/] (same run id {run_id!r}): resume")

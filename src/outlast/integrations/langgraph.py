@@ -45,9 +45,12 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .. import serde
-from ..serde import _HEX_RE, _LC_RE, _REF_RE, _cut
+from ..serde import _cut
 from ..store import Store, open_store
 from ..store.base import SavedCheckpoint, SavedWrite
+from ._rows import pack_row as _pack
+from ._rows import reachable
+from ._rows import unpack_row as _unpack
 
 if TYPE_CHECKING:
     from ..app import App
@@ -80,41 +83,6 @@ def _list_tree(texts: list[str], blobs: dict[str, bytes]) -> Any:
         hashes = [put(json.dumps({"__o": "lc", "h": g}, separators=(",", ":")).encode())
                   for g in groups]
     return {"__o": "lc", "h": hashes}
-
-
-def _pack(text: bytes) -> bytes:
-    """A row's JSON, deflated when that saves a fifth: rows repeat channel versions and hex
-    hashes, which deflate well. JSON never starts with a NUL, which marks deflated rows."""
-    packed = zlib.compress(text, 6)
-    return b"\0" + packed if len(packed) + 1 < len(text) * 0.8 else text
-
-
-def _unpack(data: bytes) -> bytes:
-    data = bytes(data)
-    return zlib.decompress(data[1:]) if data[:1] == b"\0" else data
-
-
-def reachable(payloads: list[bytes], fetch: Any) -> set[str]:
-    """Every blob hash the :mod:`outlast.serde` payloads use, following references inside
-    JSON blobs (fetched a level at a time); raw str/bytes blobs are leaves, never read."""
-    seen: set[str] = set()
-    todo = [_unpack(p).decode("utf-8", "surrogatepass") for p in payloads]
-    while todo:
-        nested: list[str] = []  # JSON blobs, which may hold more references
-        for text in todo:
-            for m in _REF_RE.finditer(text):
-                if m[1] not in seen:
-                    seen.add(m[1])
-                    if not m[2]:
-                        nested.append(m[1])
-            for m in _LC_RE.finditer(text):
-                for h in _HEX_RE.findall(m[1]):
-                    if h not in seen:
-                        seen.add(h)
-                        nested.append(h)
-        got = fetch(nested) if nested else {}
-        todo = [bytes(got[h]).decode("utf-8", "surrogatepass") for h in nested if h in got]
-    return seen
 
 
 class OutlastSaver(BaseCheckpointSaver[int]):

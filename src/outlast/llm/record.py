@@ -27,8 +27,8 @@ from typing import Any
 
 from .. import serde
 from ..context import RunState
+from ..durable import DurableCall
 from ..errors import BudgetExceeded, NonDeterminismError
-from ..journal import Call
 from ..retry import NO_RETRY, Retry
 from ..store.base import Entry
 from .pricing import Price, cost_of
@@ -103,7 +103,7 @@ class Prepared:
     state: RunState
     api: API
     name: str
-    call: Call
+    call: DurableCall
     request: dict[str, Any]
     encoded: bytes
     blobs: dict[str, bytes]
@@ -114,12 +114,11 @@ class Prepared:
 
 def prepare(state: RunState, api: API, kwargs: dict[str, Any], options: Options) -> Prepared:
     """Give the call its identity (synchronously, so concurrent calls number in call order)."""
-    state.check()
     name = options.name or api.label
     request = plain({k: v for k, v in kwargs.items() if k not in TRANSPORT_OPTIONS})
     blobs: dict[str, bytes] = {}
     encoded = serde.dumps(request, what=f"request of model call {name!r}", blobs=blobs)
-    call = state.journal.next_call(KIND, name, None)
+    call = state.begin(KIND, name)
     return Prepared(
         state, api, name, call, request, encoded, blobs, serde.fingerprint(encoded),
         request.get("stream") is True, options,
@@ -274,11 +273,10 @@ def _write(
     if prep.call.entry is not None and prep.call.entry.status != "intent":
         return  # sent again under on_change="call": the slot keeps its first recording
     new = {h: b for h, b in blobs.items() if h not in spent.stored}
-    entry = Entry(
-        prep.call.key, prep.call.position, KIND, prep.name, status, output, None, attempts,
-        started, ended, json.dumps(meta, sort_keys=True),
+    prep.call.record(
+        status, output, blobs=new, attempts=attempts, started=started, ended=ended,
+        meta=json.dumps(meta, sort_keys=True),
     )
-    prep.state.record(entry, new or None)
     spent.stored.update(new)
 
 

@@ -35,8 +35,13 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open (and migrate) the store named by ``url``; raises ConfigurationError for a bad URL."""
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """Open (and migrate) the store named by ``url``; raises ConfigurationError for a bad URL.
+
+    ``readonly=True`` (commands that only read): never create, migrate or convert anything;
+    raise ConfigurationError ("no outlast database at ...") when there is none. SQLite opens
+    the file with ``mode=ro``; PostgreSQL skips migrations and needs the schema to exist.
+    """
     from ..errors import ConfigurationError
 
     if not isinstance(url, str) or "://" not in url:
@@ -48,7 +53,7 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, readonly=readonly)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
@@ -56,7 +61,7 @@ def open_store(url: str) -> Store:
             raise ConfigurationError(
                 f"the PostgreSQL store needs psycopg 3: run pip install 'outlast[postgres]' ({exc})"
             ) from exc
-        return PostgresStore(url)
+        return PostgresStore(url, readonly=readonly)
     raise ConfigurationError(
         f"bad store URL {url!r}: unknown scheme {scheme!r}; use sqlite:/// or postgresql://"
     )

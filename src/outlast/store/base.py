@@ -459,3 +459,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections. The store cannot be used afterwards."""
+
+    @abc.abstractmethod
+    def find_checkpoints(
+        self, *, run_id: str | None = None, thread_prefix: str = "", before: str | None = None
+    ) -> list[SavedCheckpoint]:
+        """Framework checkpoints of every thread whose id starts with ``thread_prefix``,
+        newest id first: only those whose ``run_id`` is ``run_id`` (an indexed lookup), or
+        whose id is lower than ``before``. For a checkpointer that names checkpoints by an id
+        of its own (the Agent Framework storage keeps it in ``run_id``) and prunes by age."""

@@ -1,7 +1,8 @@
 """The PostgreSQL store, for runs spread over many workers on many machines.
 
 ``postgresql://user:password@host:5432/dbname?schema=outlast&pool_min=1&pool_max=10``: every
-table lives in ``schema`` (created if missing); the other query options go to libpq unchanged.
+table lives in ``schema`` (created if missing); ``retry_for`` (seconds, default 30) bounds how
+long connection faults are retried; the other query options go to libpq unchanged.
 Statements go through a :class:`psycopg_pool.ConnectionPool` in autocommit mode, so a
 single-statement write (a journal entry) is one round trip and its own transaction.
 
@@ -40,9 +41,17 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from ..errors import (
+    ConfigurationError,
+    LeaseLost,
+    NotPaused,
+    RunConflict,
+    RunNotFound,
+    StoreError,
+)
 from . import migrations
 from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
+from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
 from .postgres_conn import UNSENT, Pool, transient
 from .postgres_saver import PostgresCheckpoints
@@ -56,8 +65,25 @@ from .postgres_sql import (
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
+
+@guard_public
 class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     """Runs, journals and events in one schema of a PostgreSQL database."""
+
+    def _classify(self, exc: BaseException) -> StoreError | None:
+        """Driver errors as StoreError: connection and availability faults (what ``_run``
+        retries) are transient, as are a full disk (53100) and out of memory (53200); every
+        other error is the database refusing this operation, permanent."""
+        if isinstance(exc, psycopg.Error):
+            state = getattr(exc, "sqlstate", None)
+            if state == "53100":
+                return disk_full(self, exc)
+            if transient(exc) or state in ("53200", "53300"):
+                return fault(self, exc, transient=True)
+            return fault(self, exc, transient=False)
+        if isinstance(exc, UnicodeError | OverflowError):  # a value the driver cannot send
+            return fault(self, exc, transient=False)
+        return None
 
     dialect = "postgresql"
     #: how long operations keep retrying connection faults, in seconds
@@ -72,9 +98,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     #: queueing everyone behind it.
     lock_timeout: float = 10.0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         conninfo, self.url, options = parse_url(url)
         self.schema = options["schema"]
+        self.retry_for = options["retry_for"]
         self._q = Queries(self.schema)
         self._conninfo = conninfo
         # NOTIFY channels are identifiers of at most 63 bytes
@@ -87,7 +114,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._listen_lock = threading.Lock()
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
-                self._migrate(conn)
+                if readonly:
+                    self._check_schema(conn)
+                else:
+                    self._migrate(conn)
         except psycopg.OperationalError as exc:
             error = ConfigurationError(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}. Check that "
@@ -109,6 +139,21 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._pool.open(wait=options["pool_min"] > 0, timeout=30.0)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_schema(self, conn: Conn) -> None:
+        """For commands that only read: the schema must exist; nothing is created."""
+        q = self._q
+        exists = conn.execute(q.schema_exists, {"schema": self.schema}).fetchone() is not None
+        if exists:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'schema_version'",
+                (self.schema,),
+            ).fetchone() is not None
+        if not exists:
+            raise ConfigurationError(
+                f"no outlast schema {self.schema!r} at {self.url}. Check the URL's database "
+                "and ?schema= (default outlast); it is created by the first run or worker"
+            )
 
     def _migrate(self, conn: Conn) -> None:
         q, schema = self._q, self.schema

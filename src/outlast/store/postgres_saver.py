@@ -110,6 +110,19 @@ class PostgresCheckpoints:
         rows = self._run(lambda c, _: c.execute(self._saver_sql(sql), params).fetchall())
         return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
 
+    def find_checkpoints(
+        self, *, run_id: str | None = None, thread_prefix: str = "", before: str | None = None
+    ) -> list[SavedCheckpoint]:
+        where, params = ["starts_with(thread_id, %s)"], [thread_prefix]
+        for clause, value in (("run_id = %s", run_id), ('checkpoint_id < %s COLLATE "C"', before)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (f"SELECT {_CP_COLUMNS} FROM {{s}}.lg_checkpoints WHERE {' AND '.join(where)} "
+               'ORDER BY checkpoint_id COLLATE "C" DESC, thread_id, ns')
+        rows = self._run(lambda c, _: c.execute(self._saver_sql(sql), params).fetchall())
+        return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
+
     def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
         sql = self._saver_sql(f"""SELECT {_W_COLUMNS} FROM {{s}}.lg_writes
             WHERE thread_id = %s AND ns = %s AND checkpoint_id = ANY(%s::text[])

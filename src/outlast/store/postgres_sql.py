@@ -368,7 +368,7 @@ class Queries:
                 setattr(self, name, value.replace("{s}", quoted))
 
 
-_OPTIONS = ("schema", "pool_min", "pool_max")
+_OPTIONS = ("schema", "pool_min", "pool_max", "retry_for")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -419,5 +419,15 @@ def parse_url(url: str) -> tuple[str, str, dict[str, Any]]:
     # libpq waits forever by default; a store that cannot connect should say so soon
     params.setdefault("connect_timeout", "10")
     params.setdefault("application_name", "outlast")
-    store_options = {"schema": schema, "pool_min": pool_min, "pool_max": pool_max}
+    try:
+        retry_for = float(options.get("retry_for", "30"))
+    except ValueError:
+        retry_for = -1.0
+    if not 0 <= retry_for <= 3600:
+        raise ConfigurationError(
+            f"bad retry_for={options.get('retry_for')!r} in {public}: seconds from 0 to 3600"
+        )
+    store_options = {
+        "schema": schema, "pool_min": pool_min, "pool_max": pool_max, "retry_for": retry_for,
+    }
     return make_conninfo("", **params), public, store_options

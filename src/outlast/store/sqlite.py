@@ -20,9 +20,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
-from . import migrations, sqlite_queues
+from ..errors import (
+    ConfigurationError,
+    LeaseLost,
+    NotPaused,
+    RunConflict,
+    RunNotFound,
+    StoreError,
+)
+from . import migrations, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .faults import disk_full, fault, guard_public
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
 
@@ -63,12 +71,44 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     return unquote(path), options
 
 
+# SQLite primary result codes (https://sqlite.org/rescode.html) that may clear by themselves.
+_BUSY, _LOCKED, _NOMEM, _IOERR, _INTERRUPT, _FULL, _PROTOCOL = 5, 6, 7, 10, 9, 13, 15
+_TRANSIENT_CODES = frozenset({_BUSY, _LOCKED, _NOMEM, _IOERR, _INTERRUPT, _PROTOCOL})
+_DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+@guard_public
 class SQLiteStore(SQLiteCheckpoints, Store):
     """Runs and journals in one SQLite file (or in memory, for one process)."""
 
     dialect = "sqlite"
 
-    def __init__(self, url: str) -> None:
+    def _classify(self, exc: BaseException) -> StoreError | None:
+        """Driver errors as StoreError: busy, locked, I/O and out-of-memory faults are
+        transient, a full disk is transient with its own message, everything else the
+        database refuses (a value it cannot hold, a constraint, a read-only or damaged file)
+        is permanent."""
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            primary = code & 0xFF if isinstance(code, int) else None
+            if primary == _FULL or (primary is None and "full" in str(exc)):
+                return disk_full(self, exc)
+            if primary in _DAMAGED_CODES:
+                return fault(self, exc, transient=False, reason=(
+                    f"{exc}: the database file is damaged; check it with "
+                    f"`sqlite3 {self.path} 'PRAGMA integrity_check'` and restore a backup"
+                ))
+            if primary in _TRANSIENT_CODES or (
+                primary is None and isinstance(exc, sqlite3.OperationalError)
+                and ("locked" in str(exc) or "busy" in str(exc))
+            ):
+                return fault(self, exc, transient=True)
+            return fault(self, exc, transient=False)
+        if isinstance(exc, UnicodeError | OverflowError):  # a value SQLite cannot bind
+            return fault(self, exc, transient=False)
+        return None
+
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url
         path, options = _parse_url(url)
         sync = options.get("synchronous", "normal").lower()
@@ -82,6 +122,20 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         except ValueError:
             raise ConfigurationError(f"busy_timeout must be milliseconds in {url!r}") from None
         self.path = path
+        self._lock = threading.RLock()
+        self._closed = False
+        # A file this process cannot write is read the same way: what is stored stays readable.
+        self.readonly = readonly or not sqlite_open.writable(path)
+        if self.readonly:
+            self._conn, version = sqlite_open.connect_readonly(path, busy_ms)
+            newest = MIGRATIONS[-1].version
+            if version > newest:
+                self._conn.close()
+                raise ConfigurationError(
+                    f"the database at {url} has schema version {version}, newer than this "
+                    f"outlast supports ({newest}); upgrade outlast"
+                )
+            return
         if path != ":memory:":
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
@@ -94,13 +148,13 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
-                _enable_wal(self._conn, busy_ms)
+                sqlite_open.enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
+            if sqlite_open.is_damage(exc):
+                raise sqlite_open.damaged(path, exc) from None
             raise ConfigurationError(f"cannot open SQLite database {url!r}: {exc}") from exc
-        self._lock = threading.RLock()
-        self._closed = False
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -161,6 +215,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         try:
             migrations.apply(_Target(), MIGRATIONS, self._tx, self.url)
         except sqlite3.DatabaseError as exc:
+            if sqlite_open.is_damage(exc):
+                raise sqlite_open.damaged(self.path, exc) from None
             raise ConfigurationError(
                 f"cannot use {self.url!r} as an outlast database: {exc}"
             ) from exc
@@ -192,6 +248,15 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def create_run(
         self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
     ) -> tuple[RunRecord, bool]:
+        if self.readonly:
+            # INSERT ... ON CONFLICT DO NOTHING would still need the write lock: look first.
+            stored = self.get_run(run.run_id)
+            if stored is None:
+                raise ConfigurationError(
+                    f"cannot record run {run.run_id!r}: the database at {self.path} is read-only "
+                    "here (open it where it is writable); reading stored runs works"
+                )
+            return stored, False
         now = time.time()
         claimed = owner is not None
         record = RunRecord(
@@ -550,20 +615,6 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
-
-
-def _enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
-    """Switch the file to WAL. SQLite refuses at once with "database is locked", without
-    waiting out busy_timeout, while another connection switches the same file: retry."""
-    deadline = time.monotonic() + busy_ms / 1000
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
 
 
 def _entry_row(entry: Entry) -> tuple[Any, ...]:

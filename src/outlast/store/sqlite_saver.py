@@ -92,6 +92,20 @@ class SQLiteCheckpoints:
             rows = self._conn.execute(sql, params).fetchall()
         return [SavedCheckpoint(*row) for row in rows]
 
+    def find_checkpoints(
+        self, *, run_id: str | None = None, thread_prefix: str = "", before: str | None = None
+    ) -> list[SavedCheckpoint]:
+        where, params = ["substr(thread_id, 1, ?) = ?"], [len(thread_prefix), thread_prefix]
+        for clause, value in (("run_id = ?", run_id), ("checkpoint_id < ?", before)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = (f"SELECT {_CP_COLUMNS} FROM outlast_lg_checkpoints WHERE {' AND '.join(where)} "
+               "ORDER BY checkpoint_id DESC, thread_id, ns")
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [SavedCheckpoint(*row) for row in rows]
+
     def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
         rows: list[Any] = []
         with self._lock:

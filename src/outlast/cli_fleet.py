@@ -33,18 +33,23 @@ def _describe(limits: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def queue_rows(stats: list[QueueStats], specs: dict[str, QueueSpec]) -> list[dict[str, Any]]:
-    """One row per queue with runs or declared limits, by name."""
+def queue_rows(
+    stats: list[QueueStats], specs: dict[str, QueueSpec] | None
+) -> list[dict[str, Any]]:
+    """One row per queue with runs or declared limits, by name. ``specs`` None: the limits
+    are unknown (they live in the app's code), and each row says so with ``"limits": null``
+    rather than ``{}``, which would read as "unlimited"."""
     by_name = {s.name: s for s in stats}
     rows = []
-    for name in sorted(set(by_name) | set(specs)):
+    for name in sorted(set(by_name) | set(specs or {})):
         s = by_name.get(name)
+        limits = None if specs is None else _limits(specs.get(name) or (s.spec if s else None))
         rows.append({
             "queue": name,
             "pending": s.pending if s else 0,
             "running": s.running if s else 0,
             "suspended": s.suspended if s else 0,
-            "limits": _limits(specs.get(name) or (s.spec if s else None)),
+            "limits": limits,
         })
     return rows
 
@@ -62,7 +67,7 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     declared = load_app(target) if target else None
     # A reader of its own: the user's App object is left as it was (also when run in-process).
     reader = App(db or (declared.url if declared else None), readonly=True)
-    rows = queue_rows(reader.store.queue_stats(), declared.queues if declared else {})
+    rows = queue_rows(reader.store.queue_stats(), declared.queues if declared else None)
     reader.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -75,7 +80,7 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     for col in ("queue", "pending", "running", "suspended", "limits"):
         table.add_column(col)
     for row in rows:
-        limits = _describe(row["limits"]) if target else "(pass MODULE:APP to show)"
+        limits = "(pass MODULE:APP to show)" if row["limits"] is None else _describe(row["limits"])
         table.add_row(lit(row["queue"]), str(row["pending"]), str(row["running"]),
                       str(row["suspended"]), limits)
     _console().print(table)

@@ -44,8 +44,9 @@ def send(run_id: str, name: str, payload: str, db: str | None) -> None:
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
 def prune(older_than: str, db: str | None) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
-    with their journals and events. Never a run that is still going. Agent Framework
-    checkpoints older than the age go too, except each workflow's newest."""
+    with their journals and events. Never a run that is still going, nor a finished child
+    whose parent is still going (the parent may not have read its result yet). Agent
+    Framework checkpoints older than the age go too, except each workflow's newest."""
     from .integrations._maf_rows import prune_checkpoints
 
     store, cutoff = (App(db) if db else App()).store, time.time() - parse_age(older_than)

@@ -19,6 +19,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("outlast.lease")
 
 
+def confirm(state: RunState) -> None:
+    """Ask the store whether ``state``'s run is still ours, and stop it here if not.
+
+    Called when an in-memory wait ends, before the workflow goes on to its next step: a
+    cancel (or a takeover) from another process reaches this process only at the next
+    heartbeat, up to ``lease / 3`` seconds later, and the wait wrote nothing that fencing
+    could have refused. One read per wait."""
+    if not state.interrupted:
+        run = state.store.get_run(state.run_id)
+        if run is None or run.epoch != state.epoch or run.status != "running":
+            state.interrupted = True
+    state.check()
+
+
 class Heartbeat:
     """Renews the leases of the runs registered with it, every ``lease / 3`` seconds."""
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import lease, serde
 from .errors import ConfigurationError, Suspend, Timeout
 
 if TYPE_CHECKING:
@@ -80,16 +80,24 @@ def _until(state: RunState, wake_at: float) -> Any:
 
 def _nap(state: RunState, until: float) -> None:
     # Short naps, so a cancel or a lost lease stops the wait within a quarter second.
+    waited = False
     while (left := until - time.time()) > 0:
+        waited = True
         time.sleep(min(left, 0.25))
         state.check()
+    if waited:  # a cancel from another process, before the next step starts
+        lease.confirm(state)
 
 
 async def _nap_async(state: RunState, until: float) -> None:
+    waited = False
     while (left := until - time.time()) > 0:
+        waited = True
         import asyncio  # lazily: slow to import; sync users never need it
         await asyncio.sleep(min(left, 0.25))
         state.check()
+    if waited:
+        lease.confirm(state)
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -22,13 +22,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import engine
-from .errors import LeaseLost
+from .errors import ConfigurationError, LeaseLost, StoreError
 from .owner import is_dead_local
 from .store.base import Page, RunRecord
 
@@ -42,6 +43,8 @@ log = logging.getLogger("outlast.worker")
 ABORT_GRACE = 2.0
 #: seconds between scans for runs whose owner died on this host
 ORPHAN_SCAN = 1.0
+#: longest wait between claim attempts while the store is unreachable
+MAX_BACKOFF = 5.0
 
 
 class Worker:
@@ -69,6 +72,8 @@ class Worker:
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._last_orphan_scan = 0.0
+        #: runs this worker released itself (their executors then find them gone)
+        self._handed_back: set[str] = set()
         self._signals = 0
 
     # -- control ------------------------------------------------------------------------------
@@ -114,6 +119,8 @@ class Worker:
     def _mine(self) -> list[RunState]:
         with self._lock:
             active = set(self._active)
+        if not active:  # also: nothing to hand back before the store was ever reached
+            return []
         return [s for s in self.app._heartbeat.running() if s.run_id in active]
 
     def _release_at_boundary(self) -> None:
@@ -125,6 +132,8 @@ class Worker:
         for state in self._mine():
             try:
                 self.app.store.release(state.run_id, state.epoch, "pending")
+                with self._lock:
+                    self._handed_back.add(state.run_id)
                 log.info("run %s: released", state.run_id)
             except LeaseLost:
                 pass  # finished or taken over meanwhile: nothing to hand back
@@ -155,7 +164,7 @@ class Worker:
                     for run in claimed:
                         self._submit(pool, run)
                     continue
-                if free > 0:
+                if free > 0 and not self._stopping.is_set():  # (stopped: maybe no store yet)
                     self._slot_freed.clear()
                     self.app.store.wait_for_work(self.poll)
                 else:
@@ -169,6 +178,22 @@ class Worker:
         return self.executed
 
     def _claim(self, free: int, rescan: bool = False) -> list[RunRecord]:
+        """Claim up to ``free`` runs; while the store is unreachable (also at start-up), retry
+        with backoff instead of exiting, as the store itself does for a mid-run outage."""
+        delay = 0.5
+        while True:
+            try:
+                return self._try_claim(free, rescan)
+            except Exception as exc:
+                if not _store_fault(exc):
+                    raise
+                log.warning("store unreachable (%s: %s); retrying in %.1f s",
+                            type(exc).__name__, str(exc).strip(), delay)
+            if self._stopping.wait(delay):
+                return []
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _try_claim(self, free: int, rescan: bool) -> list[RunRecord]:
         if rescan:
             self._last_orphan_scan = 0.0
         claimed = self._claim_orphans(free)
@@ -204,7 +229,11 @@ class Worker:
     def _execute(self, wf: Any, run: RunRecord) -> None:
         try:
             outcome = engine.execute(self.app, wf, run)
-            log.info("run %s: %s", run.run_id, outcome.status)
+            status = outcome.status
+            with self._lock:
+                if status == "lost" and run.run_id in self._handed_back:
+                    status = "released"  # handed back on shutdown, not taken by another
+            log.info("run %s: %s", run.run_id, status)
         except Exception:
             log.exception("run %s: executor error", run.run_id)
         finally:
@@ -213,3 +242,13 @@ class Worker:
                 self.executed += 1
             self._slot_freed.set()
             self.app._notify()
+
+
+def _store_fault(exc: BaseException) -> bool:
+    """An unreachable or failing database (worth waiting out), not a bug or a bad setting."""
+    if isinstance(exc, StoreError):  # classified by the store: connection lost, locked...
+        return exc.transient
+    if isinstance(exc, ConfigurationError):  # raised while opening the store
+        return bool(getattr(exc, "transient", False))
+    # psycopg's errors carry a sqlstate; the worker does not import psycopg itself
+    return isinstance(exc, OSError | sqlite3.Error) or hasattr(exc, "sqlstate")

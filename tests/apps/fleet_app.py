@@ -30,6 +30,7 @@ app.queue("llm", concurrency=2)
 app.queue("solo", worker_concurrency=1)
 app.queue("keyed", key_concurrency=1)
 app.queue("rated", rate_limit=3, rate_period=1.0)
+app.queue("single", concurrency=1)
 
 _executions = itertools.count(1)
 _count_lock = threading.Lock()
@@ -73,6 +74,7 @@ def triple(ctx: outlast.Context) -> list[int]:
 def nap(run_id: str, j: int, seconds: float) -> int:
     """A step of ``seconds``; logs start and end."""
     log(f"start {run_id}:{j} {os.getpid()} {time.time()}")
+    _maybe_hang()
     time.sleep(seconds)
     log(f"done {run_id}:{j} {os.getpid()} {time.time()}")
     return os.getpid()
@@ -111,3 +113,11 @@ def gated(ctx: outlast.Context, scopes: list[str], seconds: float) -> str:
     """One ``hold`` step; the queue comes from the decoration (``llm``) or from the start."""
     hold(scopes, seconds)
     return ctx.run_id
+
+
+@app.workflow
+def dozing(ctx: outlast.Context, seconds: float) -> list[int]:
+    """A step, an in-memory ``ctx.sleep`` of ``seconds``, another step."""
+    first = nap(ctx.run_id, 0, 0.0)
+    ctx.sleep(seconds)
+    return [first, nap(ctx.run_id, 1, 0.0)]

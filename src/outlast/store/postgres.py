@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ..errors import (
     ConfigurationError,
@@ -53,6 +53,7 @@ from . import migrations
 from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
 from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
+from .postgres_conn import UNSENT, Pool, transient
 from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
     POSTGRES_MIGRATIONS,
@@ -63,9 +64,6 @@ from .postgres_sql import (
 
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
-
-# connection-level failures (08xxx) and a server shutting down or starting up
-_RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
 
 
 @guard_public
@@ -80,7 +78,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             state = getattr(exc, "sqlstate", None)
             if state == "53100":
                 return disk_full(self, exc)
-            if _transient(exc) or state in ("53200", "53300"):
+            if transient(exc) or state in ("53200", "53300"):
                 return fault(self, exc, transient=True)
             return fault(self, exc, transient=False)
         if isinstance(exc, UnicodeError | OverflowError):  # a value the driver cannot send
@@ -90,6 +88,15 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     dialect = "postgresql"
     #: how long operations keep retrying connection faults, in seconds
     retry_for: float = 30.0
+    #: Server-side backstops, set on every pooled session. No claim holds a lock across a
+    #: round trip, but other short transactions do (a release, a record with blobs, the user
+    #: work of ``ctx.transaction``): a client that freezes or is cut off inside one would keep
+    #: its locks until the server notices the dead peer (``tcp_keepalives_idle``, 2 hours by
+    #: default). The server ends such a transaction after this many idle seconds...
+    idle_in_transaction_timeout: float = 60.0
+    #: ...and a statement waiting this long for a lock gives up (and is retried) instead of
+    #: queueing everyone behind it.
+    lock_timeout: float = 10.0
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         conninfo, self.url, options = parse_url(url)
@@ -112,16 +119,20 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 else:
                     self._migrate(conn)
         except psycopg.OperationalError as exc:
-            raise ConfigurationError(
+            error = ConfigurationError(
                 f"cannot connect to PostgreSQL at {self.url}: {str(exc).strip()}. Check that "
                 "the server is running and reachable, and that the user, password and "
                 "database in the URL are right"
-            ) from exc
-        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            )
+            # unreachable (not refused for a wrong password): a worker retries with backoff
+            error.transient = transient(exc)  # type: ignore[attr-defined]
+            raise error from exc
+        self._pool: ConnectionPool[Conn] = Pool(
             conninfo,
             min_size=options["pool_min"],
             max_size=options["pool_max"],
             kwargs={"autocommit": True},
+            configure=self._configure,
             open=False,
             name=f"outlast:{self.schema}",
         )
@@ -170,6 +181,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
         migrations.apply(Target(), POSTGRES_MIGRATIONS, locked, self.url)
 
+    def _configure(self, conn: Conn) -> None:
+        """Session settings of every pooled connection (see ``idle_in_transaction_timeout``)."""
+        idle, wait = int(self.idle_in_transaction_timeout * 1000), int(self.lock_timeout * 1000)
+        conn.execute(f"SET idle_in_transaction_session_timeout = {idle}")
+        conn.execute(f"SET lock_timeout = {wait}")
+
     def _run(
         self, op: Callable[[Conn, bool], T], *, retry: Callable[[bool], bool] | None = None
     ) -> T:
@@ -188,10 +205,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
                     return op(conn, maybe_applied)
             except psycopg.Error as exc:
-                unsent = isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback)
+                unsent = isinstance(exc, UNSENT)
                 if (
                     self._closed
-                    or not _transient(exc)
+                    or not transient(exc)
                     or (retry is not None and not retry(unsent))
                     or time.monotonic() + delay > deadline
                 ):
@@ -601,13 +618,3 @@ def _one(conn: Conn, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
     row = conn.execute(sql, params).fetchone()
     assert row is not None, sql
     return row
-
-
-def _transient(exc: BaseException) -> bool:
-    """A fault of the connection or the server's availability, worth retrying."""
-    if isinstance(exc, PoolTimeout | psycopg.errors.TransactionRollback):
-        return True
-    if isinstance(exc, psycopg.OperationalError):
-        state = exc.sqlstate
-        return state is None or state.startswith("08") or state in _RETRY_SQLSTATES
-    return False

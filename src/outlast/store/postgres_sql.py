@@ -1,5 +1,5 @@
 """The PostgreSQL store's schema and statements, as plain SQL strings, and the pure helpers
-that prepare their parameters (URL options, queue-limit arithmetic for claims).
+that prepare their parameters (URL options).
 
 Every table lives in one schema (``?schema=`` in the URL, default ``outlast``); ``{s}`` in the
 strings below stands for its quoted name and is filled in once by :class:`Queries`. Times are
@@ -10,8 +10,7 @@ wake times mean the same thing to every worker whatever its own clock says.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,8 +18,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import ConfigurationError
-from .base import Entry, QueueSpec, RunRecord
+from .base import Entry, RunRecord
 from .migrations import Migration
+from .postgres_admission import CLAIM_LIMITED
 
 #: the server's clock, in seconds; clock_timestamp() (not now()) so a long transaction does not
 #: stamp rows with the time it began
@@ -151,6 +151,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "journal: no position index (one index write less per step; load_journal sorts)",
         ("DROP INDEX IF EXISTS {s}.journal_position",),
     ),
+    Migration(
+        4,
+        "claim_limited(): queue admission and claim in one statement (no lock across round trips)",
+        (CLAIM_LIMITED,),
+    ),
 )
 
 
@@ -198,19 +203,13 @@ class Queries:
     get_run = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE run_id = %(run_id)s"
     list_runs = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs"
 
-    # The filters (RUNNABLE and the caller's) are appended by the store; SKIP LOCKED lets
-    # concurrent claimers pass each other instead of queueing on the same rows.
-    claim_candidates = """SELECT run_id, queue, concurrency_key FROM {s}.runs
-        WHERE {where}
-        ORDER BY priority DESC, created_at, run_id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED"""
-    _claim_set = f"""status = 'running', owner = %(owner)s, epoch = r.epoch + 1,
-            lease_expires_at = {NOW} + %(lease)s,
+    # Claims with no queue limits: one statement. The filters (RUNNABLE and the caller's) are
+    # filled in by the store; SKIP LOCKED lets concurrent claimers pass each other.
+    claim_simple = f"""UPDATE {{s}}.runs AS r SET status = 'running', owner = %(owner)s,
+            epoch = r.epoch + 1, lease_expires_at = {NOW} + %(lease)s,
             started_at = coalesce(r.started_at, {NOW}),
             recoveries = r.recoveries + CASE WHEN r.status = 'running' THEN 1 ELSE 0 END,
-            wake_at = NULL, wait_event = NULL"""
-    claim_simple = f"""UPDATE {{s}}.runs AS r SET {_claim_set}
+            wake_at = NULL, wait_event = NULL
         FROM (SELECT run_id FROM {{s}}.runs
               WHERE {{where}}
               ORDER BY priority DESC, created_at, run_id
@@ -218,27 +217,12 @@ class Queries:
               FOR UPDATE SKIP LOCKED) AS c
         WHERE r.run_id = c.run_id
         RETURNING {", ".join("r." + c for c in RUN_COLUMNS.split(", "))}"""
-    claim_ids = f"""UPDATE {{s}}.runs AS r SET {_claim_set}
-        WHERE r.run_id = ANY(%(ids)s)
-        RETURNING {", ".join("r." + c for c in RUN_COLUMNS.split(", "))}"""
-    lock_queues = """SELECT pg_advisory_xact_lock(hashtext(%(schema)s), hashtext('queue:' || q))
-        FROM unnest(%(names)s::text[]) AS q"""
-    # Live runs of each limited queue per concurrency key (an expired lease does not count:
-    # that run is claimable again and is counted when claimed).
-    queue_running = f"""SELECT queue, concurrency_key, count(*),
-            count(*) FILTER (WHERE owner = %(owner)s)
-        FROM {{s}}.runs
-        WHERE queue = ANY(%(names)s::text[]) AND status = 'running'
-          AND lease_expires_at >= {NOW}
-        GROUP BY queue, concurrency_key"""
-    queue_starts = f"""SELECT q.name, (SELECT count(*) FROM {{s}}.queue_starts AS s
-                           WHERE s.queue = q.name AND s.started_at > {NOW} - q.period)
-        FROM unnest(%(names)s::text[], %(periods)s::float8[]) AS q(name, period)"""
-    record_starts = f"""INSERT INTO {{s}}.queue_starts (queue, started_at)
-        SELECT q, {NOW} FROM unnest(%(queues)s::text[]) AS q"""
-    forget_starts = f"""DELETE FROM {{s}}.queue_starts AS s
-        USING unnest(%(names)s::text[], %(periods)s::float8[]) AS q(name, period)
-        WHERE s.queue = q.name AND s.started_at < {NOW} - 2 * q.period"""
+    # Claims under queue limits: one statement too (see postgres_admission), so no claim holds
+    # a lock across a round trip. ``names`` sorted; the limit arrays follow ``names``.
+    claim_limited = f"""SELECT {RUN_COLUMNS} FROM {{s}}.claim_limited(%(schema)s, %(owner)s,
+        %(lease)s::float8, %(limit)s::integer, %(workflows)s::text[], %(run_id)s::text,
+        %(steal_from)s::text, %(names)s::text[], %(conc)s::integer[], %(worker)s::integer[],
+        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[])"""
     heartbeat = f"""UPDATE {{s}}.runs SET lease_expires_at = {NOW} + %(lease)s
         WHERE run_id = ANY(%(run_ids)s) AND owner = %(owner)s AND status = 'running'
         RETURNING run_id"""
@@ -359,8 +343,11 @@ class Queries:
         FROM {s}.runs WHERE status IN ('pending', 'running', 'suspended')
         GROUP BY queue ORDER BY queue"""
     prune_runs = """WITH doomed AS (
-            DELETE FROM {s}.runs
+            DELETE FROM {s}.runs AS r
             WHERE status IN ('completed', 'failed', 'cancelled') AND ended_at < %(older_than)s
+              -- a live parent has not necessarily collected its finished child's result yet
+              AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = r.parent_id
+                              AND p.status NOT IN ('completed', 'failed', 'cancelled'))
             RETURNING run_id
         ), journal AS (
             DELETE FROM {s}.journal WHERE run_id IN (SELECT run_id FROM doomed)
@@ -379,64 +366,6 @@ class Queries:
         for name, value in vars(Queries).items():
             if isinstance(value, str) and not name.startswith("_"):
                 setattr(self, name, value.replace("{s}", quoted))
-
-
-@dataclass(slots=True)
-class QueueLoad:
-    """What one limited queue runs now, counted and then updated within a claim."""
-
-    spec: QueueSpec
-    running: int = 0
-    mine: int = 0
-    starts: int = 0
-    keys: dict[str, int] = field(default_factory=dict)
-
-    def add(self, key: str | None, count: int, mine: int) -> None:
-        self.running += count
-        self.mine += mine
-        if key is not None:
-            self.keys[key] = count
-
-    def full(self) -> bool:
-        spec = self.spec
-        return (
-            (spec.concurrency is not None and self.running >= spec.concurrency)
-            or (spec.worker_concurrency is not None and self.mine >= spec.worker_concurrency)
-            or (spec.rate_limit is not None and self.starts >= spec.rate_limit)
-        )
-
-    def key_full(self, key: str | None) -> bool:
-        limit = self.spec.key_concurrency
-        return key is not None and limit is not None and self.keys.get(key, 0) >= limit
-
-    def admit(self, key: str | None) -> bool:
-        if self.full() or self.key_full(key):
-            return False
-        self.running += 1
-        self.mine += 1
-        self.starts += 1
-        if key is not None:
-            self.keys[key] = self.keys.get(key, 0) + 1
-        return True
-
-
-def blocked_by_limits(loads: Mapping[str, QueueLoad]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Queues with no slot left, and (queue, concurrency key) pairs with none left."""
-    queues = [name for name, load in loads.items() if load.full()]
-    keys = [(name, key) for name, load in loads.items() for key in load.keys if load.key_full(key)]
-    return queues, keys
-
-
-def has_limits(spec: QueueSpec) -> bool:
-    return any(
-        limit is not None
-        for limit in (
-            spec.concurrency,
-            spec.worker_concurrency,
-            spec.rate_limit,
-            spec.key_concurrency,
-        )
-    )
 
 
 _OPTIONS = ("schema", "pool_min", "pool_max", "retry_for")

@@ -28,10 +28,9 @@ from ..errors import (
     RunNotFound,
     StoreError,
 )
-from . import migrations, sqlite_open
+from . import migrations, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
 from .faults import disk_full, fault, guard_public
-from .sqlite_queues import Admission
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
 
@@ -333,32 +332,29 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             marks = ", ".join(f":w{i}" for i in range(len(names)))
             where.append(f"workflow IN ({marks})" if names else "0")
             params.update({f"w{i}": name for i, name in enumerate(names)})
-        claimed: list[RunRecord] = []
         with self._tx() as conn:
-            candidates = conn.execute(
-                f"SELECT run_id, queue, concurrency_key FROM outlast_runs "
-                f"WHERE {' AND '.join(where)} ORDER BY priority DESC, created_at, run_id "
-                f"LIMIT {max(limit, 1) * 20 if queues else max(limit, 1)}",
-                params,
-            ).fetchall()
-            admit = Admission(conn, owner, queues or {}, now) if queues else None
-            for cand_id, queue, key in candidates:
-                if len(claimed) >= limit:
-                    break
-                if admit is not None and not admit.take(queue, key):
-                    continue
-                row = conn.execute(
+            if queues:
+                ids = sqlite_queues.pick(conn, " AND ".join(where), params, queues, limit)
+            else:
+                ids = [row[0] for row in conn.execute(
+                    f"SELECT run_id FROM outlast_runs WHERE {' AND '.join(where)} "
+                    f"ORDER BY priority DESC, created_at, run_id LIMIT {max(limit, 1)}",
+                    params,
+                )]
+            claimed = [
+                RunRecord(*conn.execute(
                     "UPDATE outlast_runs SET "
                     "recoveries = recoveries + (CASE WHEN status = 'running' THEN 1 ELSE 0 END), "
                     "status = 'running', owner = :owner, epoch = epoch + 1, "
                     "lease_expires_at = :lease, wake_at = NULL, wait_event = NULL, "
                     "started_at = coalesce(started_at, :now) WHERE run_id = :id "
                     f"RETURNING {', '.join(RUN_COLUMNS)}",
-                    {**params, "id": cand_id},
-                ).fetchone()
-                if admit is not None:
-                    admit.started(queue)
-                claimed.append(RunRecord(*row))
+                    {**params, "id": run_id},
+                ).fetchone())
+                for run_id in ids
+            ]
+            if queues:
+                sqlite_queues.started(conn, queues, [r.queue for r in claimed], now)
         return claimed
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
@@ -590,19 +586,25 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         return [QueueStats(q, int(p or 0), int(r or 0), int(s or 0)) for q, p, r, s in rows]
 
     def prune(self, older_than: float) -> int:
+        # a live parent has not necessarily collected its finished child's result yet
+        doomed = (
+            "SELECT run_id FROM outlast_runs AS r WHERE ended_at < ? "
+            "AND status IN ('completed', 'failed', 'cancelled') AND NOT EXISTS ("
+            "SELECT 1 FROM outlast_runs AS p WHERE p.run_id = r.parent_id "
+            "AND p.status NOT IN ('completed', 'failed', 'cancelled'))"
+        )
         with self._tx() as conn:
-            doomed = "SELECT run_id FROM outlast_runs WHERE ended_at < ? AND status IN ('completed', 'failed', 'cancelled')"
-            for table in ("outlast_journal", "outlast_events", "outlast_blob_refs"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id IN ({doomed})", (older_than,))
-            count = conn.execute(
-                "DELETE FROM outlast_runs WHERE ended_at < ? "
-                "AND status IN ('completed', 'failed', 'cancelled')",
-                (older_than,),
-            ).rowcount
+            ids = [row[0] for row in conn.execute(doomed, (older_than,))]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ", ".join("?" * len(chunk))
+                for table in ("outlast_journal", "outlast_events", "outlast_blob_refs",
+                              "outlast_runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
             conn.execute(
                 "DELETE FROM outlast_blobs WHERE hash NOT IN (SELECT hash FROM outlast_blob_refs)"
             )
-        return count
+        return len(ids)
 
     def wait_for_work(self, timeout: float) -> None:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.

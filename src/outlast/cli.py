@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import time
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from . import jsonview
 from .app import App
 from .errors import OutlastError
 from .run import RunInfo
@@ -81,7 +81,7 @@ def _info_json(info: RunInfo, steps: bool) -> dict[str, Any]:
     }
     if info.status == "completed":
         try:
-            data["result"] = json.loads(json.dumps(info.result, default=repr))
+            data["result"] = info.result  # viewed by jsonview.dumps
         except OutlastError as exc:
             data["result_error"] = str(exc)
     if info.status == "failed":
@@ -135,7 +135,7 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
     """List runs, newest first."""
     infos = _app(db).list_runs(status=status, workflow=workflow, limit=limit)
     if as_json:
-        click.echo(json.dumps([_info_json(i, steps=False) for i in infos], indent=2))
+        click.echo(jsonview.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
     from rich.table import Table
 
@@ -163,7 +163,7 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     """Show a run and its step timeline."""
     info = _app(db).get_run(run_id)
     if as_json:
-        click.echo(json.dumps(_info_json(info, steps=True), indent=2))
+        click.echo(jsonview.dumps(_info_json(info, steps=True), indent=2))
         return
     from rich.table import Table
 

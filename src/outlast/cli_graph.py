@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from . import jsonview
 from .app import App
 from .graph import NODE_KIND
 from .timetravel import checkpoints
@@ -65,4 +66,4 @@ def fork(
     handle = start_fork(app, run_id, checkpoint, update, new_run_id, execute=False)
     click.echo(f"forked {run_id} at checkpoint {checkpoint} as run {handle.run_id}")
     if wait:
-        click.echo(json.dumps(handle.result(), default=repr))
+        click.echo(jsonview.dumps(handle.result()))

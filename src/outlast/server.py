@@ -19,6 +19,7 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
+from . import jsonview
 from .errors import ConfigurationError, OutlastError, RunConflict, RunNotFound
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ def create_app(app: App, *, token: str | None = None, max_body: int = MAX_BODY) 
         info = await run_in_threadpool(app.get_run, request.path_params["run_id"], steps=False)
         data: dict[str, Any] = {"run_id": info.run_id, "workflow": info.workflow, "status": info.status}
         if info.status == "completed":
-            data["result"] = json.loads(json.dumps(info.result, default=repr))
+            data["result"] = jsonview.to_json(info.result)
         elif info.status == "failed":
             err = info.error
             data["error"] = None if err is None else f"{type(err).__name__}: {err}"

@@ -1,0 +1,198 @@
+"""The request rules every outlast web surface applies (``outlast serve``, ``outlast ui``).
+
+Standard library only, and framework-neutral: a surface builds one :class:`WebPolicy` from the
+address it binds and calls :meth:`WebPolicy.check` with each request's method and headers
+(any case-insensitive mapping, such as Starlette's ``request.headers``). A refusal is a
+:class:`Refused` carrying the HTTP status and a message that says what to change.
+
+What is defended (see docs/security.md, "Web surfaces: serve and ui"):
+
+* **Other machines.** :func:`check_binding` refuses to listen on a non-loopback address
+  without a token; with a token, every request must carry it (``Authorization: Bearer``, or
+  the dashboard's cookie), compared in constant time.
+* **DNS rebinding.** The ``Host`` header must name the bound address and port, a loopback
+  alias of it (``localhost``, ``127.0.0.1``, ``[::1]``), or a name in ``allowed_hosts``.
+* **Cross-site requests from a browser** (any web page the developer has open can send
+  requests to 127.0.0.1). A state-changing request whose ``Origin`` is not one of ours, or
+  whose ``Sec-Fetch-Site`` is ``cross-site`` or ``same-site`` (another port of localhost is
+  "same-site"), is refused; a cross-site read other than a top-level navigation too. Bodies
+  must be ``application/json`` (which a page cannot send cross-origin without a CORS
+  preflight that we never answer) or, where the surface allows forms, the form encoding with
+  a CSRF token (:meth:`WebPolicy.check_csrf`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Refused", "WebPolicy", "check_binding", "is_loopback"]
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+JSON_TYPE = "application/json"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+class Refused(Exception):
+    """A request the rules refuse: ``status`` (400, 401, 403, 415) and a message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _wildcard(host: str) -> bool:
+    return host.strip("[]") in ("0.0.0.0", "::", "")
+
+
+def check_binding(host: str, token: str | None, *, what: str = "outlast serve") -> None:
+    """Refuse to listen beyond this machine without a bearer token (ValueError)."""
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"{what} on {host!r} is reachable from other machines: give --token, or bind 127.0.0.1"
+        )
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    """``Host`` header value -> (lower-cased name, port or None); ValueError when malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(value)
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(":")
+    if not name or (port and not port.isdigit()):
+        raise ValueError(value)
+    return name, int(port) if port else None
+
+
+@dataclass(frozen=True)
+class WebPolicy:
+    """The rules for one listening surface bound to ``host``:``port``.
+
+    ``token``: required on every request when set. ``allowed_hosts``: extra names the
+    ``Host`` header may carry (for a reverse proxy or a DNS name), any port.
+    ``forms``: form-encoded POSTs are accepted (with the CSRF token), for the dashboard.
+    ``token_cookie``: the cookie that may carry the token instead of the header.
+    """
+
+    host: str
+    port: int
+    token: str | None = None
+    allowed_hosts: frozenset[str] = frozenset()
+    forms: bool = False
+    token_cookie: str | None = None
+    #: the secret of this process's CSRF tokens (random per process unless given)
+    csrf_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    # -- the checks --------------------------------------------------------------------------
+
+    def check(self, method: str, headers: Mapping[str, str], cookies: Mapping[str, str] | None = None) -> None:
+        """Apply the Host, cross-site, content-type and token rules; raise :class:`Refused`."""
+        self.check_host(headers.get("host"))
+        self.check_site(method, headers)
+        self.check_token(headers, cookies or {})
+        if method.upper() not in _SAFE_METHODS:
+            self.check_content_type(headers.get("content-type"))
+
+    def check_host(self, value: str | None) -> None:
+        """The ``Host`` header must name this server (DNS rebinding defence)."""
+        if not value:
+            raise Refused(400, "missing Host header")
+        try:
+            name, port = _split_host(value)
+        except ValueError:
+            raise Refused(400, f"malformed Host header {value[:100]!r}") from None
+        if name in self.allowed_hosts:
+            return
+        if _wildcard(self.host) and self.token:
+            return  # bound to every interface: the token, not the name, decides
+        bound = self.host.strip("[]").lower()
+        names = {bound, *LOOPBACK_NAMES} if is_loopback(bound) else {bound}
+        if name.strip("[]") in names and (port or 80) == self.port:
+            return
+        raise Refused(
+            403,
+            f"Host {value[:100]!r} is not this server ({self._origin_host()}); to reach it under "
+            "another name, add the name to the allowed hosts (--allow-host)",
+        )
+
+    def check_site(self, method: str, headers: Mapping[str, str]) -> None:
+        """Refuse cross-site requests: a foreign ``Origin``, or ``Sec-Fetch-Site`` other than
+        ``same-origin``/``none`` (top-level cross-site navigations may read pages)."""
+        unsafe = method.upper() not in _SAFE_METHODS
+        site = (headers.get("sec-fetch-site") or "").lower()
+        if site in ("cross-site", "same-site"):
+            navigate = (headers.get("sec-fetch-mode") or "").lower() == "navigate"
+            if unsafe or not navigate:
+                raise Refused(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
+        origin = headers.get("origin")
+        checked = origin is not None and (unsafe or site not in ("", "same-origin", "none"))
+        if checked and not self.origin_ok(origin or ""):
+            raise Refused(403, f"cross-site request refused: Origin {origin[:100]!r} is not this server")
+
+    def origin_ok(self, origin: str) -> bool:
+        """Whether ``origin`` (``scheme://host[:port]``) is this server under an allowed name."""
+        scheme, sep, rest = origin.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            return False
+        try:
+            self.check_host(rest)
+        except Refused:
+            return False
+        return True
+
+    def check_token(self, headers: Mapping[str, str], cookies: Mapping[str, str]) -> None:
+        """With a token set, the request carries it (header or cookie), compared in constant time."""
+        if not self.token:
+            return
+        expected = self.token.encode()
+        given = headers.get("authorization", "")
+        if given[:7].lower() == "bearer " and hmac.compare_digest(given[7:].strip().encode(), expected):
+            return
+        if self.token_cookie and hmac.compare_digest(
+            cookies.get(self.token_cookie, "").encode(), expected
+        ):
+            return
+        raise Refused(401, "missing or wrong token (send Authorization: Bearer <token>)")
+
+    def check_content_type(self, value: str | None) -> None:
+        """A request with a body is JSON (or, where forms are allowed, form-encoded)."""
+        kind = (value or "").split(";", 1)[0].strip().lower()
+        if kind == JSON_TYPE or (self.forms and kind == FORM_TYPE):
+            return
+        wanted = JSON_TYPE + (f" or {FORM_TYPE}" if self.forms else "")
+        raise Refused(415, f"Content-Type must be {wanted}, got {value!r}")
+
+    # -- CSRF tokens for forms ------------------------------------------------------------------
+
+    def csrf_token(self) -> str:
+        """The token pages put in their forms (derived from the process secret)."""
+        return hmac.new(self.csrf_secret, b"outlast-csrf", "sha256").hexdigest()
+
+    def check_csrf(self, given: str | None) -> None:
+        """Refuse a form POST without this process's CSRF token."""
+        if not given or not hmac.compare_digest(given.encode(), self.csrf_token().encode()):
+            raise Refused(403, "missing or stale CSRF token: reload the page and try again")
+
+    def _origin_host(self) -> str:
+        host = self.host if ":" not in self.host or self.host.startswith("[") else f"[{self.host}]"
+        return f"{host}:{self.port}"

@@ -145,8 +145,9 @@ class WebPolicy:
             if unsafe or not navigate:
                 raise Refused(403, f"cross-site request refused (Sec-Fetch-Site: {site})")
         origin = headers.get("origin")
-        checked = origin is not None and (unsafe or site not in ("", "same-origin", "none"))
-        if checked and not self.origin_ok(origin or ""):
+        if origin is None or not (unsafe or site not in ("", "same-origin", "none")):
+            return
+        if not self.origin_ok(origin):
             raise Refused(403, f"cross-site request refused: Origin {origin[:100]!r} is not this server")
 
     def origin_ok(self, origin: str) -> bool:

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any
 
-__all__ = ["Refused", "WebPolicy", "check_binding", "is_loopback"]
+__all__ = ["Guard", "Refused", "WebPolicy", "check_binding", "is_loopback"]
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -197,3 +200,68 @@ class WebPolicy:
     def _origin_host(self) -> str:
         host = self.host if ":" not in self.host or self.host.startswith("[") else f"[{self.host}]"
         return f"{host}:{self.port}"
+
+
+# -- ASGI ------------------------------------------------------------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class Guard:
+    """ASGI middleware applying a :class:`WebPolicy` to every HTTP request before ``app`` sees it.
+
+    The policy's address is the one the server reports in the ASGI scope (``scope["server"]``)
+    unless ``host``/``port`` are given, so a mounted or test-served app needs no configuration.
+    A refusal is answered ``{"error": message}`` with its status, or plain text for pages.
+    """
+
+    def __init__(self, app: ASGIApp, *, host: str | None = None, port: int | None = None, **policy: Any) -> None:
+        self.app = app
+        self.host, self.port = host, port
+        self.options = policy
+        self._policies: dict[tuple[str, int], WebPolicy] = {}
+
+    def policy(self, scope: Mapping[str, Any]) -> WebPolicy:
+        """The policy for the address this request came in on."""
+        server = scope.get("server") or ("127.0.0.1", 80)
+        key = (self.host or str(server[0]), self.port or int(server[1] or 80))
+        if (found := self._policies.get(key)) is None:
+            found = self._policies[key] = WebPolicy(key[0], key[1], **self.options)
+        return found
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        try:
+            policy = self.policy(scope)
+            scope.setdefault("state", {})["outlast_policy"] = policy
+            policy.check(scope["method"], headers, _cookies(headers.get("cookie", "")))
+        except Refused as r:
+            body = json.dumps({"error": r.message}).encode()
+            await send({"type": "http.response.start", "status": r.status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in scope.get("headers", []):
+        key = name.decode("latin-1").lower()
+        # A repeated Host/Origin is suspicious; keeping the first is what servers route by.
+        out.setdefault(key, value.decode("latin-1"))
+    return out
+
+
+def _cookies(header: str) -> dict[str, str]:
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {k: m.value for k, m in jar.items()}

@@ -459,3 +459,34 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections. The store cannot be used afterwards."""
+
+    # -- browsing (the dashboard, outlast ui) ---------------------------------------------------
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first (``created_at`` then ``run_id``, both
+        descending), at most ``query.limit``. With ``query.after`` (the ``(created_at, run_id)``
+        of the last run of the previous page) only runs strictly after it in that order: keyset
+        pagination, stable while runs are added, and as fast on page 1,000 as on page 1."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement browse_runs")
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        """Number of runs per status among those matching ``query`` (its ``status``, ``after``
+        and ``limit`` ignored). A status with no run may be missing."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement count_runs")
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """A filter for :meth:`Store.browse_runs` and :meth:`Store.count_runs`.
+
+    ``text``: a case-sensitive substring of the run id. ``since``/``until``: ``created_at``
+    in ``[since, until)``. ``after``: the keyset cursor (see :meth:`Store.browse_runs`).
+    """
+
+    status: str | None = None
+    workflow: str | None = None
+    text: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after: tuple[float, str] | None = None
+    limit: int = 50

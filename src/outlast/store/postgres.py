@@ -42,7 +42,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
-from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
+from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
+from .browse import browse_sql, count_sql
 from .postgres_claim import PostgresClaims
 from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
@@ -216,6 +217,17 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         sql += " ORDER BY created_at DESC, run_id LIMIT %(limit)s OFFSET %(offset)s"
         rows = self._run(lambda c, _: c.execute(sql, _fields(page)).fetchall())
         return [RunRecord(*row) for row in rows]
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        sql, params = browse_sql(query, "postgresql", self._q.list_runs)
+        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        return [RunRecord(*row) for row in rows]
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        table = self._q.list_runs.rsplit(" FROM ", 1)[1]
+        sql, params = count_sql(query, "postgresql", table)
+        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        return {status: int(n) for status, n in rows}
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
         if not run_ids:

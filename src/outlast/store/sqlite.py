@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
-from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from .browse import browse_sql, count_sql
 from .sqlite_queues import Admission
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
@@ -237,6 +238,17 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         with self._lock:
             rows = self._conn.execute(sql, (*params, page.limit, page.offset)).fetchall()
         return [RunRecord(*row) for row in rows]
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        sql, params = browse_sql(query, "sqlite", _SELECT_RUN)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        sql, params = count_sql(query, "sqlite", "outlast_runs")
+        with self._lock:
+            return {status: n for status, n in self._conn.execute(sql, params).fetchall()}
 
     def claim(
         self,

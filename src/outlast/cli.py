@@ -243,9 +243,10 @@ def run_cli() -> None:
 from .cli_effects import resolve  # noqa: E402
 from .cli_fleet import queues  # noqa: E402
 from .cli_graph import fork  # noqa: E402
+from .cli_ui import ui  # noqa: E402
 from .cli_waits import prune, send, serve  # noqa: E402
 
-for _command in (resolve, send, prune, serve, queues, fork):
+for _command in (resolve, send, prune, serve, queues, fork, ui):
     main.add_command(_command)
 
 if __name__ == "__main__":

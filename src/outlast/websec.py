@@ -23,6 +23,7 @@ What is defended (see docs/security.md, "Web surfaces: serve and ui"):
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 __all__ = ["Guard", "Refused", "WebPolicy", "check_binding", "is_loopback"]
 
@@ -173,10 +175,14 @@ class WebPolicy:
         if given[:7].lower() == "bearer " and hmac.compare_digest(given[7:].strip().encode(), expected):
             return
         if self.token_cookie and hmac.compare_digest(
-            cookies.get(self.token_cookie, "").encode(), expected
+            cookies.get(self.token_cookie, "").encode(), self.cookie_value().encode()
         ):
             return
         raise Refused(401, "missing or wrong token (send Authorization: Bearer <token>)")
+
+    def cookie_value(self) -> str:
+        """What the token cookie holds: a hash of the token, so the cookie never shows it."""
+        return hashlib.sha256(b"outlast-token:" + (self.token or "").encode()).hexdigest()
 
     def check_content_type(self, value: str | None) -> None:
         """A request with a body is JSON (or, where forms are allowed, form-encoded)."""
@@ -238,6 +244,8 @@ class Guard:
         try:
             policy = self.policy(scope)
             scope.setdefault("state", {})["outlast_policy"] = policy
+            if await self._token_link(policy, scope, headers, send):
+                return
             policy.check(scope["method"], headers, _cookies(headers.get("cookie", "")))
         except Refused as r:
             body = json.dumps({"error": r.message}).encode()
@@ -247,6 +255,29 @@ class Guard:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
+
+
+    async def _token_link(self, policy: WebPolicy, scope: Mapping[str, Any], headers: Mapping[str, str],
+                          send: Callable[[Any], Awaitable[None]]) -> bool:
+        """A page opened as ``...?token=T`` (the link ``outlast ui`` prints): keep the token in
+        an HttpOnly, SameSite=Strict cookie and redirect to the same URL without it."""
+        if not (policy.token and policy.token_cookie and scope["method"] == "GET"):
+            return False
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        given = next((v for k, v in query if k == "token"), None)
+        if given is None or not hmac.compare_digest(given.encode(), policy.token.encode()):
+            return False
+        policy.check_host(headers.get("host"))
+        policy.check_site("GET", headers)
+        rest = urlencode([(k, v) for k, v in query if k != "token"])
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")  # raw: the full path when mounted
+        target = path.decode("latin-1") + (f"?{rest}" if rest else "")
+        cookie = f"{policy.token_cookie}={policy.cookie_value()}; HttpOnly; SameSite=Strict; Path=/"
+        await send({"type": "http.response.start", "status": 303,
+                    "headers": [(b"location", target.encode("latin-1", "replace")),
+                                (b"set-cookie", cookie.encode("latin-1")), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return True
 
 
 def _headers(scope: Mapping[str, Any]) -> dict[str, str]:

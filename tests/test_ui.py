@@ -16,9 +16,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 
-import uikit  # noqa: E402
-
 import outlast  # noqa: E402
+import uikit  # noqa: E402
 from outlast.testing import FakeLLMServer  # noqa: E402
 from outlast.ui import create_app  # noqa: E402
 

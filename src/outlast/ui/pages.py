@@ -138,8 +138,8 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
     )
     stats = run.get("stats") or {}
     if stats.get("tokens") or stats.get("cost"):
-        head += (f'<p class=facts>model: {e(stats.get("tokens", 0))} tokens, '
-                 f'cost {e(stats.get("cost", 0))}</p>')
+        head += (f'<p class=facts>model calls: {int(stats.get("tokens") or 0)} tokens, '
+                 f'${float(stats.get("cost") or 0):.4f}</p>')
     if run.get("reason"):
         head += f'<p class=reason>{e(run["reason"])}</p>'
     if run.get("wait_event"):
@@ -192,7 +192,7 @@ def _steps(run: dict[str, Any], root: str, page: int) -> str:
         rows.append(
             f'<details class="step k-{e(s["kind"])}" id="step-{s["position"]}" data-key="{e(s["key"])}">'
             f'<summary><span class=pos>{s["position"]}</span><span class=name>{e(s["name"])}</span>'
-            f'<span class=kind>{e(s["kind"])}</span>{chip(s["status"])}{retry}{model}'
+            f'<span class=kind>{e(s["kind"])}</span>{chip(s["status"])}<span class=info>{retry}{model}</span>'
             f'<span class=dur>{secs(dur)}</span>'
             f'<span class=track><span class="bar s-{e(s["status"])}" data-left="{left:.3f}" data-width="{width:.3f}"></span></span>'
             f"</summary><div class=detail>{''.join(parts)}</div></details>"

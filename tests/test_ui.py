@@ -153,3 +153,16 @@ def test_cli_refuses_public_binding_without_token_and_missing_databases(tmp_path
     out = _cli("--db", f"sqlite:///{tmp_path / 'missing.db'}")
     assert out.returncode == 1 and "no outlast database" in out.stderr
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_resolve_a_paused_run(db: tuple[str, outlast.App]) -> None:
+    url, app = db
+    uikit.paused_run(app, "pay-1")
+    with uikit.serve(create_app(url, allow_actions=True)) as base, httpx.Client(base_url=base, timeout=10) as c:
+        page = c.get("/runs/pay-1").text
+        assert "Mark done" in page and "Run again" in page and "outcome unknown" in page
+        r = c.post("/api/runs/pay-1/resolve", json={})
+        assert r.status_code == 400 and "done" in r.json()["error"]
+        r = c.post("/api/runs/pay-1/resolve", json={"done": "charged by hand"})
+        assert r.status_code == 200, r.text
+    assert app.run("payment", 5, run_id="pay-1") == "charged by hand"

@@ -150,3 +150,17 @@ def test_the_token_is_required_and_kept_from_the_printed_link(page: Any, db: tup
         assert page.locator("table.runs tbody tr").count() == 1
         page.click("text=research-1")
         assert page.locator("#live h1 .chip").inner_text() == "failed"
+
+
+def test_run_again_on_a_paused_run(page: Any, db: tuple[str, outlast.App]) -> None:
+    url, app = db
+    uikit.paused_run(app, "pay-2")
+    with uikit.serve(create_app(url, allow_actions=True)) as base:
+        page.goto(f"{base}/runs/pay-2")
+        chip = page.locator("#live h1 .chip")
+        assert chip.inner_text() == "paused"
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Run again").click()
+        sync_api.expect(page.locator("#flash")).to_have_text("the step runs again", timeout=10_000)
+        sync_api.expect(chip).to_have_text("pending", timeout=10_000)
+    assert app.run("payment", 5, run_id="pay-2") == "charged 5"

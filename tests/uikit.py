@@ -15,6 +15,8 @@ import openai
 import outlast
 import outlast.llm
 
+#: set to make ``charge`` die inside its effect, as a killed process would
+CRASH = {"on": False}
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
 
@@ -90,6 +92,16 @@ def demo_app(url: str) -> outlast.App:
     def approval(ctx: outlast.Context, subject: str) -> str:
         return f"{subject}: {ctx.wait_for('approve')}"
 
+    @app.step(at_most_once=True)
+    def charge(amount: int) -> str:
+        if CRASH["on"]:
+            raise KeyboardInterrupt  # the process dies inside the effect: outcome unknown
+        return f"charged {amount}"
+
+    @app.workflow
+    def payment(ctx: outlast.Context, amount: int) -> str:
+        return charge(amount)
+
     @app.step
     def tick(i: int) -> int:
         return i
@@ -111,3 +123,16 @@ def fill(app: outlast.App, base_url: str) -> None:
     app.handle("approval-1")  # exists
     for i in range(3):
         app.run("hostile", f"plain {i}", run_id=f"plain-{i}")
+
+
+def paused_run(app: outlast.App, run_id: str) -> None:
+    """A payment run paused because its at-most-once effect's outcome is unknown."""
+    CRASH["on"] = True
+    try:
+        with suppress(KeyboardInterrupt):
+            app.run("payment", 5, run_id=run_id)
+    finally:
+        CRASH["on"] = False
+    with suppress(outlast.RunPaused):
+        app.run("payment", 5, run_id=run_id)
+    assert app.get_run(run_id, steps=False).status == "paused"

@@ -224,10 +224,10 @@ def _actions(run: dict[str, Any], root: str, csrf: str) -> str:
     if status == "paused":
         out.append(
             f'<form class=action method=post action="{e(api)}/resolve" data-confirm="Record this result and resume the run?">{hidden}'
-            '<input type=hidden name=action value=done><label for=done-result>Result</label>'
+            '<input type=hidden name=decision value=done><label for=done-result>Result</label>'
             '<textarea id=done-result name=result rows=2>null</textarea><button type=submit>Mark done</button></form>'
             f'<form class=action method=post action="{e(api)}/resolve" data-confirm="Run the step again?">{hidden}'
-            '<input type=hidden name=action value=redo><button type=submit>Run again</button></form>'
+            '<input type=hidden name=decision value=redo><button type=submit>Run again</button></form>'
         )
     out.append(
         f'<form class=action method=post action="{e(api)}/cancel" data-confirm="Cancel this run and its children?">{hidden}'

@@ -166,8 +166,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         doc = await action_input(request)
         run_id = request.path_params["run_id"]
         if doc["form"]:
-            doc["redo"] = doc.get("action") == "redo"
-            if doc.get("action") == "done":
+            doc["redo"] = doc.get("decision") == "redo"
+            if doc.get("decision") == "done":
                 doc["done"] = parse_json(str(doc.get("result") or "null").encode("utf-8", "surrogatepass"), what="result")
         if doc.get("redo") is True:
             await run_in_threadpool(lambda: app.resolve(run_id, redo=True))

@@ -41,7 +41,7 @@
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       if (!window.confirm(form.getAttribute("data-confirm") || "Are you sure?")) return;
-      fetch(form.action, {
+      fetch(form.getAttribute("action"), {
         method: "POST",
         body: new URLSearchParams(new FormData(form)),
         headers: { Accept: "application/json" },

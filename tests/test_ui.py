@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,29 @@ def test_resolve_a_paused_run(db: tuple[str, outlast.App]) -> None:
         r = c.post("/api/runs/pay-1/resolve", json={"done": "charged by hand"})
         assert r.status_code == 200, r.text
     assert app.run("payment", 5, run_id="pay-1") == "charged by hand"
+
+
+def test_cli_serves_the_dashboard_and_prints_its_link(db: tuple[str, outlast.App]) -> None:
+    port = uikit.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outlast.cli", "ui", "--db", db[0], "--port", str(port), "--token", "s3cret"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert f"http://127.0.0.1:{port}/runs?token=s3cret" in line and "read-only" in line
+        with httpx.Client(timeout=10, follow_redirects=True) as c:
+            for _ in range(100):
+                try:
+                    r = c.get(line.split()[-1])
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            assert r.status_code == 200 and "research-1" in r.text
+            assert c.get(f"http://localhost:{port}/api/runs").status_code == 401  # another name: no cookie
+    finally:
+        proc.kill()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()

@@ -32,7 +32,8 @@ def ui(db: str | None, host: str, port: int, allow_actions: bool, token: str | N
         import uvicorn
     except ImportError:
         raise click.ClickException("outlast ui needs uvicorn: pip install 'outlast[ui]'") from None
-    asgi = create_app(db, allow_actions=allow_actions, token=token, allowed_hosts=allow_hosts)
+    asgi = create_app(db, allow_actions=allow_actions, token=token, allowed_hosts=allow_hosts,
+                      bind=(host, port))
     shown = f"[{host}]" if ":" in host else host
     link = f"http://{shown}:{port}/runs" + (f"?token={quote(token)}" if token else "")
     mode = "actions allowed" if allow_actions else "read-only"

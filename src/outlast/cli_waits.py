@@ -81,7 +81,8 @@ def serve(
         runner = Worker(app, concurrency=concurrency)
         threading.Thread(target=runner.run, name="outlast-serve-worker", daemon=True).start()
     try:
-        uvicorn.run(create_app(app, token=token, allowed_hosts=allow_hosts), host=host, port=port, log_level="info")
+        asgi = create_app(app, token=token, allowed_hosts=allow_hosts, bind=(host, port))
+        uvicorn.run(asgi, host=host, port=port, log_level="info")
     finally:
         if runner is not None:
             runner.stop()

@@ -58,11 +58,14 @@ def create_app(
     token: str | None = None,
     max_body: int = MAX_BODY,
     allowed_hosts: Iterable[str] = (),
+    bind: tuple[str, int] | None = None,
 ) -> Any:
     """The ASGI application for ``app``, behind :class:`outlast.websec.Guard`.
 
     With ``token``, every request must carry ``Authorization: Bearer <token>``.
     ``allowed_hosts``: names besides the bound address the ``Host`` header may carry.
+    ``bind``: the address and port the server listens on, as given to it (default: the one
+    each connection arrived on; give it for a wildcard address such as ``0.0.0.0``).
     """
     try:
         from starlette.applications import Starlette
@@ -153,6 +156,7 @@ def create_app(
             Route("/runs/{run_id}", guarded(show_run), methods=["GET"]),
         ]),
         token=token, allowed_hosts=frozenset(h.lower() for h in allowed_hosts),
+        host=bind[0] if bind else None, port=bind[1] if bind else None,
     )
 
 

@@ -26,6 +26,7 @@ def create_app(
     allow_actions: bool = False,
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
+    bind: tuple[str, int] | None = None,
 ) -> Any:
     """The dashboard as an ASGI application over the store at ``url`` (default:
     ``$OUTLAST_DATABASE_URL``, else ``sqlite:///outlast.db``).
@@ -34,6 +35,8 @@ def create_app(
     the pages show no buttons, and a SQLite database is opened read-only). ``token``: every
     request must carry it (``Authorization: Bearer``, or once as ``?token=``, then a cookie).
     ``allowed_hosts``: extra names the ``Host`` header may carry (a reverse proxy's).
+    ``bind``: the address and port given to the server (default: those each connection
+    arrived on; give it for a wildcard address such as ``0.0.0.0``).
     """
     try:
         from starlette.applications import Starlette
@@ -51,7 +54,8 @@ def create_app(
     starlette = Starlette(routes=build(app, allow_actions=allow_actions))
     starlette.state.outlast_app = app
     return Guard(starlette, token=token, allowed_hosts=frozenset(h.lower() for h in allowed_hosts),
-                 forms=allow_actions, token_cookie=TOKEN_COOKIE)
+                 forms=allow_actions, token_cookie=TOKEN_COOKIE,
+                 host=bind[0] if bind else None, port=bind[1] if bind else None)
 
 
 def _require_database(url: str) -> None:

@@ -208,6 +208,17 @@ def test_browse_runs_pages_by_keyset_and_counts_by_status(store: Store) -> None:
     assert store.count_runs(RunQuery(workflow="x", text="r-", status="running")) == {"pending": 2, "running": 1}
 
 
+def test_count_entries_per_run(store: Store) -> None:
+    a = running(store, run_id="ca")
+    b = running(store, run_id="cb")
+    for i in range(3):
+        store.record("ca", a.epoch, entry(f"s:{i}", i))
+    store.record("cb", b.epoch, entry("s:0", 0))
+    counts = store.count_entries(["ca", "cb", "nothing"])
+    assert counts == {"ca": 3, "cb": 1}
+    assert store.count_entries([]) == {}
+
+
 # -- claim ----------------------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ def test_api_lists_filters_and_pages_by_cursor(ro: httpx.Client) -> None:
     failed = ro.get("/api/runs?status=failed").json()["runs"]
     assert [r["run_id"] for r in failed] == ["research-1"]
     assert failed[0]["error"] == "builtins.PermissionError: the CMS refused the draft: 403 Forbidden"
+    assert failed[0]["steps"] == 5 and failed[0]["tokens"] == 50
     assert [r["run_id"] for r in ro.get("/api/runs?workflow=hostile&q=plain-1").json()["runs"]] == ["plain-1"]
     assert ro.get("/api/runs?since=2999-01-01").json()["runs"] == []
     for bad, words in [("status=nope", "status"), ("limit=0", "limit"), ("cursor=%%%", "cursor"),
@@ -80,6 +81,12 @@ def test_api_run_has_decoded_steps_model_calls_and_retries(ro: httpx.Client) -> 
     page = ro.get("/api/runs/long-1?offset=290&limit=20").json()
     assert page["steps_total"] == 300 and [s["position"] for s in page["steps"]] == list(range(290, 300))
     assert ro.get("/api/runs/nope").status_code == 404
+    llm = ro.get("/api/runs/research-1?kind=llm").json()
+    assert [s["key"] for s in llm["steps"]] == ["openai.chat.completions:1", "openai.chat.completions:2"]
+    assert llm["steps_matching"] == 2 and llm["kinds"] == ["llm", "step"]
+    assert [s["key"] for s in ro.get("/api/runs/research-1?status=failed").json()["steps"]] == ["publish:1"]
+    page = ro.get("/runs/research-1?kind=llm").text
+    assert "2 of 5" in page and "summarize" not in page
 
 
 def test_pages_escape_hostile_payloads(ro: httpx.Client) -> None:

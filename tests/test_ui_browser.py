@@ -81,6 +81,10 @@ def test_filters_from_the_url_open_a_run_and_expand_a_step(page: Any, read_only:
     assert "gpt-4o-mini" in page.locator("details.step.k-llm").first.inner_text()
     width = page.locator("details.step .bar").first.evaluate("b => b.style.width")
     assert width.endswith("%")
+    page.locator("nav.stepfilter a", has_text="failed").click()
+    page.wait_for_url(f"{read_only}/runs/research-1?status=failed")
+    assert page.locator("details.step").count() == 1
+    page.go_back()
     if SCREENSHOTS:
         page.locator("details.step.k-llm").first.locator("summary").click()
         page.screenshot(path=str(IMG / "ui-run.png"), full_page=True)

@@ -474,6 +474,12 @@ class Store(abc.ABC):
         and ``limit`` ignored). A status with no run may be missing."""
         raise NotImplementedError(f"{type(self).__name__} does not implement count_runs")
 
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Journal entries per run among ``run_ids``, in one round trip (a run with none, or
+        that does not exist, may be missing). Entries compacted away by :meth:`stash` are gone
+        and not counted."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement count_entries")
+
 
 @dataclass(frozen=True, slots=True)
 class RunQuery:

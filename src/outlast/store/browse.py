@@ -53,3 +53,11 @@ def count_sql(query: RunQuery, dialect: str, table: str) -> tuple[str, dict[str,
     """Counts per status of the runs in ``table`` matching ``query``."""
     clause, params = where(query, dialect, keyset=False)
     return f"SELECT status, count(*) FROM {table}{clause} GROUP BY status", params
+
+
+def count_entries_sql(dialect: str, table: str, count: int) -> str:
+    """Journal entries per run for ``count`` run ids (positional ``?`` / a PostgreSQL array)."""
+    if dialect == "postgresql":
+        return f"SELECT run_id, count(*) FROM {table} WHERE run_id = ANY(%(ids)s) GROUP BY run_id"
+    marks = ",".join("?" * count)
+    return f"SELECT run_id, count(*) FROM {table} WHERE run_id IN ({marks}) GROUP BY run_id"

@@ -43,7 +43,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
 from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
-from .browse import browse_sql, count_sql
+from .browse import browse_sql, count_entries_sql, count_sql
 from .postgres_claim import PostgresClaims
 from .postgres_saver import PostgresCheckpoints
 from .postgres_sql import (
@@ -228,6 +228,14 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         sql, params = count_sql(query, "postgresql", table)
         rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
         return {status: int(n) for status, n in rows}
+
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        if not run_ids:
+            return {}
+        table = self._q.load_journal.split(" FROM ", 1)[1].split()[0]
+        sql = count_entries_sql("postgresql", table, len(run_ids))
+        rows = self._run(lambda c, _: c.execute(sql, {"ids": list(run_ids)}).fetchall())
+        return {run_id: int(n) for run_id, n in rows}
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
         if not run_ids:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote
 from ..errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from . import migrations
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
-from .browse import browse_sql, count_sql
+from .browse import browse_sql, count_entries_sql, count_sql
 from .sqlite_queues import Admission
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
@@ -249,6 +249,14 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         sql, params = count_sql(query, "sqlite", "outlast_runs")
         with self._lock:
             return {status: n for status, n in self._conn.execute(sql, params).fetchall()}
+
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(run_ids)[:500]  # SQLite's parameter limit; pages show far fewer
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(count_entries_sql("sqlite", "outlast_journal", len(ids)), ids)
+            return {run_id: n for run_id, n in rows.fetchall()}
 
     def claim(
         self,

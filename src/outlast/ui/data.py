@@ -108,15 +108,15 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 # --- runs ----------------------------------------------------------------------------------------
 
 
-def run_summary(record: RunRecord) -> dict[str, Any]:
-    """A run as one row of the runs list."""
+def run_summary(record: RunRecord, steps: int | None = None) -> dict[str, Any]:
+    """A run as one row of the runs list (``steps``: its journal entries, when counted)."""
     stats = _stats(record)
     end = record.ended_at or (time.time() if record.status == "running" else None)
     return {
         "run_id": record.run_id, "workflow": record.workflow, "status": record.status,
         "created_at": record.created_at, "started_at": record.started_at, "ended_at": record.ended_at,
         "duration": None if record.started_at is None or end is None else max(0.0, end - record.started_at),
-        "steps": stats.get("steps"), "tokens": stats.get("tokens"), "cost": stats.get("cost"),
+        "steps": steps, "tokens": stats.get("tokens"), "cost": stats.get("cost"),
         "queue": record.queue, "parent_id": record.parent_id, "reason": record.reason,
         "wait_event": record.wait_event, "recoveries": record.recoveries,
         "error": error_excerpt(record),
@@ -158,8 +158,9 @@ def list_runs(store: Store, filters: Filters) -> dict[str, Any]:
     query = filters.query()
     records = store.browse_runs(query)
     counts = store.count_runs(query)
+    steps = store.count_entries([r.run_id for r in records])
     return {
-        "runs": [run_summary(r) for r in records],
+        "runs": [run_summary(r, steps.get(r.run_id, 0)) for r in records],
         "next": encode_cursor(records[-1]) if len(records) == query.limit else None,
         "counts": {s: counts.get(s, 0) for s in STATUSES},
     }
@@ -168,13 +169,17 @@ def list_runs(store: Store, filters: Filters) -> dict[str, Any]:
 # --- one run -------------------------------------------------------------------------------------
 
 
-def run_detail(store: Store, run_id: str, *, offset: int = 0, limit: int = STEP_PAGE) -> dict[str, Any] | None:
-    """``GET /api/runs/{id}``: the run, its result or error, and a page of its steps decoded."""
+def run_detail(
+    store: Store, run_id: str, *, offset: int = 0, limit: int = STEP_PAGE,
+    kind: str | None = None, status: str | None = None,
+) -> dict[str, Any] | None:
+    """``GET /api/runs/{id}``: the run, its result or error, and a page of its steps decoded
+    (only those of ``kind`` and ``status`` when given: ``steps_matching`` counts them)."""
     record = store.get_run(run_id)
     if record is None:
         return None
     journal = store.load_journal(run_id)
-    out = run_summary(record)
+    out = run_summary(record, len(journal))
     out["stats"] = _stats(record)
     out["steps_total"] = len(journal)
     out["offset"] = offset
@@ -187,7 +192,10 @@ def run_detail(store: Store, run_id: str, *, offset: int = 0, limit: int = STEP_
     ends = [e.ended_at or e.started_at for e in journal] + [record.ended_at or 0.0]
     out["t0"] = t0
     out["t1"] = max([t0, *ends]) if record.ended_at or record.status != "running" else max([time.time(), *ends])
-    out["steps"] = [step_detail(e, store) for e in journal[offset : offset + limit]]
+    out["kinds"] = sorted({e.kind for e in journal})
+    chosen = [e for e in journal if (kind is None or e.kind == kind) and (status is None or e.status == status)]
+    out["steps_matching"] = len(chosen)
+    out["steps"] = [step_detail(e, store) for e in chosen[offset : offset + limit]]
     out["children"] = _children(store, run_id)
     return out
 

@@ -127,7 +127,8 @@ def _path(run_id: str) -> str:
 # --- one run -------------------------------------------------------------------------------------
 
 
-def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: int, message: str = "") -> str:
+def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: int, message: str = "",
+             chosen: dict[str, str | None] | None = None) -> str:
     rid = run["run_id"]
     head = (
         f'<h1><span class=id>{e(rid)}</span> {chip(run["status"])}</h1>'
@@ -157,15 +158,25 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
         outcome += f"<details class=io open><summary>Result</summary><pre class=result>{pretty(run['result'])}</pre></details>"
     if run.get("error_detail"):
         outcome += f"<details class=io open><summary>Error</summary><pre class=error>{pretty(run['error_detail'])}</pre></details>"
-    body = (f'<div id=live>{head}{outcome}{_steps(run, root, page)}</div>'
+    body = (f'<div id=live>{head}{outcome}{_steps(run, root, page, chosen or {})}</div>'
             + (_actions(run, root, csrf) if actions else ""))
     if message:
         body = f'<p class=message>{e(message)}</p>' + body
     return layout(rid, body, root=root, csrf=csrf, live="run", state=f"{root}/api/runs/{_path(rid)}/state")
 
 
-def _steps(run: dict[str, Any], root: str, page: int) -> str:
-    total, t0, t1 = run["steps_total"], run["t0"], run["t1"]
+def _step_filters(run: dict[str, Any], chosen: dict[str, str | None]) -> str:
+    """Links that show only the steps of one kind, or only failed ones (kept in the URL)."""
+    options: list[tuple[str, dict[str, str]]] = [("All", {})] + [(k, {"kind": k}) for k in run["kinds"]] + [("failed", {"status": "failed"})]
+    links = []
+    for label, params in options:
+        on = {k: v for k, v in chosen.items() if v} == params
+        links.append(f'<a href="?{e(urlencode(params))}"{" class=on" if on else ""}>{e(label)}</a>')
+    return "<nav class=stepfilter>Show: " + " ".join(links) + "</nav>"
+
+
+def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | None]) -> str:
+    total, t0, t1 = run["steps_matching"], run["t0"], run["t1"]
     span = max(t1 - t0, 1e-6)
     rows = []
     for s in run["steps"]:
@@ -201,11 +212,13 @@ def _steps(run: dict[str, Any], root: str, page: int) -> str:
     pager = ""
     if pages > 1:
         pager = "<nav class=pager>Steps page " + " ".join(
-            f'<a href="?page={i}"{" class=on" if i == page else ""}>{i + 1}</a>' for i in range(pages)
+            f'<a href="?{e(urlencode({**{k: v for k, v in chosen.items() if v}, "page": i}))}"'
+            f'{" class=on" if i == page else ""}>{i + 1}</a>' for i in range(pages)
         ) + "</nav>"
     first = run["offset"] + 1 if total else 0
-    return (f'<h2>Steps <small>{first}\u2013{run["offset"] + len(run["steps"])} of {total}</small></h2>'
-            f'{pager}<div class=waterfall>{"".join(rows)}</div>{pager}')
+    of = f"{total} of {run['steps_total']}" if total != run["steps_total"] else f"{total}"
+    return (f'<h2>Steps <small>{first}\u2013{run["offset"] + len(run["steps"])} of {of}</small></h2>'
+            f'{_step_filters(run, chosen)}{pager}<div class=waterfall>{"".join(rows)}</div>{pager}')
 
 
 def _actions(run: dict[str, Any], root: str, csrf: str) -> str:

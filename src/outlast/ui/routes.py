@@ -94,17 +94,25 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
             raise BadInput(f"page must be a whole number, got {raw!r:.20}")
         return int(raw)
 
-    async def load_run(run_id: str, offset: int, limit: int) -> dict[str, Any]:
-        found = await run_in_threadpool(data.run_detail, app.store, run_id, offset=offset, limit=limit)
+    def step_filters(request: Request) -> dict[str, str | None]:
+        chosen = {k: request.query_params.get(k) or None for k in ("kind", "status")}
+        if any(v is not None and len(v) > 50 for v in chosen.values()):
+            raise BadInput("kind and status are at most 50 characters")
+        return chosen
+
+    async def load_run(run_id: str, offset: int, limit: int, chosen: dict[str, str | None]) -> dict[str, Any]:
+        found = await run_in_threadpool(
+            lambda: data.run_detail(app.store, run_id, offset=offset, limit=limit, **chosen))
         if found is None:
             raise RunNotFound(run_id)
         return found
 
     async def run_page(request: Request) -> Response:
         number = step_page(request)
-        run = await load_run(request.path_params["run_id"], number * data.STEP_PAGE, data.STEP_PAGE)
-        text = pages.run_page(run, root=root(request), csrf=policy(request).csrf_token(),
-                              actions=allow_actions, page=number, message=request.query_params.get("msg", "")[:300])
+        chosen = step_filters(request)
+        run = await load_run(request.path_params["run_id"], number * data.STEP_PAGE, data.STEP_PAGE, chosen)
+        text = pages.run_page(run, root=root(request), csrf=policy(request).csrf_token(), actions=allow_actions,
+                              page=number, message=request.query_params.get("msg", "")[:300], chosen=chosen)
         return page(request, text)
 
     async def run_api(request: Request) -> Response:
@@ -112,7 +120,7 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         offset, limit = params.get("offset", "0"), params.get("limit", str(data.STEP_PAGE))
         if not offset.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= 10_000:
             raise BadInput("offset must be a whole number and limit one from 1 to 10000")
-        return js(await load_run(request.path_params["run_id"], int(offset), int(limit)))
+        return js(await load_run(request.path_params["run_id"], int(offset), int(limit), step_filters(request)))
 
     async def run_state(request: Request) -> Response:
         record = await run_in_threadpool(app.store.get_run, request.path_params["run_id"])

@@ -11,7 +11,7 @@ str (and none of them a tag name below). Everything else is an object with one t
 first::
 
     {"$float": "NaN" | "Infinity" | "-Infinity"}
-    {"$int": "123456789012345678901234567890"}   beyond 2**53 (hex "0x..." past 4,000 digits)
+    {"$int": "123456789012345678901234567890"}   beyond 2**53 (hex "0x..." past 4,300 digits)
     {"$str": "a\\ud800b"}                        a str with lone surrogates, escaped
     {"$bytes": "base64"}                          bytes and bytearray
     {"$tuple": [...]}

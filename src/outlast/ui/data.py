@@ -181,6 +181,7 @@ def run_detail(
     journal = store.load_journal(run_id)
     out = run_summary(record, len(journal))
     out["stats"] = _stats(record)
+    out["epoch"] = record.epoch
     out["steps_total"] = len(journal)
     out["offset"] = offset
     out["input"] = _decode(record.input, store, "input")

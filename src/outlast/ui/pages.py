@@ -131,7 +131,8 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
              chosen: dict[str, str | None] | None = None) -> str:
     rid = run["run_id"]
     head = (
-        f'<h1><span class=id>{e(rid)}</span> {chip(run["status"])}</h1>'
+        f'<h1 data-status="{e(run["status"])}" data-epoch="{e(run["epoch"])}">'
+        f'<span class=id>{e(rid)}</span> {chip(run["status"])}</h1>'
         f'<p class=facts>workflow <b>{e(run["workflow"])}</b> \u00b7 queue {e(run["queue"])} \u00b7 '
         f'created {when(run["created_at"])} \u00b7 started {when(run["started_at"])} \u00b7 '
         f'ended {when(run["ended_at"])} \u00b7 duration {secs(run["duration"])} \u00b7 '

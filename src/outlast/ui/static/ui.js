@@ -58,21 +58,22 @@
 
   placeBars(document);
 
-  // Live updates: the run page polls a one-row state and refreshes when it changes (or while
-  // the run is running); the first page of runs refreshes every few seconds.
+  // Live updates: the run page polls a one-row state and refreshes when it differs from what
+  // the page shows (or while the run is running); the first page of runs refreshes every 5 s.
   var mode = body.getAttribute("data-live");
   var stateUrl = body.getAttribute("data-state");
-  var last = null;
+  function shown() {
+    var h = document.querySelector("#live [data-epoch]");
+    return h ? h.getAttribute("data-status") + ":" + h.getAttribute("data-epoch") : null;
+  }
   function poll() {
     if (document.hidden) return;
     if (mode === "runs") { refresh(); return; }
     fetch(stateUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (text) {
-        if (text === null) return;
-        var running = JSON.parse(text).status === "running";
-        if ((last !== null && text !== last) || running) refresh();
-        last = text;
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (state) {
+        if (state === null) return;
+        if (state.status === "running" || state.status + ":" + state.epoch !== shown()) refresh();
       });
   }
   if (mode === "run" && stateUrl) setInterval(poll, 1000);

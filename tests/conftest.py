@@ -26,6 +26,7 @@ import pytest
 
 from outlast.store import Store, open_store
 
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In the replay-each-step pass (``OUTLAST_REPLAY_EACH_STEP=1``, see CI) every recorded
     call stops and replays the run, so tests that count executions (or whose subprocesses

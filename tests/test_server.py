@@ -56,7 +56,7 @@ def client(app: outlast.App) -> Iterator[httpx.Client]:
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as c:
         yield c
     server.should_exit = True

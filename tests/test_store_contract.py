@@ -20,7 +20,7 @@ import pytest
 
 from outlast.errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
-from outlast.store.base import SavedCheckpoint, SavedWrite
+from outlast.store.base import RunQuery, SavedCheckpoint, SavedWrite
 
 SHORT = 0.2
 LONG = 30.0
@@ -183,6 +183,40 @@ def test_list_runs_filters_newest_first(store: Store) -> None:
     assert ids(store.list_runs(Page(status="pending"))) == ["b", "a"]
     assert ids(store.list_runs(Page(parent_id="a", status="running"))) == ["c"]
     assert ids(store.list_runs(Page(limit=1, offset=1))) == ["b"]
+
+
+def test_browse_runs_pages_by_keyset_and_counts_by_status(store: Store) -> None:
+    table = "outlast_runs" if store.url.startswith("sqlite") else "runs"
+    for i, rid in enumerate(["r-a", "r-b", "r-c", "s-d", "r-e"]):
+        store.create_run(new_run(rid, workflow="x" if rid != "r-b" else "y"))
+        # r-b and r-c share a created_at: the run id breaks the tie, and no row is lost or repeated.
+        raw_sql(store.url, f"UPDATE {table} SET created_at = {100 + min(i, 1 if i == 2 else i)} WHERE run_id = '{rid}'")
+    store.claim("w1", LONG, run_id="r-e")
+    pages, after = [], None
+    while True:
+        page = store.browse_runs(RunQuery(limit=2, after=after))
+        if not page:
+            break
+        pages.append(ids(page))
+        after = (page[-1].created_at, page[-1].run_id)
+    assert pages == [["r-e", "s-d"], ["r-c", "r-b"], ["r-a"]]
+    assert ids(store.browse_runs(RunQuery(workflow="x", text="r-"))) == ["r-e", "r-c", "r-a"]
+    assert ids(store.browse_runs(RunQuery(status="pending", since=101, until=103))) == ["r-c", "r-b"]
+    assert ids(store.browse_runs(RunQuery(text="R-"))) == []  # case-sensitive
+    assert ids(store.browse_runs(RunQuery(text="%"))) == []  # no LIKE wildcards
+    assert store.count_runs(RunQuery()) == {"pending": 4, "running": 1}
+    assert store.count_runs(RunQuery(workflow="x", text="r-", status="running")) == {"pending": 2, "running": 1}
+
+
+def test_count_entries_per_run(store: Store) -> None:
+    a = running(store, run_id="ca")
+    b = running(store, run_id="cb")
+    for i in range(3):
+        store.record("ca", a.epoch, entry(f"s:{i}", i))
+    store.record("cb", b.epoch, entry("s:0", 0))
+    counts = store.count_entries(["ca", "cb", "nothing"])
+    assert counts == {"ca": 3, "cb": 1}
+    assert store.count_entries([]) == {}
 
 
 # -- claim ----------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sqlite3
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import serde
+from . import jsonview, serde
 from .app import App
 from .errors import OutlastError
 from .run import RunInfo
@@ -85,15 +84,12 @@ def _saved(stats: dict[str, Any]) -> str:
 
 
 def _result_text(info: RunInfo) -> str:
-    """A completed run's result for people: JSON when it has a JSON form, else its repr."""
+    """A completed run's result for people, in the one JSON view (always valid JSON)."""
     try:
         value = info.result
     except OutlastError as exc:
         return f"<unreadable here: {exc}>"
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(value)
+    return jsonview.dumps(value)
 
 
 STATUS_STYLE = {
@@ -111,7 +107,7 @@ def _info_json(info: RunInfo, steps: bool) -> dict[str, Any]:
     }
     if info.status == "completed":
         try:
-            data["result"] = json.loads(json.dumps(info.result, default=repr))
+            data["result"] = info.result  # viewed by jsonview.dumps
         except OutlastError as exc:
             data["result_error"] = str(exc)
     if info.status == "failed":
@@ -168,7 +164,7 @@ def runs(db: str | None, status: str | None, workflow: str | None, limit: int, a
     """List runs, newest first."""
     infos = _app(db, readonly=True).list_runs(status=status, workflow=workflow, limit=limit)
     if as_json:
-        click.echo(json.dumps([_info_json(i, steps=False) for i in infos], indent=2))
+        click.echo(jsonview.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
     from rich.table import Table
 
@@ -203,7 +199,7 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     app = _app(db, readonly=True)
     info = app.get_run(run_id)
     if as_json:
-        click.echo(json.dumps(_info_json(info, steps=True), indent=2))
+        click.echo(jsonview.dumps(_info_json(info, steps=True), indent=2))
         return
     from rich.table import Table
 
@@ -300,9 +296,10 @@ def run_cli() -> None:
 from .cli_effects import resolve  # noqa: E402
 from .cli_fleet import queues  # noqa: E402
 from .cli_graph import fork  # noqa: E402
+from .cli_ui import ui  # noqa: E402
 from .cli_waits import prune, send, serve  # noqa: E402
 
-for _command in (resolve, send, prune, serve, queues, fork):
+for _command in (resolve, send, prune, serve, queues, fork, ui):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from . import jsonview
 from .app import App
 from .graph import NODE_KIND
 from .timetravel import checkpoints
@@ -70,7 +71,7 @@ def fork(
     handle = start_fork(app, run_id, checkpoint, update, new_run_id, execute=False)
     click.echo(f"forked {run_id} at checkpoint {checkpoint} as run {handle.run_id}")
     if wait:
-        click.echo(json.dumps(_wait(app, handle.run_id), default=repr))
+        click.echo(jsonview.dumps(_wait(app, handle.run_id)))
 
 
 def _asked(app: App, run_id: str) -> str:

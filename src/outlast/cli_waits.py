@@ -65,8 +65,11 @@ def prune(older_than: str, db: str | None) -> None:
               help="Also run a worker in this process, so started and woken runs execute here.")
 @click.option("--concurrency", "-c", default=4, show_default=True, type=click.IntRange(min=1),
               help="Worker's runs at once.")
+@click.option("--allow-host", "allow_hosts", multiple=True,
+              help="Another name the Host header may carry (a proxy's or DNS name); repeatable.")
 def serve(
-    target: str, db: str | None, host: str, port: int, token: str | None, worker: bool, concurrency: int
+    target: str, db: str | None, host: str, port: int, token: str | None, worker: bool, concurrency: int,
+    allow_hosts: tuple[str, ...],
 ) -> None:
     """Serve the HTTP endpoint of the app MODULE:APP (needs the serve extra)."""
     from .cli import load_app
@@ -85,7 +88,8 @@ def serve(
         runner = Worker(app, concurrency=concurrency)
         threading.Thread(target=runner.run, name="outlast-serve-worker", daemon=True).start()
     try:
-        uvicorn.run(create_app(app, token=token), host=host, port=port, log_level="info")
+        asgi = create_app(app, token=token, allowed_hosts=allow_hosts, bind=(host, port))
+        uvicorn.run(asgi, host=host, port=port, log_level="info")
     finally:
         if runner is not None:
             runner.stop()

@@ -1,36 +1,48 @@
 """The HTTP endpoint (``outlast serve module:app``): webhook callbacks, starting runs, status.
 
-Routes (JSON in and out):
+Routes (JSON in and out; request bodies must be ``Content-Type: application/json``):
 
 - ``POST /runs/{run_id}/events/{name}``: the body is the event's payload (any JSON value);
   ``202 {"run_id", "event"}``. For webhooks from CI systems, renderers, humans approving.
-- ``POST /runs``: ``{"workflow": name, "args": [...], "kwargs": {...}, "run_id": optional}``;
-  the run is recorded for the workers (``201 {"run_id", "status"}``).
-- ``GET /runs/{run_id}``: ``{"run_id", "workflow", "status", "result"?, "error"?}``.
+- ``POST /runs``: ``{"workflow": name, "args": [...], "kwargs": {...}, "run_id"?, "queue"?,
+  "priority"?, "concurrency_key"?}``. ``args``/``kwargs`` go to the workflow only, checked
+  against its signature and converted to its annotated types (dataclasses, pydantic models)
+  before the run is created. ``queue`` must be a declared queue (or the workflow's own),
+  ``priority`` an integer from -1000 to 1000. ``201 {"run_id", "status"}`` for a new run;
+  ``200`` with the run's view (``result`` when completed) when ``run_id`` names an existing run
+  with the same arguments.
+- ``GET /runs/{run_id}``: ``{"run_id", "workflow", "status", "result"?, "error"?}``; the result
+  is shown through :mod:`outlast.jsonview` (valid JSON always).
 
-Errors are 4xx with ``{"error": message}``: 400 bad JSON or fields, 401 missing or wrong
-bearer token, 404 unknown run or workflow, 409 a finished run or a run id reused, 413 a body
-over ``max_body`` bytes. Requires the ``serve`` extra (Starlette); uvicorn serves it.
+Every request passes :mod:`outlast.websec` first (Host, cross-site, content type, token).
+Errors are 4xx with ``{"error": message}``: 400 bad JSON or fields (NaN, lone surrogates,
+nesting deeper than 64, unknown arguments), 401 missing or wrong bearer token, 403 a foreign
+Host or a cross-site request, 404 unknown run or workflow, 409 a finished run or a run id
+reused with other arguments, 413 a body over ``max_body`` bytes, 415 a body that is not JSON.
+Requires the ``serve`` extra (Starlette); uvicorn serves it.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from . import jsonview
 from .errors import ConfigurationError, OutlastError, RunConflict, RunNotFound
+from .webinput import BadInput, bind_workflow_args, enqueue_options, parse_json
+from .websec import Guard
+from .websec import check_binding as _check_binding
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse
 
     from .app import App
+    from .run import RunInfo
 
 #: largest request body accepted, in bytes
 MAX_BODY = 1 << 20
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_TOP_FIELDS = frozenset({"workflow", "args", "kwargs", "run_id", "queue", "priority", "concurrency_key"})
 
 
 class _Reject(Exception):
@@ -40,9 +52,21 @@ class _Reject(Exception):
         self.message = message
 
 
-def create_app(app: App, *, token: str | None = None, max_body: int = MAX_BODY) -> Starlette:
-    """The ASGI application for ``app``. With ``token``, every request must carry
-    ``Authorization: Bearer <token>``."""
+def create_app(
+    app: App,
+    *,
+    token: str | None = None,
+    max_body: int = MAX_BODY,
+    allowed_hosts: Iterable[str] = (),
+    bind: tuple[str, int] | None = None,
+) -> Any:
+    """The ASGI application for ``app``, behind :class:`outlast.websec.Guard`.
+
+    With ``token``, every request must carry ``Authorization: Bearer <token>``.
+    ``allowed_hosts``: names besides the bound address the ``Host`` header may carry.
+    ``bind``: the address and port the server listens on, as given to it (default: the one
+    each connection arrived on; give it for a wildcard address such as ``0.0.0.0``).
+    """
     try:
         from starlette.applications import Starlette
         from starlette.concurrency import run_in_threadpool
@@ -53,13 +77,6 @@ def create_app(app: App, *, token: str | None = None, max_body: int = MAX_BODY) 
             "outlast serve needs Starlette and uvicorn: pip install 'outlast[serve]'"
         ) from exc
 
-    def check_token(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise _Reject(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
-
     async def body_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
@@ -69,18 +86,16 @@ def create_app(app: App, *, token: str | None = None, max_body: int = MAX_BODY) 
             data += chunk
             if len(data) > max_body:  # no or false Content-Length: stop reading at the limit
                 raise _Reject(413, f"request body over {max_body} bytes")
-        try:
-            return json.loads(bytes(data) or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _Reject(400, f"body is not valid JSON: {exc}") from None
+        return parse_json(bytes(data))
 
     def guarded(handler: Any) -> Any:
         async def endpoint(request: Request) -> JSONResponse:
             try:
-                check_token(request)
                 return await handler(request)  # type: ignore[no-any-return]
             except _Reject as r:
                 return JSONResponse({"error": r.message}, status_code=r.status)
+            except BadInput as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
             except RunNotFound as exc:
                 return JSONResponse({"error": str(exc)}, status_code=404)
             except RunConflict as exc:
@@ -105,42 +120,66 @@ def create_app(app: App, *, token: str | None = None, max_body: int = MAX_BODY) 
         doc = await body_json(request)
         if not isinstance(doc, dict) or not isinstance(doc.get("workflow"), str):
             raise _Reject(400, 'expected {"workflow": name, "args": [...], "kwargs": {...}}')
+        if unknown := sorted(doc.keys() - _TOP_FIELDS):
+            raise _Reject(400, f"unknown field {unknown[0]!r:.80}; the fields are {sorted(_TOP_FIELDS)} "
+                               '(workflow arguments go in "kwargs")')
         args, kwargs = doc.get("args", []), doc.get("kwargs", {})
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise _Reject(400, '"args" must be a list and "kwargs" an object')
-        if doc["workflow"] not in app.workflows:
-            raise _Reject(404, f"unknown workflow {doc['workflow']!r}; known: {sorted(app.workflows)}")
+        wf = app.workflows.get(doc["workflow"])
+        if wf is None:
+            raise _Reject(404, f"unknown workflow {doc['workflow']!r:.100}; known: {sorted(app.workflows)}")
         run_id = doc.get("run_id")
-        if run_id is not None and not isinstance(run_id, str):
-            raise _Reject(400, '"run_id" must be a string')
-        handle = await run_in_threadpool(
-            lambda: app.enqueue(doc["workflow"], *args, run_id=run_id, **kwargs)
-        )
-        return JSONResponse({"run_id": handle.run_id, "status": handle.status}, status_code=201)
+        if run_id is not None and (not isinstance(run_id, str) or not 0 < len(run_id) <= 200):
+            raise _Reject(400, '"run_id" must be a string of 1 to 200 characters')
+        options = enqueue_options(app, wf, doc)
+        call_args, call_kwargs = bind_workflow_args(wf, args, kwargs)
+
+        def enqueue() -> tuple[bool, RunInfo]:
+            existed = run_id is not None and app.store.get_run(run_id) is not None
+            handle = app.enqueue(wf, *call_args, run_id=run_id, **options, **call_kwargs)
+            return existed, app.get_run(handle.run_id, steps=False)
+
+        existed, info = await run_in_threadpool(enqueue)
+        if existed:  # the same run posted again: what it is now, not a new run
+            return JSONResponse(_view(info))
+        return JSONResponse({"run_id": info.run_id, "status": info.status}, status_code=201)
 
     async def show_run(request: Request) -> JSONResponse:
         info = await run_in_threadpool(app.get_run, request.path_params["run_id"], steps=False)
-        data: dict[str, Any] = {"run_id": info.run_id, "workflow": info.workflow, "status": info.status}
+        return JSONResponse(await run_in_threadpool(_view, info))
+
+    return Guard(
+        Starlette(routes=[
+            Route("/runs/{run_id}/events/{name}", guarded(send_event), methods=["POST"]),
+            Route("/runs", guarded(start_run), methods=["POST"]),
+            Route("/runs/{run_id}", guarded(show_run), methods=["GET"]),
+        ]),
+        token=token, allowed_hosts=frozenset(h.lower() for h in allowed_hosts),
+        host=bind[0] if bind else None, port=bind[1] if bind else None,
+    )
+
+
+def _view(info: RunInfo) -> dict[str, Any]:
+    """The run as ``GET /runs/{id}`` shows it; a result this process cannot read is reported,
+    not a 500 (its class may live in a module the server did not import)."""
+    data: dict[str, Any] = {"run_id": info.run_id, "workflow": info.workflow, "status": info.status}
+    try:
         if info.status == "completed":
-            data["result"] = json.loads(json.dumps(info.result, default=repr))
+            data["result"] = jsonview.to_json(info.result)
         elif info.status == "failed":
             err = info.error
             data["error"] = None if err is None else f"{type(err).__name__}: {err}"
         elif info.reason:
             data["reason"] = info.reason
-        return JSONResponse(data)
-
-    return Starlette(routes=[
-        Route("/runs/{run_id}/events/{name}", guarded(send_event), methods=["POST"]),
-        Route("/runs", guarded(start_run), methods=["POST"]),
-        Route("/runs/{run_id}", guarded(show_run), methods=["GET"]),
-    ])
+    except OutlastError as exc:
+        data["unreadable"] = str(exc)
+    return data
 
 
 def check_binding(host: str, token: str | None) -> None:
     """Refuse to listen beyond this machine without a bearer token."""
-    if host not in LOCAL_HOSTS and not token:
-        raise ConfigurationError(
-            f"outlast serve on {host!r} is reachable from other machines: give --token "
-            "(or $OUTLAST_SERVE_TOKEN), or bind 127.0.0.1"
-        )
+    try:
+        _check_binding(host, token)
+    except ValueError as exc:
+        raise ConfigurationError(f"{exc} (or set $OUTLAST_SERVE_TOKEN)") from None

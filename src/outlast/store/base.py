@@ -468,3 +468,40 @@ class Store(abc.ABC):
         newest id first: only those whose ``run_id`` is ``run_id`` (an indexed lookup), or
         whose id is lower than ``before``. For a checkpointer that names checkpoints by an id
         of its own (the Agent Framework storage keeps it in ``run_id``) and prunes by age."""
+
+    # -- browsing (the dashboard, outlast ui) ---------------------------------------------------
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first (``created_at`` then ``run_id``, both
+        descending), at most ``query.limit``. With ``query.after`` (the ``(created_at, run_id)``
+        of the last run of the previous page) only runs strictly after it in that order: keyset
+        pagination, stable while runs are added, and as fast on page 1,000 as on page 1."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement browse_runs")
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        """Number of runs per status among those matching ``query`` (its ``status``, ``after``
+        and ``limit`` ignored). A status with no run may be missing."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement count_runs")
+
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Journal entries per run among ``run_ids``, in one round trip (a run with none, or
+        that does not exist, may be missing). Entries compacted away by :meth:`stash` are gone
+        and not counted."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement count_entries")
+
+
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """A filter for :meth:`Store.browse_runs` and :meth:`Store.count_runs`.
+
+    ``text``: a case-sensitive substring of the run id. ``since``/``until``: ``created_at``
+    in ``[since, until)``. ``after``: the keyset cursor (see :meth:`Store.browse_runs`).
+    """
+
+    status: str | None = None
+    workflow: str | None = None
+    text: str | None = None
+    since: float | None = None
+    until: float | None = None
+    after: tuple[float, str] | None = None
+    limit: int = 50

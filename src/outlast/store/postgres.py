@@ -50,7 +50,8 @@ from ..errors import (
     StoreError,
 )
 from . import migrations
-from .base import Entry, NewRun, Page, QueueStats, RunRecord, Store
+from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
+from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
 from .postgres_conn import UNSENT, Pool, transient
@@ -277,6 +278,25 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         sql += " ORDER BY created_at DESC, run_id LIMIT %(limit)s OFFSET %(offset)s"
         rows = self._run(lambda c, _: c.execute(sql, _fields(page)).fetchall())
         return [RunRecord(*row) for row in rows]
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        sql, params = browse_sql(query, "postgresql", self._q.list_runs)
+        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        return [RunRecord(*row) for row in rows]
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        table = self._q.list_runs.rsplit(" FROM ", 1)[1]
+        sql, params = count_sql(query, "postgresql", table)
+        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        return {status: int(n) for status, n in rows}
+
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        if not run_ids:
+            return {}
+        table = self._q.load_journal.split(" FROM ", 1)[1].split()[0]
+        sql = count_entries_sql("postgresql", table, len(run_ids))
+        rows = self._run(lambda c, _: c.execute(sql, {"ids": list(run_ids)}).fetchall())
+        return {run_id: int(n) for run_id, n in rows}
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
         if not run_ids:

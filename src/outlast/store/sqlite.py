@@ -29,7 +29,8 @@ from ..errors import (
     StoreError,
 )
 from . import migrations, sqlite_open, sqlite_queues
-from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunRecord, Store
+from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import disk_full, fault, guard_public
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
@@ -301,6 +302,25 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         with self._lock:
             rows = self._conn.execute(sql, (*params, page.limit, page.offset)).fetchall()
         return [RunRecord(*row) for row in rows]
+
+    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
+        sql, params = browse_sql(query, "sqlite", _SELECT_RUN)
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def count_runs(self, query: RunQuery) -> dict[str, int]:
+        sql, params = count_sql(query, "sqlite", "outlast_runs")
+        with self._lock:
+            return {status: n for status, n in self._conn.execute(sql, params).fetchall()}
+
+    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
+        ids = list(run_ids)[:500]  # SQLite's parameter limit; pages show far fewer
+        if not ids:
+            return {}
+        with self._lock:
+            rows = self._conn.execute(count_entries_sql("sqlite", "outlast_journal", len(ids)), ids)
+            return {run_id: n for run_id, n in rows.fetchall()}
 
     def claim(
         self,

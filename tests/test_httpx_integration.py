@@ -71,7 +71,7 @@ def test_headers_sync_and_async(served: Served, tmp_path: Any) -> None:  # noqa:
 
     @app.workflow
     async def flow() -> None:
-        sync_step()
+        await sync_step()  # a sync step in an async workflow runs off the loop: awaited
         await async_step.call(key="tool-7")
 
     asyncio.run(app.run_async(flow, run_id="h"))

@@ -18,7 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from outlast.errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
+from outlast.errors import (
+    ConfigurationError,
+    LeaseLost,
+    NotPaused,
+    RunConflict,
+    RunNotFound,
+    StoreError,
+)
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from outlast.store.base import RunQuery, SavedCheckpoint, SavedWrite
 
@@ -1011,8 +1018,9 @@ def test_pg_transaction_replaces_a_dead_connection_but_never_reruns_work(
         conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return entry("b:1", 1)
 
-    with pytest.raises(psycopg.OperationalError):
+    with pytest.raises(StoreError) as died:  # classified at the boundary: transient
         pg_store.transaction(run.run_id, run.epoch, dies)
+    assert died.value.transient and isinstance(died.value.__cause__, psycopg.OperationalError)
     assert calls == ["a", "b"]
     assert [e.key for e in pg_store.load_journal(run.run_id)] == ["a:1"]
 

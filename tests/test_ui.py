@@ -4,7 +4,6 @@ pages, decoded steps, escaping, actions on and off, read-only database, CSRF, Ho
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -106,8 +105,9 @@ def test_read_only_without_actions(db: tuple[str, outlast.App], ro: httpx.Client
         assert r.status_code == 403 and "--allow-actions" in r.json()["error"], r.text
     asgi = create_app(db[0])
     store = asgi.app.state.outlast_app.store
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with pytest.raises(outlast.StoreError, match="readonly") as refused:
         store.send_event("approval-1", "approve", b"1")
+    assert not refused.value.transient
     assert db[1].get_run("approval-1", steps=False).status in ("pending", "suspended")
 
 

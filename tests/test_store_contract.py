@@ -20,7 +20,8 @@ import pytest
 
 from outlast.errors import ConfigurationError, LeaseLost, NotPaused, RunConflict, RunNotFound
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
-from outlast.store.base import RunQuery, SavedCheckpoint, SavedWrite
+from outlast.store.base import RunQuery
+from outlast.store.checkpoints import SavedCheckpoint, SavedWrite
 
 SHORT = 0.2
 LONG = 30.0

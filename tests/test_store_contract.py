@@ -27,7 +27,8 @@ from outlast.errors import (
     StoreError,
 )
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
-from outlast.store.base import RunQuery, SavedCheckpoint, SavedWrite
+from outlast.store.base import RunQuery
+from outlast.store.checkpoints import SavedCheckpoint, SavedWrite
 
 SHORT = 0.2
 LONG = 30.0

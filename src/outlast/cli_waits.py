@@ -48,10 +48,11 @@ def prune(older_than: str, db: str | None) -> None:
     whose parent is still going (the parent may not have read its result yet). Agent
     Framework checkpoints older than the age go too, except each workflow's newest."""
     from .integrations._maf_rows import prune_checkpoints
+    from .store.checkpoints import checkpoint_store
 
     store, cutoff = (App(db) if db else App()).store, time.time() - parse_age(older_than)
     click.echo(f"pruned {store.prune(cutoff)} run(s)")
-    if checkpoints := prune_checkpoints(store, older_than=cutoff, keep=1):
+    if checkpoints := prune_checkpoints(checkpoint_store(store), older_than=cutoff, keep=1):
         click.echo(f"pruned {checkpoints} agent-framework checkpoint(s)")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
-from ..store import Store
+from ..store.checkpoints import CheckpointStore
 from ._rows import reachable
 
 __all__ = ["THREAD_PREFIX", "prune_checkpoints", "row_key", "thread_of", "time_key"]
@@ -42,7 +42,7 @@ def row_key(timestamp: str, checkpoint_id: str) -> str:
 
 
 def prune_checkpoints(
-    store: Store,
+    store: CheckpointStore,
     *,
     older_than: float | None = None,
     workflow_name: str | None = None,

@@ -38,7 +38,7 @@ from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 
 from .. import serde
 from ..store import Store, open_store
-from ..store.base import SavedCheckpoint
+from ..store.checkpoints import SavedCheckpoint, checkpoint_store
 from ._maf_codec import from_stored, to_stored
 from ._maf_rows import THREAD_PREFIX, prune_checkpoints, row_key, thread_of
 from ._rows import pack_row, reachable, unpack_row
@@ -68,6 +68,8 @@ class OutlastCheckpointStorage:
             self.store = store
         else:
             self.store = store.store
+        #: the same store, as a checkpoint store (its own protocol, store/checkpoints.py)
+        self.checkpoints = checkpoint_store(self.store)
 
     def close(self) -> None:
         """Close the store if this storage opened it from a URL."""
@@ -100,17 +102,17 @@ class OutlastCheckpointStorage:
 
     async def list_checkpoints(self, *, workflow_name: str) -> list[WorkflowCheckpoint]:
         """Copies of the workflow's checkpoints, oldest first."""
-        rows = await self._call(self.store.get_checkpoints, thread_of(workflow_name))
+        rows = await self._call(self.checkpoints.get_checkpoints, thread_of(workflow_name))
         return await self._call(lambda: [self._decode(r) for r in reversed(rows)])
 
     async def list_checkpoint_ids(self, *, workflow_name: str) -> list[str]:
         """The workflow's checkpoint ids, oldest first (nothing is decoded)."""
-        rows = await self._call(self.store.get_checkpoints, thread_of(workflow_name))
+        rows = await self._call(self.checkpoints.get_checkpoints, thread_of(workflow_name))
         return [r.run_id for r in reversed(rows) if r.run_id is not None]
 
     async def get_latest(self, *, workflow_name: str) -> WorkflowCheckpoint | None:
         """A copy of the workflow's checkpoint with the latest timestamp, or None."""
-        rows = await self._call(self.store.get_checkpoints, thread_of(workflow_name), limit=1)
+        rows = await self._call(self.checkpoints.get_checkpoints, thread_of(workflow_name), limit=1)
         return await self._call(self._decode, rows[0]) if rows else None
 
     async def delete(self, checkpoint_id: str) -> bool:
@@ -126,7 +128,7 @@ class OutlastCheckpointStorage:
         is before ``older_than`` (seconds since the epoch; None: any age), except the ``keep``
         newest of each workflow, and free their unused blobs. Returns the number deleted.
         ``outlast prune --older-than AGE`` does this for every workflow with ``keep=1``."""
-        return prune_checkpoints(self.store, older_than=older_than,
+        return prune_checkpoints(self.checkpoints, older_than=older_than,
                                  workflow_name=workflow_name, keep=keep)
 
     # -- sync work, in a worker thread ----------------------------------------------------
@@ -135,22 +137,22 @@ class OutlastCheckpointStorage:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _find(self, checkpoint_id: str) -> SavedCheckpoint | None:
-        rows = self.store.find_checkpoints(run_id=checkpoint_id, thread_prefix=THREAD_PREFIX)
+        rows = self.checkpoints.find_checkpoints(run_id=checkpoint_id, thread_prefix=THREAD_PREFIX)
         return rows[0] if rows else None
 
     def _save(self, row: SavedCheckpoint, blobs: dict[str, bytes]) -> None:
         old = self._find(str(row.run_id))
         if old is not None and (old.thread_id, old.checkpoint_id) != (row.thread_id, row.checkpoint_id):
             # the same id saved again under another workflow name or timestamp: its row moves
-            self.store.delete_checkpoints(thread_id=old.thread_id, run_ids=[str(row.run_id)],
+            self.checkpoints.delete_checkpoints(thread_id=old.thread_id, run_ids=[str(row.run_id)],
                                           reachable=reachable)
-        self.store.put_checkpoint(row, blobs)
+        self.checkpoints.put_checkpoint(row, blobs)
 
     def _delete(self, checkpoint_id: str) -> bool:
         row = self._find(checkpoint_id)
         if row is None:
             return False
-        return self.store.delete_checkpoints(thread_id=row.thread_id, run_ids=[checkpoint_id],
+        return self.checkpoints.delete_checkpoints(thread_id=row.thread_id, run_ids=[checkpoint_id],
                                              reachable=reachable) > 0
 
     # -- encoding -------------------------------------------------------------------------

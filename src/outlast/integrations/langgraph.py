@@ -47,7 +47,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from .. import serde
 from ..serde import _cut
 from ..store import Store, open_store
-from ..store.base import SavedCheckpoint, SavedWrite
+from ..store.checkpoints import SavedCheckpoint, SavedWrite, checkpoint_store
 from ._rows import pack_row as _pack
 from ._rows import reachable
 from ._rows import unpack_row as _unpack
@@ -103,6 +103,8 @@ class OutlastSaver(BaseCheckpointSaver[int]):
             self.store = store
         else:
             self.store = store.store
+        #: the same store, as a checkpoint store (its own protocol, store/checkpoints.py)
+        self.checkpoints = checkpoint_store(self.store)
 
     def close(self) -> None:
         """Close the store if this saver opened it from a URL."""
@@ -167,7 +169,7 @@ class OutlastSaver(BaseCheckpointSaver[int]):
         data = _pack(f"[{head},[{values}]]".encode())
         meta = get_checkpoint_metadata(config, metadata)
         run_id = meta.get("run_id")
-        self.store.put_checkpoint(
+        self.checkpoints.put_checkpoint(
             SavedCheckpoint(thread_id, ns, checkpoint["id"], conf.get("checkpoint_id"),
                             None if run_id is None else str(run_id), data, self._typed(meta)),
             blobs,
@@ -192,13 +194,13 @@ class OutlastSaver(BaseCheckpointSaver[int]):
                        task_path)
             for i, (channel, value) in enumerate(writes)
         ]
-        self.store.put_writes(rows, blobs)
+        self.checkpoints.put_writes(rows, blobs)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (its thread's latest without a
         ``checkpoint_id``), with its pending writes, or None."""
         conf = config["configurable"]
-        rows = self.store.get_checkpoints(str(conf["thread_id"]), ns=conf.get("checkpoint_ns", ""),
+        rows = self.checkpoints.get_checkpoints(str(conf["thread_id"]), ns=conf.get("checkpoint_ns", ""),
                                           checkpoint_id=get_checkpoint_id(config), limit=1)
         return next(self._tuples(rows), None)
 
@@ -213,7 +215,7 @@ class OutlastSaver(BaseCheckpointSaver[int]):
         """Checkpoints newest first: of the thread (and namespace, and id) in ``config``, or of
         every thread; with ``metadata`` matching ``filter``; older than ``before``."""
         conf = config["configurable"] if config else {}
-        rows = self.store.get_checkpoints(
+        rows = self.checkpoints.get_checkpoints(
             str(conf["thread_id"]) if "thread_id" in conf else None,
             ns=conf.get("checkpoint_ns"),
             checkpoint_id=get_checkpoint_id(config) if config else None,
@@ -234,7 +236,7 @@ class OutlastSaver(BaseCheckpointSaver[int]):
             if group not in writes:  # one query for every checkpoint of this thread/namespace
                 writes[group] = {}
                 ids = [r.checkpoint_id for r in rows if (r.thread_id, r.ns) == group]
-                for w in self.store.get_writes(row.thread_id, row.ns, ids):
+                for w in self.checkpoints.get_writes(row.thread_id, row.ns, ids):
                     writes[group].setdefault(w.checkpoint_id, []).append(w)
             doc = self._load(row.checkpoint, f"checkpoint {row.checkpoint_id} of thread "
                                              f"{row.thread_id!r}")
@@ -253,11 +255,11 @@ class OutlastSaver(BaseCheckpointSaver[int]):
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete the thread's checkpoints and writes, and free blobs nothing else uses."""
-        self.store.delete_checkpoints(thread_id=str(thread_id))
+        self.checkpoints.delete_checkpoints(thread_id=str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) made by these LangGraph runs."""
-        self.store.delete_checkpoints(run_ids=[str(r) for r in run_ids], reachable=reachable)
+        self.checkpoints.delete_checkpoints(run_ids=[str(r) for r in run_ids], reachable=reachable)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest",
               keep: int = 1) -> None:
@@ -268,7 +270,7 @@ class OutlastSaver(BaseCheckpointSaver[int]):
         if strategy not in ("keep_latest", "delete"):
             raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
         for thread_id in thread_ids:
-            self.store.delete_checkpoints(
+            self.checkpoints.delete_checkpoints(
                 thread_id=str(thread_id), keep=keep if strategy == "keep_latest" else 0,
                 reachable=reachable,
             )
@@ -277,13 +279,13 @@ class OutlastSaver(BaseCheckpointSaver[int]):
         """Copy every checkpoint and write of one thread to another. Blobs are shared, not
         copied: the target only gains references to them."""
         src, dst = str(source_thread_id), str(target_thread_id)
-        rows = self.store.get_checkpoints(src)
+        rows = self.checkpoints.get_checkpoints(src)
         for row in reversed(rows):  # oldest first, as they were made
-            writes = self.store.get_writes(src, row.ns, [row.checkpoint_id])
+            writes = self.checkpoints.get_writes(src, row.ns, [row.checkpoint_id])
             used = reachable([row.checkpoint, *(w.value for w in writes)], self.store.get_blobs)
             blobs = self.store.get_blobs(used)
-            self.store.put_checkpoint(replace(row, thread_id=dst), blobs)
-            self.store.put_writes([replace(w, thread_id=dst) for w in writes], blobs)
+            self.checkpoints.put_checkpoint(replace(row, thread_id=dst), blobs)
+            self.checkpoints.put_writes([replace(w, thread_id=dst) for w in writes], blobs)
 
     # -- async twins: the sync methods in a worker thread ----------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .base import Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
+from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 from .postgres_sql import Queries, quote_ident
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ _DOOMED = """SELECT thread_id, ns, checkpoint_id FROM (
     WHERE rn > %(keep)s AND (%(all_runs)s OR run_id = ANY(%(runs)s::text[]))"""
 
 
-class PostgresCheckpoints:
+class PostgresCheckpoints(CheckpointStore):
     """Framework checkpoints in ``lg_checkpoints`` / ``lg_writes``."""
 
     schema: str

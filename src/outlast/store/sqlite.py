@@ -28,10 +28,10 @@ from ..errors import (
     RunNotFound,
     StoreError,
 )
-from . import migrations, sqlite_open, sqlite_queues
+from . import migrations, sqlite_faults, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
 from .browse import browse_sql, count_entries_sql, count_sql
-from .faults import disk_full, fault, guard_public
+from .faults import guard_public
 from .sqlite_saver import SQLiteCheckpoints
 from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
 
@@ -72,12 +72,6 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
     return unquote(path), options
 
 
-# SQLite primary result codes (https://sqlite.org/rescode.html) that may clear by themselves.
-_BUSY, _LOCKED, _NOMEM, _IOERR, _INTERRUPT, _FULL, _PROTOCOL = 5, 6, 7, 10, 9, 13, 15
-_TRANSIENT_CODES = frozenset({_BUSY, _LOCKED, _NOMEM, _IOERR, _INTERRUPT, _PROTOCOL})
-_DAMAGED_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-
 @guard_public
 class SQLiteStore(SQLiteCheckpoints, Store):
     """Runs and journals in one SQLite file (or in memory, for one process)."""
@@ -85,29 +79,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     dialect = "sqlite"
 
     def _classify(self, exc: BaseException) -> StoreError | None:
-        """Driver errors as StoreError: busy, locked, I/O and out-of-memory faults are
-        transient, a full disk is transient with its own message, everything else the
-        database refuses (a value it cannot hold, a constraint, a read-only or damaged file)
-        is permanent."""
-        if isinstance(exc, sqlite3.Error):
-            code = getattr(exc, "sqlite_errorcode", None)
-            primary = code & 0xFF if isinstance(code, int) else None
-            if primary == _FULL or (primary is None and "full" in str(exc)):
-                return disk_full(self, exc)
-            if primary in _DAMAGED_CODES:
-                return fault(self, exc, transient=False, reason=(
-                    f"{exc}: the database file is damaged; check it with "
-                    f"`sqlite3 {self.path} 'PRAGMA integrity_check'` and restore a backup"
-                ))
-            if primary in _TRANSIENT_CODES or (
-                primary is None and isinstance(exc, sqlite3.OperationalError)
-                and ("locked" in str(exc) or "busy" in str(exc))
-            ):
-                return fault(self, exc, transient=True)
-            return fault(self, exc, transient=False)
-        if isinstance(exc, UnicodeError | OverflowError):  # a value SQLite cannot bind
-            return fault(self, exc, transient=False)
-        return None
+        return sqlite_faults.classify(self, exc)
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         self.url = url

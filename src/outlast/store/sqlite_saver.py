@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import astuple
 from typing import Any
 
-from .base import Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
+from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 
 _CP_COLUMNS = "thread_id, ns, checkpoint_id, parent_id, run_id, checkpoint, metadata"
 _W_COLUMNS = "thread_id, ns, checkpoint_id, task_id, idx, channel, value, task_path"
@@ -27,7 +27,7 @@ def _batches(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + _BATCH]
 
 
-class SQLiteCheckpoints:
+class SQLiteCheckpoints(CheckpointStore):
     """Framework checkpoints in ``outlast_lg_checkpoints`` / ``outlast_lg_writes``."""
 
     _lock: threading.RLock

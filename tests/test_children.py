@@ -165,3 +165,20 @@ def test_gather_of_steps_and_children_replays_deterministically(
     for kid in ("k1", "k2"):
         assert journal(f"replayed:sub:{kid[-1]}") == journal(f"plain:sub:{kid[-1]}")
     assert "fetch:zed" in {k for _, k, _ in journal("plain")}
+
+
+def test_default_child_ids_count_starts_only(app: outlast.App) -> None:
+    @app.workflow
+    def kid(n: int) -> int:
+        return n
+
+    @app.workflow
+    def parent(ctx: outlast.Context) -> list[str]:
+        ids = []
+        for n in range(3):
+            child = ctx.start_child(kid, n)
+            ids.append(child.run_id)
+            child.result()  # results are keyed by the child's id: they do not count
+        return ids
+
+    assert app.run(parent, run_id="p") == ["p:kid:1", "p:kid:2", "p:kid:3"]

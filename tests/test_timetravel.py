@@ -20,6 +20,7 @@ def test_fork_from_a_middle_checkpoint(store_url: str) -> None:
     source = app.run(graph, {"rounds": 3}, run_id="src")
     cps = app.checkpoints("src")
     assert [c.id for c in cps] == ["0", "1", "2", "3", "4", "5"]
+    assert cps[0].next == cps[1].node  # the input's checkpoint names the first node
     assert cps[2].node == "search" and cps[2].summary == "log='search0', n=1"
 
     handle = app.fork("src", "2", update={"rounds": 1, "log": "edited"}, new_run_id="fork-1")

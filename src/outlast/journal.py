@@ -8,9 +8,11 @@ asks for something other than what the journal holds at that point, the answer i
 :class:`~outlast.errors.NonDeterminismError` that names the run, the position, what was
 recorded and what was called.
 
-Identity: a call's key is ``"{name}:{n}"`` where ``n`` counts the calls of that name in the
-run, from 1; a caller may give an explicit key instead (``"{name}:{key}"``, e.g. a tool-call
-id), so identity does not depend on the order in which parallel calls were made.
+Identity: a call's key is ``"{name}:{n}"`` where ``n`` counts the calls of that name made
+without an explicit key, from 1; a caller may give an explicit key instead
+(``"{name}:{key}"``, e.g. a tool-call id, or a child's run id for its result), so identity
+does not depend on the order in which parallel calls were made, and keyed calls do not shift
+the numbering of the others.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ class Call:
     key: str
     occurrence: int
     entry: Entry | None
+
+
+#: what a divergence message says about the way out (true: the run fails on it)
+_FIX = (
+    "The run fails with this error. Runs still in flight resume correctly only on code that "
+    "makes the calls their journals recorded: deploy the old code before they resume, and "
+    "start new runs (new run ids) on the new code"
+)
 
 
 class Journal:
@@ -70,14 +80,17 @@ class Journal:
         """
         position = self.position
         self.position += 1
-        occurrence = self._counts.get(name, 0) + 1
-        self._counts[name] = occurrence
         if key is None:
+            # Only calls without an explicit key are numbered: a child's result (keyed by the
+            # child's id) or a keyed tool call does not shift the next default key.
+            occurrence = self._counts.get(name, 0) + 1
+            self._counts[name] = occurrence
             full_key = f"{name}:{occurrence}"
             entry = self._by_position.get(position)
             if entry is not None and entry.key != full_key:
                 raise self._diverged(position, entry, kind, name, full_key)
         else:
+            occurrence = 0
             full_key = f"{name}:{key}"
             entry = self._by_key.get(full_key)
         if entry is not None:
@@ -88,7 +101,7 @@ class Journal:
                     f"run {self.run_id!r} diverged from its journal at position {position}: "
                     f"{kind} {name!r} ({full_key}) was recorded with other arguments than the "
                     "code passes now. Calls must be deterministic given earlier results; if the "
-                    "change is intended, start a new run (new run id) or cancel this one",
+                    f"change is intended, start a new run (new run id). {_FIX}",
                     run_id=self.run_id,
                     position=position,
                     recorded=f"{entry.kind} {entry.name!r} args#{entry.args_hash}",
@@ -108,8 +121,7 @@ class Journal:
             f"run {self.run_id!r} diverged from its journal at position {position}: the "
             f"journal recorded {recorded} but the code called {called}. The workflow code "
             "changed, or branches on something not recorded (time, randomness, environment: "
-            "use ctx.now(), ctx.random(), or a step). Restore the old code to finish this "
-            "run, or cancel it and start a new one",
+            f"use ctx.now(), ctx.random(), or a step). {_FIX}",
             run_id=self.run_id,
             position=position,
             recorded=recorded,
@@ -155,8 +167,7 @@ class Journal:
         raise NonDeterminismError(
             f"run {self.run_id!r} diverged from its journal at position {first.position}: the "
             f"journal recorded {recorded}{more} but the workflow finished without calling it. "
-            "The workflow code changed (a call was removed or skipped). Restore the old code "
-            "to finish this run, or cancel it and start a new one",
+            f"The workflow code changed (a call was removed or skipped). {_FIX}",
             run_id=self.run_id,
             position=first.position,
             recorded=recorded,

@@ -74,7 +74,11 @@ def checkpoints(app: App, run_id: str) -> list[Checkpoint]:
         upto = int(origin["checkpoint"])
         inherited = [c for c in checkpoints(app, origin["run"]) if c.seq <= upto]
     else:
-        inherited = [Checkpoint("0", run_id, 0, START, run.created_at, f"input: {sorted(base)}", None)]
+        graph = _graph_of(app, run, required=False)
+        first = graph.successor(START, base, run_id) if graph is not None else None
+        inherited = [
+            Checkpoint("0", run_id, 0, START, run.created_at, f"input: {sorted(base)}", first)
+        ]
     return inherited + [_checkpoint(run_id, e) for e in entries]
 
 

@@ -182,3 +182,61 @@ def test_default_child_ids_count_starts_only(app: outlast.App) -> None:
         return ids
 
     assert app.run(parent, run_id="p") == ["p:kid:1", "p:kid:2", "p:kid:3"]
+
+
+def test_children_run_inline_obey_their_queue_limits(app: outlast.App) -> None:
+    import asyncio
+    import threading
+
+    app.queue("single", concurrency=1)
+    running: list[int] = []
+    peak: list[int] = []
+    lock = threading.Lock()
+
+    @app.step
+    async def work(n: int) -> int:
+        with lock:
+            running.append(n)
+            peak.append(len(running))
+        await asyncio.sleep(0.1)
+        with lock:
+            running.remove(n)
+        return n
+
+    @app.workflow(queue="single")
+    async def kid(n: int) -> int:
+        return int(await work(n))
+
+    @app.workflow
+    async def parent(ctx: outlast.Context) -> list[int]:
+        kids = [ctx.start_child(kid, n) for n in range(4)]
+        return list(await asyncio.gather(*(k.result() for k in kids)))
+
+    assert asyncio.run(app.run_async(parent, run_id="limited")) == [0, 1, 2, 3]
+    assert max(peak) == 1, peak  # never two children of a concurrency=1 queue at once
+
+
+def test_continue_as_new_gives_each_iteration_its_own_identities(app: outlast.App) -> None:
+    keys: list[str] = []
+
+    @app.step
+    def effect() -> str:
+        keys.append(outlast.idempotency_key())
+        return keys[-1]
+
+    @app.workflow
+    def kid(n: int) -> int:
+        return n * 10
+
+    @app.workflow
+    def loop(ctx: outlast.Context, i: int) -> list[int]:
+        effect()
+        got = ctx.start_child(kid, i).result()
+        if i < 3:
+            ctx.continue_as_new(i + 1)
+        return [got, i]
+
+    assert app.run(loop, 1, run_id="gen") == [30, 3]
+    assert len(set(keys)) == 3, keys  # each iteration's effect has its own key
+    kids = sorted(r.run_id for r in app.list_runs(workflow="kid"))
+    assert kids == ["gen:g2:kid:1", "gen:g3:kid:1", "gen:kid:1"], kids

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: a parent waiting on a child it cannot see finish rechecks at least this often (seconds)
 BACKSTOP = 60.0
+#: a parent whose pending child its queue's limits kept from starting here looks again after
+PENDING_RETRY = 1.0
 _MISSING = object()
 
 
@@ -62,7 +64,7 @@ def start_child(
     call = state.begin("child", wf.name, serde.fingerprint(data))
     if call.replayed:
         return ChildRun(state, call.value(what="child run id", blobs=False), wf.name)
-    child_id = run_id or f"{state.run_id}:{call.key}"
+    child_id = run_id or state.identity(call.key)
     record, _ = state.write(
         state.app._create, wf, args, kwargs, run_id=child_id, queue=None, priority=None,
         concurrency_key=None, claim=False, parent_id=state.run_id, step=wf.name,
@@ -139,8 +141,10 @@ class ChildRun:
             self._settle(call, child)
             return None
         if action.kind == "claim":
+            # The same admission as a worker's claim: a limited queue's limits hold here too.
             claimed = state.store.claim(
-                state.app.owner, state.app.lease, run_id=self.run_id, steal_from=action.steal_from
+                state.app.owner, state.app.lease, run_id=self.run_id,
+                steal_from=action.steal_from, queues=state.app.queues or None,
             )
             if claimed:
                 return claimed[0]
@@ -153,6 +157,8 @@ class ChildRun:
             wake_at = min(wake_at, child.wake_at)
         elif child.status == "running" and child.lease_expires_at is not None:
             wake_at = min(wake_at, child.lease_expires_at + 0.1)
+        elif child.status == "pending":  # refused by its queue's limits: try again soon
+            wake_at = min(wake_at, time.time() + PENDING_RETRY)
         raise Suspend(
             f"run {state.run_id!r} waits for child {self.run_id!r} ({child.status})",
             wake_at=wake_at, wait_event=child_event(self.run_id),

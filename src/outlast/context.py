@@ -49,10 +49,14 @@ class StepScope:
     name: str
     key: str
     attempt: int
+    #: the run's generation (see RunState.identity)
+    generation: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}:{self.key}"
+        if self.generation == 1:
+            return f"{self.run_id}:{self.key}"
+        return f"{self.run_id}:g{self.generation}:{self.key}"
 
 
 _run_var: ContextVar[RunState | None] = ContextVar("outlast_run", default=None)
@@ -129,6 +133,8 @@ class RunState:
     )
     #: True once this execution has written to the store (store-fault back-off resets)
     wrote: bool = False
+    #: 1, plus one per continue_as_new (see snapshot.ResumePoint.generation)
+    generation: int = 1
 
     @property
     def run_id(self) -> str:
@@ -137,6 +143,18 @@ class RunState:
     @property
     def epoch(self) -> int:
         return self.run.epoch
+
+    def identity(self, key: str) -> str:
+        """A call's identity outside the journal (a child's default run id): the run id and
+        the call's key, with the generation after a continue_as_new, so that iterations of a
+        long loop never repeat one another's children or idempotency keys."""
+        if self.generation == 1:
+            return f"{self.run_id}:{key}"
+        return f"{self.run_id}:g{self.generation}:{key}"
+
+    def scope(self, name: str, key: str, attempt: int) -> StepScope:
+        """The step scope of one attempt (what ``outlast.idempotency_key()`` reads)."""
+        return StepScope(self.run_id, name, key, attempt, self.generation)
 
     def check(self) -> None:
         """Raise Cancelled or LeaseLost if the run was cancelled or taken over meanwhile,

@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from . import serde
-from .context import RunState, StepScope, _step_var
+from .context import RunState, _step_var
 from .errors import (
     ConfigurationError,
     NotPaused,
@@ -124,7 +124,7 @@ async def begin_async(state: RunState, step: Step[Any, Any], call: DurableCall) 
 
 def _ask(state: RunState, step: Step[Any, Any], call: DurableCall) -> Any:
     assert step.reconcile is not None
-    scope = StepScope(state.run_id, step.name, call.key, 0)
+    scope = state.scope(step.name, call.key, 0)
     token = _step_var.set(scope)  # outlast.idempotency_key() works inside reconcile too
     try:
         return step.reconcile(scope.idempotency_key)
@@ -153,7 +153,7 @@ def _settle(state: RunState, step: Step[Any, Any], call: DurableCall, answer: An
 def unrecordable(state: RunState, step: Step[Any, Any], call: DurableCall, error: StoreError) -> Pause:
     """The pause of an at-most-once step whose effect ran but whose outcome the database
     refuses to record: its intent stays, and an operator decides."""
-    key = f"{state.run_id}:{call.key}"
+    key = state.identity(call.key)
     rid = state.run_id
     reason = (
         f"outcome unknown: step {step.name!r} (idempotency key {key}) ran but its outcome "
@@ -167,7 +167,7 @@ def unrecordable(state: RunState, step: Step[Any, Any], call: DurableCall, error
 def _unknown(
     state: RunState, step: Step[Any, Any], call: DurableCall, error: BaseException | None = None
 ) -> Pause:
-    key = f"{state.run_id}:{call.key}"
+    key = state.identity(call.key)
     why = (
         "it has no reconcile function"
         if error is None

@@ -76,7 +76,7 @@ def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> t
     entries = [] if fresh else app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
     journal = Journal(run.run_id, entries, point.start, point.counts)
-    state = RunState(app, app.store, run, journal, wf.is_async)
+    state = RunState(app, app.store, run, journal, wf.is_async, generation=point.generation)
     app._heartbeat.add(state)
     return state, Context(state)
 

@@ -38,6 +38,9 @@ class ResumePoint:
     continued: list[Any] | None = None  # [args, kwargs] of the current generation
     has_stash: bool = False
     stash: Any = None
+    #: 1, plus one per continue_as_new: identities that leave the journal (child run ids,
+    #: idempotency keys) carry it, so iterations never repeat one another's
+    generation: int = 1
 
 
 def resume_point(run: RunRecord) -> ResumePoint:
@@ -52,6 +55,7 @@ def resume_point(run: RunRecord) -> ResumePoint:
         continued=doc.get("continued"),
         has_stash=stash is not None,
         stash=stash["value"] if stash else None,
+        generation=int(doc.get("generation") or 1),
     )
 
 
@@ -75,8 +79,10 @@ def entry_point(
     return wf.fn, ((ctx, *args) if wf.takes_ctx else args), kwargs
 
 
-def _write(state: RunState, continued: list[Any] | None, stash: dict[str, Any] | None) -> None:
-    doc = {"continued": continued, "stash": stash}
+def _write(
+    state: RunState, continued: list[Any] | None, stash: dict[str, Any] | None, generation: int
+) -> None:
+    doc = {"continued": continued, "stash": stash, "generation": generation}
     data = serde.dumps(doc, what=f"snapshot of run {state.run_id!r}")
     state.check()
     state.write(state.store.stash, state.run_id, state.epoch, data, state.journal.position)
@@ -92,13 +98,16 @@ def stash(state: RunState, value: Any) -> None:
             f"(@{wf.fn.__name__}.on_recovered), which a resumed run calls with the snapshot"
         )
     serde.dumps(value, what=f"value stashed by run {state.run_id!r}")  # fail before writing
-    _write(state, resume_point(state.run).continued, {"value": value, "counts": state.journal.counts()})
+    _write(
+        state, resume_point(state.run).continued,
+        {"value": value, "counts": state.journal.counts()}, state.generation,
+    )
 
 
 def continue_as_new(state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
     """``ctx.continue_as_new``: drop the journal, keep the run id, restart with new arguments."""
     serde.encode_args(args, kwargs, what=f"arguments of continue_as_new in run {state.run_id!r}")
-    _write(state, [list(args), kwargs], None)
+    _write(state, [list(args), kwargs], None, state.generation + 1)
     raise ContinueAsNew(
         f"run {state.run_id!r} continues as new", wake_at=time.time(), run_id=state.run_id
     )

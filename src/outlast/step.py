@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import effects, serde
-from .context import RunState, StepScope, _run_var, _step_var
+from .context import RunState, _run_var, _step_var
 from .durable import DurableCall
 from .errors import SerializationError, StoreError
 from .retry import NO_RETRY, Retry
@@ -192,7 +192,7 @@ def _run_sync(
     attempt = 0
     while True:
         attempt += 1
-        token = _step_var.set(StepScope(state.run_id, step.name, call.key, attempt))
+        token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
             value = step.fn(*args, **kwargs)
         except Exception as exc:
@@ -221,7 +221,7 @@ async def _run_async(
     attempt = 0
     while True:
         attempt += 1
-        token = _step_var.set(StepScope(state.run_id, step.name, call.key, attempt))
+        token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
             value = await step.fn(*args, **kwargs)
         except Exception as exc:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import serde
-from .context import RunState, StepScope, _run_var, _step_var
+from .context import RunState, _run_var, _step_var
 from .durable import DurableCall
 from .errors import ConfigurationError, StoreError
 from .retry import Retry
@@ -145,7 +145,7 @@ def _work(
     the user's own SQL raised is the step's failure, not a store fault."""
 
     def work(conn: Any) -> Entry:
-        token = _step_var.set(StepScope(state.run_id, step.name, call.key, attempt))
+        token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
             value = step.fn(_Lent(conn, step.name), *args, **kwargs)
             if step.is_async:

@@ -30,7 +30,12 @@ MESSAGE = 2048
 
 
 def missing(*modules: str) -> str | None:
-    """Why a peer cannot run ("<module> is not installed"), or None when it can."""
+    """Why a peer cannot run ("<module> is not installed"), or None when it can.
+
+    ``OUTLAST_BENCH_PEERS=0`` (``bench/run.py --no-peers``) runs outlast's own figures only.
+    """
+    if os.environ.get("OUTLAST_BENCH_PEERS", "1") == "0":
+        return "not run (--no-peers)"
     for name in modules:
         if importlib.util.find_spec(name.split(".")[0]) is None:
             return f"{name} is not installed (pip install -e '.[bench]')"
@@ -40,6 +45,20 @@ def missing(*modules: str) -> str | None:
         except ModuleNotFoundError:
             return f"{name} is not installed (pip install -e '.[bench]')"
     return None
+
+
+def failed(peer: str, exc: BaseException) -> str:
+    """The table cell for a peer that was installed but failed to import or start here.
+
+    A peer's own bug (DBOS on Python 3.13, say) must not fail the case or the test suite: the
+    figure is reported missing, with why.
+    """
+    # A child's traceback: its first line says what failed, its last error line why.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+    errors = [line for line in lines[1:] if "Error" in line.split(":", 1)[0]]
+    why = errors[-1] if errors else lines[-1]
+    text = lines[0][:100] + (f" ... {why[:200]}" if len(lines) > 1 else "")
+    return f"not available: {peer} failed ({type(exc).__name__}: {text})"
 
 
 def message(i: int, role: str = "assistant") -> str:

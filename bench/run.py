@@ -1,10 +1,12 @@
 """Run the benchmark suite and write docs/benchmarks.md with its plots.
 
-    python bench/run.py [--quick | --tiny] [--only NAME[,NAME]] [--json FILE] [--doc FILE]
+    python bench/run.py [--quick | --tiny] [--only NAME[,NAME]] [--no-peers] [--json FILE]
+                        [--doc FILE]
 
 Cases: step_overhead, conversation, resume, hibernation, compound, fleet (bench/cases/).
 Installs nothing: peers come from the ``bench`` extra (``pip install -e '.[bench]'``); a case
-whose peer or capability is missing reports "not available: <why>".
+whose peer or capability is missing reports "not available: <why>", and so does a peer that
+fails to import or start (its bug is not ours). ``--no-peers`` measures outlast only.
 
 Results are kept in ``docs/benchmarks.json`` (beside the doc), so ``--only`` re-runs some cases
 and re-renders the doc with the others' last results. ``--quick`` is a reduced run (about two
@@ -113,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--quick", action="store_true", help="a reduced run of every case (~2 min)")
     group.add_argument("--tiny", action="store_true", help="the test's size: seconds per case")
     parser.add_argument("--only", help=f"comma-separated cases: {', '.join(CASES)}")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="measure outlast only; peers' cells say 'not run (--no-peers)'")
     parser.add_argument("--json", help="also write the results as JSON here")
     parser.add_argument("--doc", help="write the Markdown here (default: docs/benchmarks.md for a "
                         "full run, nothing for --quick/--tiny)")
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
     size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    if args.no_peers:
+        os.environ["OUTLAST_BENCH_PEERS"] = "0"
     doc = Path(args.doc) if args.doc else (DOC if size == "full" else None)
     results: dict[str, Any] = {}
     for name in names:  # the page is rewritten after every case, so a late failure loses nothing

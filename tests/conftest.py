@@ -39,6 +39,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _close_apps_left_open(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every App whose store a test opened, when the test ends.
+
+    Tests create apps freely (``app = outlast.App(store_url)``); this keeps each one alive until
+    the test's teardown and closes it then, so none is left to the garbage collector (which
+    would close it with a ResourceWarning, failing whichever test runs at that moment).
+    """
+    from outlast.app import App
+
+    opened: list[App] = []
+    track = App._track
+
+    def track_and_remember(app: App) -> None:
+        track(app)
+        opened.append(app)
+
+    monkeypatch.setattr(App, "_track", track_and_remember)
+    yield
+    for app in opened:
+        app.close()
+
+
 PG_SERVER = os.environ.get("OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -44,7 +44,8 @@ def test_sigkill_mid_step_then_rerun_resumes(store_url: str, tmp_path: Path) -> 
         assert counts[f"done {i}"] == 1, counts
     assert counts["start 5"] == 2  # interrupted mid-flight: runs again
     assert all(counts[f"start {i}"] == 1 for i in range(1, 9) if i != 5)
-    info = outlast.App(store_url).get_run("chain-1")
+    with outlast.App(store_url) as reader:
+        info = reader.get_run("chain-1")
     assert info.status == "completed" and info.recoveries == 1
     assert info.stats.get("saved_steps") == 4
 
@@ -68,6 +69,7 @@ def test_worker_takes_over_a_killed_workers_run(store_url: str, tmp_path: Path) 
     counts = _counts(log)
     assert [counts[f"done {i}"] for i in range(1, 7)] == [1] * 6
     assert counts["start 3"] == 2
-    run = outlast.App(store_url).get_run("chain-w")
+    with outlast.App(store_url) as reader:
+        run = reader.get_run("chain-w")
     assert run.status == "completed" and run.result == sum(i * i for i in range(1, 7))
     crashy.app.close()

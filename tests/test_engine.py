@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import threading
 import time
@@ -451,7 +452,7 @@ def test_corrupted_journal_row_gives_clear_error(sqlite_url: str) -> None:
     with pytest.raises(Crash):
         agent.run(["a", "b"], run_id="bad")
     path = sqlite_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # commit, then close
         conn.execute("UPDATE outlast_journal SET output = x'7b7b7b' WHERE run_id = 'bad'")
     agent.crash_after = None
     with pytest.raises(outlast.SerializationError, match="search"):

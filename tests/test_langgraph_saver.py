@@ -9,6 +9,7 @@ process of the SIGKILL test: a 6-node graph that appends one message per node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import operator
 import os
@@ -91,7 +92,8 @@ def _query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     if url.startswith("sqlite"):
         import sqlite3
 
-        with sqlite3.connect(url.split(":///", 1)[1]) as conn:
+        # closing(): sqlite3's own context manager commits but does not close.
+        with contextlib.closing(sqlite3.connect(url.split(":///", 1)[1])) as conn, conn:
             return conn.execute(sql.replace("%s", "?").format(p="outlast_"), params).fetchall()
     import psycopg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -105,7 +106,8 @@ def test_sigkill_mid_conversation_resends_only_the_interrupted_request(store_url
     counts = {b: sent.count(b) for b in sent}
     assert sorted(counts.values()) == [1, 1, 1, 1, 1, 2]
     assert counts[sent[3]] == 2  # only the interrupted request was sent again
-    info = outlast.App(store_url).get_run("conv")
+    with outlast.App(store_url) as reader:
+        info = reader.get_run("conv")
     assert info.recoveries == 1
     # Tokens of the 3 calls recovery did not make again, from their recorded usage.
     recorded = [s.meta["tokens"] for s in info.steps[:3]]
@@ -123,7 +125,8 @@ def test_budget_holds_across_a_crash(sqlite_url: str) -> None:
     # recorded before the crash, so it sends the interrupted third again and stops.
     assert result == {"calls": 3, "stopped": True, "spent": 309.0}
     assert sent == 4
-    info = outlast.App(sqlite_url).get_run("frugal")
+    with outlast.App(sqlite_url) as reader:
+        info = reader.get_run("frugal")
     assert info.stats["tokens"] == 309  # the crashed process's calls are accounted too
 
 
@@ -409,7 +412,7 @@ def test_tool_calls_run_as_steps_keyed_by_call_id(sqlite_url: str) -> None:
 
 
 def stored_bytes(db_path: Path, run_id: str) -> int:
-    with sqlite3.connect(db_path) as conn:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:  # `with conn` would not close
         journal = conn.execute(
             "SELECT coalesce(sum(length(output) + length(coalesce(meta, ''))), 0) "
             "FROM outlast_journal WHERE run_id = ?", (run_id,),

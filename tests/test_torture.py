@@ -25,6 +25,7 @@ def _round(store_url: str, tmp_path: Path, runs: int, kills: int) -> None:
         assert reason.startswith("outcome unknown: step 'send_raw'"), reason
 
 
+@pytest.mark.heavy  # .ci/run runs it on the README's interpreter only, to keep CI short
 def test_torture_small(store_url: str, tmp_path: Path) -> None:
     _round(store_url, tmp_path, runs=10, kills=10)
 

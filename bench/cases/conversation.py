@@ -54,7 +54,15 @@ def run(size: str = "full") -> dict[str, Any]:
                 if isinstance(fn, str):
                     row.append(fn)
                     continue
-                stored = cs.outlast_bytes(Path(tmp), n, server)[1] if fn is None else fn(tmp, n)
+                if fn is None:
+                    stored = cs.outlast_bytes(Path(tmp), n, server)[1]
+                else:
+                    try:
+                        stored = fn(tmp, n)
+                    except Exception as exc:  # the peer's failure, reported in its cell
+                        competitors[name] = peers.failed(name, exc)
+                        row.append(competitors[name])
+                        continue
                 row.append(f"{stored:,} ({stored / unique:.2f}x)")
                 series.setdefault(name, []).append([n, stored / unique])
                 out["headline"][f"{name} x payload at {n} turns"] = round(stored / unique, 2)

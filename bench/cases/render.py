@@ -109,7 +109,12 @@ def render(results: dict[str, Any], img: Path, doc_dir: Path) -> str:
         for t in res.get("tables", []):
             lines += _table(t)
         for spec in res.get("plots", []):
-            path = plot(spec, img)
+            try:
+                path = plot(spec, img)
+            except ImportError:  # matplotlib comes with the bench extra, not the test one
+                lines += [f"_(plot {spec['file']} not drawn: matplotlib is not installed; "
+                          "pip install -e '.[bench]')_", ""]
+                continue
             lines += [f"![{spec['title']}]({path.relative_to(doc_dir)})", ""]
         if res.get("verbatim"):
             lines += ["```", res["verbatim"].rstrip(), "```", ""]

@@ -74,6 +74,8 @@ def _groups(runs: int, steps: int, with_dbos: bool) -> dict[str, dict[str, Measu
 
 def run(size: str = "full") -> dict[str, Any]:
     """Measure every competitor in every group; per-step microseconds and ratios to raw."""
+    import peers
+
     runs, steps, rounds, with_dbos = PARAMS[size]
     groups = _groups(runs, steps, with_dbos)
     if not groups:
@@ -85,7 +87,13 @@ def run(size: str = "full") -> dict[str, Any]:
             shift = r % len(live)
             for name, fn in live[shift:] + live[:shift]:
                 with tempfile.TemporaryDirectory() as tmp:
-                    samples[group].setdefault(name, []).append(fn(tmp))
+                    try:
+                        samples[group].setdefault(name, []).append(fn(tmp))
+                    except Exception as exc:
+                        if name in ("raw INSERT+COMMIT", "outlast"):
+                            raise  # our own figures must not go missing quietly
+                        competitors[name] = peers.failed(name, exc)
+                        samples[group].pop(name, None)
     out = result(NAME, TITLE, settings=(
         f"{runs} workflows x {steps} no-op steps per measurement, {rounds} rounds (competitors "
         f"rotated each round); raw = {runs * steps} single-row INSERTs, each its own transaction, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
@@ -15,6 +16,7 @@ from .context import Context
 from .errors import ConfigurationError, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
+from .lifecycle import dropped_open, open_apps
 from .owner import new_owner_id
 from .retry import Retry
 from .run import Run, RunInfo
@@ -72,6 +74,7 @@ class App:
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._background = Background(self)
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class App:
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()
+            self._track()
 
     @property
     def store(self) -> Store:
@@ -115,12 +119,40 @@ class App:
         return self._hb
 
     def close(self) -> None:
-        """Stop the heartbeat and close the store."""
+        """Stop the heartbeat and close the store; safe to call twice.
+
+        Also done for you when the interpreter exits. An app that is garbage-collected open
+        is closed too, with a ``ResourceWarning`` naming it. Using the app again reopens it.
+        """
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        open_apps.discard(self)
         if self._hb is not None:
             self._hb.stop()
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _track(self) -> None:
+        """Close the newly opened store at exit, or with a warning if the app is dropped open."""
+        if self._finalizer is not None:
+            # Reopened after a fork: the parent's connection is not ours to close.
+            self._finalizer.detach()
+        names = ", ".join(sorted(self.workflows)[:3]) or "no workflows"
+        label = f"outlast App({self.url!r}; {names})"
+        # The finalizer holds the heartbeat, never the app, so the app can be collected; nor
+        # the store, which may outlive the app (``App(url).store.prune(...)``) and closes when
+        # it is collected. Interpreter exit is handled by lifecycle.close_open_apps, quietly.
+        self._finalizer = weakref.finalize(self, dropped_open, label, self._hb)
+        self._finalizer.atexit = False
+        open_apps.add(self)
 
     # -- decorators ---------------------------------------------------------------------------
 

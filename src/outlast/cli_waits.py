@@ -50,9 +50,12 @@ def prune(older_than: str, db: str | None) -> None:
     from .integrations._maf_rows import prune_checkpoints
     from .store.checkpoints import checkpoint_store
 
-    store, cutoff = (App(db) if db else App()).store, time.time() - parse_age(older_than)
-    click.echo(f"pruned {store.prune(cutoff)} run(s)")
-    if checkpoints := prune_checkpoints(checkpoint_store(store), older_than=cutoff, keep=1):
+    cutoff = time.time() - parse_age(older_than)
+    with App(db) if db else App() as app:
+        count = app.store.prune(cutoff)
+        checkpoints = prune_checkpoints(checkpoint_store(app.store), older_than=cutoff, keep=1)
+    click.echo(f"pruned {count} run(s)")
+    if checkpoints:
         click.echo(f"pruned {checkpoints} agent-framework checkpoint(s)")
 
 

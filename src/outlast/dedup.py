@@ -29,6 +29,11 @@ The guarantee, per key, kept in the service's own database:
   before raising is not undone, so it should raise only before its effect or roll it back.
 - **A key names one request.** The same key with another fingerprint raises
   :class:`IdempotencyKeyReused` and runs nothing (until ``ttl``, if set, has expired the key).
+- **A key lives in a scope.** ``execute(..., scope=parts)`` keeps keys apart per scope: the
+  middleware's scope is the method, the path and the caller (a digest of the ``Authorization``
+  header unless told otherwise), ``@once``'s is the function. The row is found by a SHA-256
+  digest of the parts and the key encoded as one JSON array, so no two different (scope, key)
+  pairs share a row, whatever characters they contain, and a key of any length fits.
 
 Errors (both derive from :class:`~outlast.errors.OutlastError`)::
 
@@ -44,7 +49,6 @@ opened, and the ASGI middleware needs no web framework.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -54,17 +58,16 @@ import hashlib
 import inspect
 import json
 import logging
-import os
+import math
 import re
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
-from urllib.parse import parse_qs
 
+from .dedup_store import Backend, Postgres, SQLite
 from .errors import ConfigurationError, OutlastError, SerializationError, Timeout
 
 if TYPE_CHECKING:
@@ -159,183 +162,24 @@ class _Backoff:
         return delay
 
 
-class _Sql:
-    """The statements, written once with ``?`` parameters and a ``{now}`` clock expression."""
-
-    def __init__(self, table: str, now: str, blob: str, real: str, ttl: float | None) -> None:
-        fmt = {"t": table, "now": now, "blob": blob, "real": real}
-        self.create = (
-            "CREATE TABLE IF NOT EXISTS {t} ("
-            " key TEXT PRIMARY KEY,"
-            " fingerprint TEXT NOT NULL,"
-            " state TEXT NOT NULL,"  # 'in_flight' or 'done'
-            " token TEXT NOT NULL,"  # the current claim's id; writes by an older claim are refused
-            " response {blob},"
-            " created_at {real} NOT NULL,"
-            " claimed_at {real} NOT NULL,"
-            " finished_at {real})"
-        ).format(**fmt)
-        self.create_index = f"CREATE INDEX IF NOT EXISTS {table}_finished ON {table} (finished_at)"
-        insert = (
-            "INSERT INTO {t} (key, fingerprint, state, token, created_at, claimed_at)"
-            " VALUES (?, ?, 'in_flight', ?, {now}, {now}) ON CONFLICT (key) DO "
-        ).format(**fmt)
-        self.claim = insert + "NOTHING"
-        # Taking over happens in the same statement as the insert, so exactly one caller wins
-        # a stale claim too: under the row lock (PostgreSQL) or the database lock (SQLite) the
-        # next contender sees the fresh claimed_at and its WHERE fails.
-        takeover = (
-            "{t}.state = 'in_flight' AND {t}.fingerprint = excluded.fingerprint"
-            " AND {t}.claimed_at < excluded.claimed_at - ?"
-        ).format(**fmt)
-        if ttl is not None:
-            expired = (
-                f"{table}.state = 'done' AND {table}.finished_at < excluded.claimed_at - {ttl!r}"
-            )
-            takeover = f"({takeover}) OR ({expired})"
-        self.claim_or_take_over = insert + (
-            "UPDATE SET fingerprint = excluded.fingerprint, state = 'in_flight',"
-            " token = excluded.token, response = NULL, created_at = excluded.created_at,"
-            " claimed_at = excluded.claimed_at, finished_at = NULL WHERE " + takeover
-        )
-        self.read = f"SELECT fingerprint, state, response FROM {table} WHERE key = ?"
-        self.finish = (
-            "UPDATE {t} SET state = 'done', response = ?, finished_at = {now}"
-            " WHERE key = ? AND token = ?"
-        ).format(**fmt)
-        self.release = f"DELETE FROM {table} WHERE key = ? AND token = ?"
-        self.prune = f"DELETE FROM {table} WHERE state = 'done' AND finished_at < {now} - ?"
-
-
-class _Backend:
-    """A connection source and a dialect: runs one statement in autocommit, returns rows."""
-
-    sql: _Sql
-
-    def run(self, statement: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
-        """Run ``statement`` in its own transaction; return (rowcount, rows)."""
-        raise NotImplementedError
-
-    def create_table(self) -> None:
-        """Create the table and its index if missing (safe when several processes race)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Close pooled connections."""
-
-
-class _SQLite(_Backend):
-    # A connection per operation: sqlite3 connections must not be shared between threads, and
-    # opening one is cheap next to the fsync of the write it does.
-
-    def __init__(self, url: str, table: str, ttl: float | None) -> None:
-        rest, _, query = url[len("sqlite:///") :].partition("?")
-        if not rest or rest == ":memory:":
-            raise ConfigurationError(
-                f"bad dedup URL {url!r}: idempotency keys must live in a file every worker "
-                "shares; use sqlite:///relative/path.db or sqlite:////absolute/path.db"
-            )
-        options = {k: v[-1] for k, v in parse_qs(query).items()}
-        try:
-            self._timeout = float(options.pop("busy_timeout", "30000")) / 1000
-        except ValueError:
-            raise ConfigurationError(f"bad busy_timeout in {url!r}: give milliseconds") from None
-        if options:
-            raise ConfigurationError(f"unknown option(s) {sorted(options)} in {url!r}")
-        self._path = os.path.abspath(rest)  # a later chdir must not move the table
-        if not os.path.isdir(os.path.dirname(self._path)):
-            raise ConfigurationError(
-                f"bad dedup URL {url!r}: the folder {os.path.dirname(self._path)!r} does not "
-                "exist; create it or point the URL elsewhere"
-            )
-        self.sql = _Sql(table, "((julianday('now') - 2440587.5) * 86400.0)", "BLOB", "REAL", ttl)
-
-    def run(self, statement: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
-        conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
-        try:
-            cur = conn.execute(statement, params)
-            return cur.rowcount, cur.fetchall()
-        finally:
-            conn.close()
-
-    def create_table(self) -> None:
-        self.run(self.sql.create, ())
-        self.run(self.sql.create_index, ())
-
-
-class _Postgres(_Backend):
-    def __init__(self, url: str, table: str, ttl: float | None) -> None:
-        try:
-            import psycopg
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigurationError(
-                f"PostgreSQL needs psycopg 3: run pip install 'outlast[postgres]' ({exc})"
-            ) from exc
-        self._psycopg = psycopg
-        self._url = url
-        self._table = table
-        self._lock = threading.Lock()
-        self._idle: list[Any] = []
-        self._pid = os.getpid()
-        now = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
-        self.sql = _Sql(table, now, "BYTEA", "DOUBLE PRECISION", ttl)
-
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[Any]:
-        with self._lock:
-            if self._pid != os.getpid():
-                # After a fork the parent's sockets are not ours: forget them, never close them.
-                self._idle, self._pid = [], os.getpid()
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._psycopg.connect(self._url, autocommit=True)
-        try:
-            yield conn
-        except BaseException:
-            conn.close()  # it may be mid-transaction or broken; a new one is cheap
-            raise
-        with self._lock:
-            if len(self._idle) < 8 and self._pid == os.getpid():
-                self._idle.append(conn)
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def run(self, statement: str, params: tuple[Any, ...]) -> tuple[int, list[tuple[Any, ...]]]:
-        with self._connection() as conn:
-            cur = conn.execute(statement.replace("?", "%s"), params)
-            return cur.rowcount, (cur.fetchall() if cur.description else [])
-
-    def create_table(self) -> None:
-        # Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type; serialize it.
-        with self._connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._table,))
-            conn.execute(self.sql.create)
-            conn.execute(self.sql.create_index)
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
-
-
 class Deduplicator:
     """Idempotency keys in the service's own database: one execution per key, stored responses.
 
     ``url`` is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (option
     ``busy_timeout`` in ms) or ``postgresql://user@host:5432/dbname``. The table (default
-    ``outlast_idempotency``) is created if missing and holds, per key: the request fingerprint,
-    the state (in flight or done), the response bytes and the created, claimed and finished times
-    (the database's clock).
+    ``outlast_idempotency``) is created if missing and holds, per scoped key: a digest of the
+    scope and key, the request fingerprint, the state (in flight or done), the response bytes and
+    the created, claimed and finished times (the database's clock).
 
     ``in_flight_timeout`` (seconds) bounds how long a duplicate waits for a request in progress,
     and is the age past which an unfinished claim is taken for a crash and may be taken over; it
     must exceed the longest handler run. ``ttl`` (seconds), when given, is how long a stored
     response is honoured: after it the key counts as unused (use :meth:`prune` to delete rows).
+    Both must be finite and positive (``ValueError`` otherwise).
 
     See the module docstring for the exact guarantee. Safe to share between threads; each process
-    opens its own connections.
+    opens its own connections. A context manager: :meth:`close` (also run when the object is
+    collected or the interpreter exits) closes its pooled connections.
     """
 
     def __init__(
@@ -350,16 +194,14 @@ class Deduplicator:
             raise ConfigurationError(
                 f"bad table name {table!r}: use letters, digits and underscores (at most 51)"
             )
-        if not in_flight_timeout > 0 or (ttl is not None and not ttl > 0):
-            raise ConfigurationError(
-                "in_flight_timeout and ttl must be positive numbers of seconds"
-            )
+        self.in_flight_timeout = _seconds("in_flight_timeout", in_flight_timeout)
+        self.ttl = None if ttl is None else _seconds("ttl", ttl)
         scheme = url.split("://", 1)[0].lower() if isinstance(url, str) else ""
-        self._backend: _Backend
+        self._backend: Backend
         if scheme == "sqlite" and url.startswith("sqlite:///"):
-            self._backend = _SQLite(url, table, None if ttl is None else float(ttl))
+            self._backend = SQLite(url, table)
         elif scheme in ("postgresql", "postgres"):
-            self._backend = _Postgres(url, table, None if ttl is None else float(ttl))
+            self._backend = Postgres(url, table)
         else:
             raise ConfigurationError(
                 f"bad dedup URL {url!r}: expected sqlite:///path/to/file.db "
@@ -367,77 +209,98 @@ class Deduplicator:
             )
         self.url = url
         self.table = table
-        self.in_flight_timeout = float(in_flight_timeout)
-        self.ttl = ttl
+        # Closes the pool when this object is collected or at interpreter exit, whichever is
+        # first; it holds the backend, not self, so it keeps nothing alive.
+        self._finalizer = weakref.finalize(self, self._backend.close)
         self._backend.create_table()
 
     # -- the core ------------------------------------------------------------------------------
 
-    def execute(self, key: str, fingerprint: str, fn: Callable[[], bytes]) -> bytes:
-        """Run ``fn`` once for ``key`` and return its bytes; a duplicate gets the stored bytes.
+    def execute(
+        self,
+        key: str,
+        fingerprint: str,
+        fn: Callable[[], bytes],
+        *,
+        scope: Sequence[str] = (),
+    ) -> bytes:
+        """Run ``fn`` once for ``key`` in ``scope`` and return its bytes; a duplicate gets them.
 
-        A concurrent duplicate waits for the first call's response (up to ``in_flight_timeout``,
-        then :class:`IdempotencyKeyInFlight`). Another ``fingerprint`` for a used key raises
-        :class:`IdempotencyKeyReused`. If ``fn`` raises, the claim is deleted and the exception
-        propagates, so a retry runs ``fn`` again. If storing the response fails, that error
-        propagates and the claim stays in flight, as after a crash (see the module docstring).
+        ``scope`` (strings, for instance a tenant id and an endpoint) keeps the same key apart
+        for different scopes; the parts and the key are stored as one digest, so their length
+        and characters do not matter. A concurrent duplicate waits for the first call's response
+        (up to ``in_flight_timeout``, then :class:`IdempotencyKeyInFlight`). Another
+        ``fingerprint`` for a used key raises :class:`IdempotencyKeyReused`. If ``fn`` raises,
+        the claim is deleted and the exception propagates, so a retry runs ``fn`` again. If
+        storing the response fails, that error propagates and the claim stays in flight, as
+        after a crash (see the module docstring).
         """
+        row = _row_key(scope, key)
         backoff = _Backoff(key, self.in_flight_timeout)
-        outcome = self._attempt(key, fingerprint, first=True)
+        outcome = self._attempt(row, key, fingerprint, first=True)
         while outcome is None:
             time.sleep(backoff.next_delay())
-            outcome = self._attempt(key, fingerprint, first=False)
+            outcome = self._attempt(row, key, fingerprint, first=False)
         if isinstance(outcome, _Done):
             return outcome.response
         try:
             response = _as_bytes(fn(), key)
         except BaseException:
-            self._release(key, outcome.token)
+            self._release(row, key, outcome.token)
             raise
-        return self._finish(key, outcome.token, response)
+        return self._finish(row, key, outcome.token, response)
 
     async def aexecute(
-        self, key: str, fingerprint: str, fn: Callable[[], Awaitable[bytes]]
+        self,
+        key: str,
+        fingerprint: str,
+        fn: Callable[[], Awaitable[bytes]],
+        *,
+        scope: Sequence[str] = (),
     ) -> bytes:
         """:meth:`execute` for an async ``fn``; database calls run in a worker thread."""
+        row = _row_key(scope, key)
         backoff = _Backoff(key, self.in_flight_timeout)
-        outcome = await asyncio.to_thread(self._attempt, key, fingerprint, True)
+        outcome = await asyncio.to_thread(self._attempt, row, key, fingerprint, True)
         while outcome is None:
             await asyncio.sleep(backoff.next_delay())
-            outcome = await asyncio.to_thread(self._attempt, key, fingerprint, False)
+            outcome = await asyncio.to_thread(self._attempt, row, key, fingerprint, False)
         if isinstance(outcome, _Done):
             return outcome.response
         try:
             response = _as_bytes(await fn(), key)
         except BaseException:
             # Also on cancellation (the client went away): a retry should not wait for a timeout.
-            await asyncio.to_thread(self._release, key, outcome.token)
+            await asyncio.to_thread(self._release, row, key, outcome.token)
             raise
-        return await asyncio.to_thread(self._finish, key, outcome.token, response)
+        return await asyncio.to_thread(self._finish, row, key, outcome.token, response)
 
-    def _attempt(self, key: str, fingerprint: str, first: bool) -> _Outcome | None:
-        """One poll: claim the key, or find its stored response; None while another runs it."""
+    def _attempt(self, row: str, key: str, fingerprint: str, first: bool) -> _Outcome | None:
+        """One poll: claim the row, or find its stored response; None while another runs it."""
         run, sql = self._backend.run, self._backend.sql
         if not first:
             # Waiting: only read, and never take over; a stale claim is the next request's to
             # take, so a duplicate that waited out the timeout reports it rather than re-running.
-            rows = run(sql.read, (key,))[1]
+            rows = run(sql.read, (row,))[1]
             if rows:
                 return _classify(key, fingerprint, rows[0])
         token = uuid.uuid4().hex
-        if first:
-            params = (key, fingerprint, token, self.in_flight_timeout)
+        if not first:
+            claimed = run(sql.claim, (row, fingerprint, token))[0]
+        elif self.ttl is None:
+            params: tuple[Any, ...] = (row, fingerprint, token, self.in_flight_timeout)
             claimed = run(sql.claim_or_take_over, params)[0]
         else:
-            claimed = run(sql.claim, (key, fingerprint, token))[0]
+            params = (row, fingerprint, token, self.in_flight_timeout, self.ttl)
+            claimed = run(sql.claim_or_take_over_expired, params)[0]
         if claimed == 1:
             return _Claimed(token)
-        rows = run(sql.read, (key,))[1]
+        rows = run(sql.read, (row,))[1]
         # No row: its claimant failed and released it between our two statements; poll again.
         return _classify(key, fingerprint, rows[0]) if rows else None
 
-    def _finish(self, key: str, token: str, response: bytes) -> bytes:
-        if self._backend.run(self._backend.sql.finish, (response, key, token))[0] != 1:
+    def _finish(self, row: str, key: str, token: str, response: bytes) -> bytes:
+        if self._backend.run(self._backend.sql.finish, (response, row, token))[0] != 1:
             # Our claim outlived in_flight_timeout and another request took it over: the handler
             # ran twice. Its stored response stays; this caller gets what its own run produced.
             logger.warning(
@@ -449,9 +312,9 @@ class Deduplicator:
             )
         return response
 
-    def _release(self, key: str, token: str) -> None:
+    def _release(self, row: str, key: str, token: str) -> None:
         try:
-            self._backend.run(self._backend.sql.release, (key, token))
+            self._backend.run(self._backend.sql.release, (row, token))
         except Exception:
             # The handler's own exception matters more; the claim expires after the timeout.
             logger.exception("idempotency key %r: could not release the claim", key)
@@ -464,10 +327,20 @@ class Deduplicator:
         Returns how many were deleted. In-flight claims are left alone. A pruned key counts as
         unused: a late duplicate with it runs the handler again.
         """
+        if (
+            isinstance(older_than_seconds, bool)
+            or not isinstance(older_than_seconds, int | float)
+            or not math.isfinite(older_than_seconds)
+            or older_than_seconds < 0
+        ):
+            raise ValueError(
+                f"prune(older_than_seconds={older_than_seconds!r}): give a finite number of "
+                "seconds, 0 or more"
+            )
         return self._backend.run(self._backend.sql.prune, (float(older_than_seconds),))[0]
 
     def close(self) -> None:
-        """Close pooled database connections (a later call opens new ones)."""
+        """Close pooled database connections; safe to call twice (a later call opens new ones)."""
         self._backend.close()
 
     def __enter__(self) -> Deduplicator:
@@ -513,7 +386,8 @@ class Deduplicator:
                     async def run() -> bytes:
                         return _dump_result(await func(key, *args, **kwargs), name)
 
-                    return json.loads(await self.aexecute(f"{name}:{key}", fingerprint, run))
+                    stored = await self.aexecute(key, fingerprint, run, scope=("once", name))
+                    return json.loads(stored)
 
                 return async_wrapper
 
@@ -524,7 +398,7 @@ class Deduplicator:
                 def run() -> bytes:
                     return _dump_result(func(key, *args, **kwargs), name)
 
-                return json.loads(self.execute(f"{name}:{key}", fingerprint, run))
+                return json.loads(self.execute(key, fingerprint, run, scope=("once", name)))
 
             return wrapper
 
@@ -539,6 +413,36 @@ def __getattr__(name: str) -> Any:
 
         return IdempotencyMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _row_key(scope: Sequence[str], key: str) -> str:
+    """The row's key: a SHA-256 digest of the scope parts and the key as one JSON array.
+
+    A JSON array cannot be spelled two ways by moving a separator between parts (``["POST
+    /a", "x:k"]`` is not ``["POST /a:x", "k"]``), and the digest has one length whatever the
+    key's, so a long key cannot exceed an index limit.
+    """
+    if isinstance(scope, str) or not all(isinstance(p, str) for p in (*scope, key)):
+        raise TypeError(
+            f"idempotency key {key!r} and scope {scope!r}: give a string key and a sequence of "
+            "strings as scope"
+        )
+    text = json.dumps([*scope, key], ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _seconds(name: str, value: object) -> float:
+    """``value`` as seconds, refused unless a finite positive number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{name} must be a finite positive number of seconds, got {value!r}"
+        )
+    return float(value)
 
 
 def _as_bytes(value: object, key: str) -> bytes:

@@ -26,6 +26,7 @@ import asyncio
 import builtins
 import itertools
 import json
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -97,8 +98,12 @@ class OutlastSaver(BaseCheckpointSaver[int]):
     def __init__(self, store: str | App | Store, *, serde: SerializerProtocol | None = None) -> None:
         super().__init__(serde=serde)
         self._owned = isinstance(store, str)
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         if isinstance(store, str):
             self.store: Store = open_store(store)
+            # Closes the store when the saver is collected or at interpreter exit; it holds
+            # the store, not the saver.
+            self._finalizer = weakref.finalize(self, self.store.close)
         elif isinstance(store, Store):
             self.store = store
         else:
@@ -107,9 +112,9 @@ class OutlastSaver(BaseCheckpointSaver[int]):
         self.checkpoints = checkpoint_store(self.store)
 
     def close(self) -> None:
-        """Close the store if this saver opened it from a URL."""
-        if self._owned:
-            self.store.close()
+        """Close the store if this saver opened it from a URL; safe to call twice."""
+        if self._finalizer is not None:
+            self._finalizer()
 
     def __enter__(self) -> OutlastSaver:
         return self

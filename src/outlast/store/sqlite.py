@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -128,6 +129,10 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if sqlite_open.is_damage(exc):
                 raise sqlite_open.damaged(path, exc) from None
             raise ConfigurationError(f"cannot open SQLite database {url!r}: {exc}") from exc
+        # A store dropped unclosed (its App was collected while the store was still in use,
+        # or it was opened directly) closes its connection when collected or at exit; the
+        # App's own finalizer is what warns.
+        weakref.finalize(self, self._conn.close)
         self._migrate()
 
     # -- plumbing -----------------------------------------------------------------------------

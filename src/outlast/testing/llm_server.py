@@ -27,6 +27,7 @@ import socketserver
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,6 +150,7 @@ class FakeLLMServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,19 +167,22 @@ class FakeLLMServer:
             name=f"FakeLLMServer:{self.port}",
         )
         self._thread.start()
+        # Also stopped at interpreter exit; the finalizer holds the server, not self.
+        self._finalizer = weakref.finalize(
+            self, _shut_down, self._httpd, self._thread, self._stopping
+        )
         return self
 
     def stop(self) -> None:
         """Stop serving, drop open connections and free the port. Safe to call twice."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None or thread is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        httpd.server_close()
-        httpd.drop_connections()
-        thread.join(timeout=5)
+        if self._finalizer is not None:
+            self._finalizer()  # runs _shut_down once
+        self._finalizer = None
         self._httpd = self._thread = None
+
+    def close(self) -> None:
+        """The same as :meth:`stop`, for symmetry with the rest of outlast."""
+        self.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -381,6 +386,14 @@ class _HTTPServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+def _shut_down(httpd: _HTTPServer, thread: threading.Thread, stopping: threading.Event) -> None:
+    stopping.set()
+    httpd.shutdown()
+    httpd.server_close()
+    httpd.drop_connections()
+    thread.join(timeout=5)
 
 
 class _Handler(BaseHTTPRequestHandler):

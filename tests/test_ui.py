@@ -108,6 +108,7 @@ def test_read_only_without_actions(db: tuple[str, outlast.App], ro: httpx.Client
     with pytest.raises(outlast.StoreError, match="readonly") as refused:
         store.send_event("approval-1", "approve", b"1")
     assert not refused.value.transient
+    asgi.app.state.outlast_app.close()  # never served: no shutdown to close it
     assert db[1].get_run("approval-1", steps=False).status in ("pending", "suspended")
 
 

@@ -62,7 +62,7 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
     """Show each queue's pending, running and suspended runs. With the app MODULE:APP, also
     the limits it declares (limits live in code, not in the store)."""
     from .app import App
-    from .cli import load_app
+    from .cli_common import load_app
 
     declared = load_app(target) if target else None
     # A reader of its own: the user's App object is left as it was (also when run in-process).
@@ -74,7 +74,7 @@ def queues(target: str | None, db: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from .cli import _console, lit
+    from .cli_common import _console, lit
 
     table = Table(title=f"{len(rows)} queue(s)")
     for col in ("queue", "pending", "running", "suspended", "limits"):

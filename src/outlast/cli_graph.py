@@ -30,7 +30,7 @@ def show_checkpoints(console: Any, app: App, run_id: str) -> None:
     table = Table(title="checkpoints (outlast fork MODULE:APP RUN_ID CHECKPOINT)")
     for col in ("id", "node", "run", "at", "update", "next"):
         table.add_column(col)
-    from .cli import lit
+    from .cli_common import lit
 
     for cp in checkpoints(app, run_id):
         table.add_row(
@@ -56,7 +56,7 @@ def fork(
 
     The fork is recorded for `outlast worker MODULE:APP`, or executed here with --wait.
     """
-    from .cli import load_app
+    from .cli_common import load_app
     from .timetravel import fork as start_fork
 
     app = load_app(target, db)

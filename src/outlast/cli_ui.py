@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 # Not imported from .cli: cli.py imports this module at its bottom, also when run as __main__.
-DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
+from .cli_common import DB_HELP
 
 
 @click.command()

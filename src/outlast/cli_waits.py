@@ -12,7 +12,8 @@ import click
 from .app import App
 
 # Not imported from .cli: cli.py imports this module at its bottom, also when run as __main__.
-DB_HELP = "Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db)."
+from .cli_common import DB_HELP
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -76,7 +77,7 @@ def serve(
     allow_hosts: tuple[str, ...],
 ) -> None:
     """Serve the HTTP endpoint of the app MODULE:APP (needs the serve extra)."""
-    from .cli import load_app
+    from .cli_common import load_app
     from .server import check_binding, create_app
 
     check_binding(host, token)

@@ -8,8 +8,9 @@ docs/security.md. Mount it in your own ASGI app with :func:`create_app`.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from ..errors import ConfigurationError
@@ -51,7 +52,12 @@ def create_app(
     app = App(url)
     if not allow_actions:
         _read_only(app)
-    starlette = Starlette(routes=build(app, allow_actions=allow_actions))
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        app.close()  # the dashboard owns its App: closed when the server shuts down
+
+    starlette = Starlette(routes=build(app, allow_actions=allow_actions), lifespan=lifespan)
     starlette.state.outlast_app = app
     return Guard(starlette, token=token, allowed_hosts=frozenset(h.lower() for h in allowed_hosts),
                  forms=allow_actions, token_cookie=TOKEN_COOKIE,

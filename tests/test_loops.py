@@ -93,6 +93,7 @@ def test_sync_steps_in_an_async_workflow_run_off_the_event_loop(sqlite_url: str)
     app.close()
 
 
+@pytest.mark.counts_executions
 def test_parallel_sync_steps_keep_call_order_identity_on_replay(sqlite_url: str) -> None:
     app = outlast.App(sqlite_url)
     ran: Counter[int] = Counter()

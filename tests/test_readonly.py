@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import contextlib
 import sqlite3
 import stat
 import subprocess
@@ -49,7 +50,7 @@ def test_a_missing_database_is_not_created(tmp_path: Path, command: list[str]) -
 
 def test_another_applications_database_is_left_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "theirs.db"
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
         conn.execute("INSERT INTO users (name) VALUES ('ada')")
     conn.close()

@@ -4,6 +4,7 @@ takes when it catches them; control flow and unloaded classes replay as StepFail
 from __future__ import annotations
 
 import errno
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def overwrite_failed_entry(url: str, run_id: str, output: bytes) -> int:
     """What someone with write access to the database does: rewrite a recorded failure."""
     sql = "UPDATE {t} SET output = %s WHERE run_id = %s AND status = 'failed'"
     if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
             return db.execute(sql.format(t="outlast_journal").replace("%s", "?"),
                               (output, run_id)).rowcount
     import psycopg

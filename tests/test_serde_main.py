@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import contextlib
 import sqlite3
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def run(args: list[str], cwd: Path, url: str, check: bool = True) -> str:
 
 
 def statuses(url: str) -> dict[str, str]:
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
         return dict(db.execute("SELECT run_id, status FROM outlast_runs").fetchall())
 
 
@@ -96,7 +97,7 @@ def test_runs_of_a_script_are_finished_by_the_worker_and_read_back_by_the_script
     )
     assert crashed.returncode == 1
     run([sys.executable, "script.py", "legacy"], tmp_path, sqlite_url)  # named __main__.Params
-    with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as db:
+    with contextlib.closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as db, db:
         stored = {r: bytes(a) for r, a in db.execute("SELECT run_id, input FROM outlast_runs")}
     assert b'"script:Params"' in stored["r1"] and b'"__main__:Params"' in stored["r3"]
 

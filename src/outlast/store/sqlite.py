@@ -126,6 +126,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as exc:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()  # never left to the garbage collector
             if sqlite_open.is_damage(exc):
                 raise sqlite_open.damaged(path, exc) from None
             raise ConfigurationError(f"cannot open SQLite database {url!r}: {exc}") from exc

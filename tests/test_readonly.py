@@ -3,9 +3,9 @@ file; a database nobody may write still serves its stored runs; a damaged one is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import contextlib
 import sqlite3
 import stat
 import subprocess

@@ -3,8 +3,8 @@ takes when it catches them; control flow and unloaded classes replay as StepFail
 
 from __future__ import annotations
 
-import errno
 import contextlib
+import errno
 import sqlite3
 import subprocess
 import sys

@@ -3,9 +3,9 @@ read by ``outlast worker script:app`` (module ``script``) and the other way roun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import contextlib
 import sqlite3
 import subprocess
 import sys

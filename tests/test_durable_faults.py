@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.pgproxy import Proxy
+from tests.tcp_proxy import TcpProxy
 
 import outlast
 from outlast import Context
@@ -60,7 +60,7 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
         blocker.close()
         return
     pg_url = request.getfixturevalue("pg_url")
-    proxy = Proxy()
+    proxy = TcpProxy(("127.0.0.1", 5432))
     o = Outage(proxy.url(pg_url) + "&retry_for=0.3", proxy.cut, proxy.restore)
     yield o
     o.end()

@@ -215,27 +215,38 @@ def backoff(faults: int, lease: float) -> float:
     return float(min(FAULT_BACKOFF * 2 ** max(0, faults - 1), max(lease, FAULT_BACKOFF)))
 
 
-def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
-    """A transient store fault stopped the run: hand it back due after a back-off (so nobody
-    re-executes its step in a tight loop), or let its lease expire if the store is still away."""
+def _hand_back(state: RunState, counter: str, tries: int, reason: str) -> float:
+    """Release the run ``suspended``, due after a back-off for its ``tries``-th consecutive
+    stop of this kind (counted in its stats under ``counter``), so nobody re-executes it in a
+    tight loop; if the store is away, its lease expires instead. Returns the back-off."""
+    delay = backoff(tries, state.app.lease)
+    stats = json.loads(_stats(state))
+    stats[counter] = tries
+    try:
+        state.store.release(
+            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
+            reason=reason, stats=json.dumps(stats, sort_keys=True),
+        )
+    except (StoreError, LeaseLost):  # else its lease expires and any worker resumes it
+        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    return delay
+
+
+def _previous(state: RunState, counter: str) -> int:
     old = json.loads(state.run.stats) if state.run.stats else {}
-    faults = 1 if state.wrote else int(old.get("store_faults", 0)) + 1
-    delay = backoff(faults, state.app.lease)
+    return int(old.get(counter, 0))
+
+
+def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
+    """A transient store fault stopped the run: hand it back after a back-off."""
+    faults = 1 if state.wrote else _previous(state, "store_faults") + 1
     fault = getattr(exc, "fault", None)
     reason = getattr(fault, "reason", exc.message)
     log.warning(
         "run %s stopped by a store fault (%s); it may resume in %.1f s (consecutive fault %d)",
-        state.run_id, reason, delay, faults,
+        state.run_id, reason, backoff(faults, state.app.lease), faults,
     )
-    stats = json.loads(_stats(state))
-    stats["store_faults"] = faults
-    try:
-        state.store.release(
-            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
-            reason=f"store fault: {reason}", stats=json.dumps(stats, sort_keys=True),
-        )
-    except (StoreError, LeaseLost):  # else its lease expires and any worker resumes it
-        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    delay = _hand_back(state, "store_faults", faults, f"store fault: {reason}")
     return Outcome("faulted", error=StoreError(
         f"{exc.message}. Nothing recorded is lost: the run resumes from its journal when run "
         f"again (same run id) or by a worker, claimable again in {delay:.1f} s",
@@ -290,26 +301,18 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
 def _deferred(state: RunState, exc: UnreadableValue) -> Outcome:
     """This process cannot read one of the run's values (its class is not imported here):
     not the run's failure. Hand it back, due after a back-off, for a process that can."""
-    old = json.loads(state.run.stats) if state.run.stats else {}
-    tries = int(old.get("unreadable", 0)) + 1
-    delay = backoff(tries, state.app.lease)
+    tries = _previous(state, "unreadable") + 1
     type_name = getattr(exc, "type_name", "?")
     if tries == 1:
         log.warning(
             "run %s: this process cannot read a value of type %s (%s); left for a process "
             "that imports it", state.run_id, type_name, exc.message,
         )
-    stats = json.loads(_stats(state))
-    stats["unreadable"] = tries
-    try:
-        state.store.release(
-            state.run_id, state.epoch, "suspended", wake_at=time.time() + delay,
-            reason=f"unreadable here: {type_name} is not importable by the process that "
-            "claimed it; run it where the module that defines it is imported",
-            stats=json.dumps(stats, sort_keys=True),
-        )
-    except (StoreError, LeaseLost):
-        log.warning("run %s: could not hand it back; its lease will expire", state.run_id)
+    _hand_back(
+        state, "unreadable", tries,
+        f"unreadable here: {type_name} is not importable by the process that claimed it; "
+        "run it where the module that defines it is imported",
+    )
     return Outcome("deferred", error=exc)
 
 

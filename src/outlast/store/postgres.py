@@ -44,12 +44,11 @@ from psycopg_pool import ConnectionPool
 from ..errors import (
     ConfigurationError,
     LeaseLost,
-    NotPaused,
     RunConflict,
     RunNotFound,
     StoreError,
 )
-from . import migrations
+from . import migrations, refusals
 from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import disk_full, fault, guard_public
@@ -226,14 +225,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         conn.execute(self._q.notify, {"channel": self._channel})
 
     def _lease_lost(self, conn: Conn, run_id: str, epoch: int) -> LeaseLost:
-        state = self._fence_state(conn, run_id)
-        if state is None:
-            return LeaseLost(f"run {run_id!r} no longer exists", run_id=run_id)
-        return LeaseLost(
-            f"run {run_id!r} is no longer owned by this executor (epoch {epoch}, now "
-            f"{state[0]}, status {state[1]}); another worker or a cancel took it over",
-            run_id=run_id,
-        )
+        return refusals.lease_lost(run_id, epoch, self._fence_state(conn, run_id))
 
     def _fence_state(self, conn: Conn, run_id: str) -> tuple[int, str] | None:
         row = conn.execute(self._q.fence_state, {"run_id": run_id}).fetchone()
@@ -316,8 +308,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         stats: str | None = None,
         blobs: Mapping[str, bytes] | None = None,
     ) -> None:
-        if status not in ("completed", "failed"):
-            raise ValueError(f"finish() takes completed or failed, not {status!r}")
+        refusals.check_finish_status(status)
         params = {"run_id": run_id, "epoch": epoch, "status": status, "stats": stats}
         params.update(output=output, error=error)
 
@@ -342,8 +333,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         reason: str | None = None,
         stats: str | None = None,
     ) -> None:
-        if status not in ("pending", "suspended", "paused"):
-            raise ValueError(f"release() takes pending, suspended or paused, not {status!r}")
+        refusals.check_release_status(status)
         params = {"run_id": run_id, "epoch": epoch, "status": status, "stats": stats}
         params.update(wake_at=wake_at, wait_event=wait_event, reason=reason)
 
@@ -385,11 +375,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 if state[1] != "paused":
                     if maybe_applied and state[1] == "pending":  # our earlier attempt
                         return RunRecord(*_one(conn, self._q.get_run, {"run_id": run_id}))
-                    raise NotPaused(
-                        f"run {run_id!r} is {state[1]}, not paused: nothing to resolve",
-                        run_id=run_id,
-                        status=state[1],
-                    )
+                    raise refusals.not_paused(run_id, state[1])
                 if entry is not None:
                     conn.execute(self._q.put_entry, _entry_params(run_id, 0, entry))
                 if drop_key is not None:
@@ -450,15 +436,11 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             stored = Entry(*row[3:]) if has_entry else None
             if maybe_applied and stored == entry:
                 return  # the earlier attempt committed before its connection failed
-            if run_epoch != epoch or run_status != "running":
-                raise self._lease_lost(conn, run_id, epoch)
+            state = (int(run_epoch), str(run_status)) if run_epoch is not None else None
+            if refusals.fenced_out(state, epoch):
+                raise refusals.lease_lost(run_id, epoch, state)
             if stored is not None and stored.status != "intent":
-                raise RunConflict(
-                    f"run {run_id!r} already has a recorded result for {entry.key!r} "
-                    f"(position {stored.position}); a step cannot be recorded twice",
-                    run_id=run_id,
-                    key=entry.key,
-                )
+                raise refusals.already_recorded(run_id, entry.key, stored.position)
             # neither reason holds any more (the row changed in between): write again
         raise RunConflict(f"run {run_id!r}: could not record {entry.key!r}", run_id=run_id)
 
@@ -525,7 +507,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             with conn.transaction():
                 row = conn.execute(self._q.send_event, params).fetchone()
                 if row is None:
-                    raise RunNotFound(run_id, "events can only be sent to an existing run")
+                    raise refusals.no_event_target(run_id)
                 if conn.execute(self._q.wake_for_event, params).fetchone() is not None:
                     self._notify(conn)
                 return int(row[0])

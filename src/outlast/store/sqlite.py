@@ -24,12 +24,10 @@ from urllib.parse import parse_qsl, unquote
 from ..errors import (
     ConfigurationError,
     LeaseLost,
-    NotPaused,
-    RunConflict,
     RunNotFound,
     StoreError,
 )
-from . import migrations, sqlite_faults, sqlite_open, sqlite_queues
+from . import migrations, refusals, sqlite_faults, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import guard_public
@@ -205,15 +203,12 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         row = self._conn.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
         return RunRecord(*row) if row else None
 
-    def _why_refused(self, run_id: str, epoch: int) -> LeaseLost:
+    def _fence_state(self, run_id: str) -> refusals.FenceState:
         run = self._one(run_id)
-        if run is None:
-            return LeaseLost(f"run {run_id!r} no longer exists", run_id=run_id)
-        return LeaseLost(
-            f"run {run_id!r} is no longer owned by this executor (epoch {epoch}, now "
-            f"{run.epoch}, status {run.status}); another worker or a cancel took it over",
-            run_id=run_id,
-        )
+        return None if run is None else (run.epoch, run.status)
+
+    def _why_refused(self, run_id: str, epoch: int) -> LeaseLost:
+        return refusals.lease_lost(run_id, epoch, self._fence_state(run_id))
 
     def _fence(self, conn: sqlite3.Connection, run_id: str, epoch: int) -> None:
         row = conn.execute(
@@ -379,8 +374,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         stats: str | None = None,
         blobs: Mapping[str, bytes] | None = None,
     ) -> None:
-        if status not in ("completed", "failed"):
-            raise ValueError(f"finish() takes completed or failed, not {status!r}")
+        refusals.check_finish_status(status)
         with self._tx() if blobs else self._lock_only() as conn:
             if blobs:
                 self._put_blobs(conn, run_id, blobs)
@@ -404,8 +398,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         reason: str | None = None,
         stats: str | None = None,
     ) -> None:
-        if status not in ("pending", "suspended", "paused"):
-            raise ValueError(f"release() takes pending, suspended or paused, not {status!r}")
+        refusals.check_release_status(status)
         with self._tx() as conn:
             self._fence(conn, run_id, epoch)
             if status == "suspended" and wait_event is not None:
@@ -444,11 +437,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if run is None:
                 raise RunNotFound(run_id)
             if run.status != "paused":
-                raise NotPaused(
-                    f"run {run_id!r} is {run.status}, not paused: nothing to resolve",
-                    run_id=run_id,
-                    status=run.status,
-                )
+                raise refusals.not_paused(run_id, run.status)
             if entry is not None:
                 conn.execute(
                     f"INSERT OR REPLACE INTO outlast_journal (run_id, {_ENTRY_COLUMNS}) "
@@ -495,15 +484,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
                 raise self._refusal(run_id, epoch, entry)
 
     def _refusal(self, run_id: str, epoch: int, entry: Entry) -> BaseException:
-        run = self._one(run_id)
-        if run is not None and run.epoch == epoch and run.status == "running":
-            return RunConflict(
-                f"run {run_id!r} already has a recorded result for {entry.key!r} "
-                f"(position {entry.position}); a step cannot be recorded twice",
-                run_id=run_id,
-                key=entry.key,
-            )
-        return self._why_refused(run_id, epoch)
+        state = self._fence_state(run_id)
+        return refusals.record_refused(run_id, epoch, entry.key, entry.position, state)
 
     def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         wanted = list(dict.fromkeys(hashes))
@@ -543,7 +525,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         now = time.time()
         with self._tx() as conn:
             if conn.execute("SELECT 1 FROM outlast_runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-                raise RunNotFound(run_id, "events can only be sent to an existing run")
+                raise refusals.no_event_target(run_id)
             seq = conn.execute(
                 "INSERT INTO outlast_events (run_id, name, payload, created_at) VALUES (?,?,?,?)",
                 (run_id, name, payload, now),

@@ -26,6 +26,9 @@ import pytest
 
 from outlast.store import Store, open_store
 
+# the model server and SDK-client fixtures of the model-call tests (`server`, `close_clients`)
+pytest_plugins = ["tests.llmkit"]
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In the replay-each-step pass (``OUTLAST_REPLAY_EACH_STEP=1``, see CI) every recorded

@@ -8,13 +8,12 @@ through ``outlast.llm.unrecorded(client)`` it is a plain call.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import anthropic
 import openai
 import pytest
-import tests.test_llm as base
+import tests.llmkit as base
 
 import outlast
 import outlast.llm
@@ -24,27 +23,8 @@ from outlast.testing import FakeLLMServer
 MSG = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def close_clients() -> Iterator[None]:
-    yield
-    while base._clients:
-        base._clients.pop().close()
-
-
-def oai(server: FakeLLMServer) -> Any:
-    return base.oai(server)
-
-
-def claude(server: FakeLLMServer) -> Any:
-    client = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
-    base._clients.append(client)
-    return outlast.llm.wrap(client)
+oai = base.oai
+claude = base.claude
 
 
 def _consume(stream_manager: Any) -> Any:

@@ -5,30 +5,16 @@ Real openai SDK against the local model server, which cuts the stream after N ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-import tests.test_llm as base
+import tests.llmkit as base
 
 import outlast
 import outlast.llm
 from outlast.testing import FakeLLMServer, Fault
-
-
-@pytest.fixture
-def server() -> Iterator[FakeLLMServer]:
-    with FakeLLMServer() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def close_clients() -> Iterator[None]:
-    yield
-    while base._clients:
-        base._clients.pop().close()
 
 
 def test_stream_broken_then_retried_resumes_on_the_same_path_after_sigkill(store_url: str) -> None:

@@ -38,6 +38,11 @@ except ImportError:  # pragma: no cover - a future API that moved it
 _UNSET_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _UNSET_METRICS = (_ProxyMeter, metrics.NoOpMeterProvider)
 
+#: providers used instead of the global ones when set (an internal seam: the tests pin an
+#: SDK provider here, since a process's global provider can be set only once)
+tracer_provider: Any = None
+meter_provider: Any = None
+
 
 def content_from_env() -> bool:
     """True when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` opts in."""
@@ -61,7 +66,7 @@ class Hub:
         self._instruments: Instruments | None = None
 
     def tracer(self) -> trace.Tracer | None:
-        provider = trace.get_tracer_provider()
+        provider = tracer_provider or trace.get_tracer_provider()
         if isinstance(provider, _UNSET_TRACING):
             return None
         if provider is not self._tracer_provider:
@@ -70,7 +75,7 @@ class Hub:
         return self._tracer
 
     def instruments(self) -> Instruments | None:
-        provider = metrics.get_meter_provider()
+        provider = meter_provider or metrics.get_meter_provider()
         app = self._app()
         if isinstance(provider, _UNSET_METRICS) or app is None:
             return None

@@ -27,7 +27,7 @@ __all__ = ["ModelSpan", "RunTelemetry", "StepSpan", "format_context", "parse_con
 
 #: journal kinds reported as span events on the run span when they execute (steps and model
 #: calls have spans of their own)
-EVENT_KINDS = frozenset({"timer", "sleep", "event", "child", "child_result", "stash"})
+EVENT_KINDS = frozenset({"timer", "deadline", "event", "child", "child_result", "snapshot"})
 
 
 def format_context(ctx: SpanContext) -> str:

@@ -46,7 +46,9 @@ def as_dict(s: ReadableSpan) -> dict[str, Any]:
         "trace": f"{s.context.trace_id:032x}",
         "span": f"{s.context.span_id:016x}",
         "parent": f"{s.parent.span_id:016x}" if s.parent else None,
-        "links": [[f"{l.context.trace_id:032x}", f"{l.context.span_id:016x}"] for l in s.links],
+        "links": [
+            [f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}"] for link in s.links
+        ],
         "start": (s.start_time or 0) / 1e9,
         "end": (s.end_time or 0) / 1e9,
         "status": s.status.status_code.name,

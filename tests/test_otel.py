@@ -24,6 +24,9 @@ import outlast
 from outlast.telemetry import hub
 from outlast.testing import FakeLLMServer, Reply, ToolCall
 
+# Spans are per execution: the replay-each-step pass would multiply them.
+pytestmark = pytest.mark.counts_executions
+
 
 class Crash(BaseException):
     """Stands for the process dying (the run is left for the next execution)."""
@@ -344,4 +347,56 @@ def test_log_records_inside_a_run_carry_run_step_and_trace(
     assert inside_step.trace_id == f"{step_span.context.trace_id:032x}"  # type: ignore[attr-defined]
     assert (inside_wf.run_id, inside_wf.step) == ("logged", "")  # type: ignore[attr-defined]
     assert (outside.run_id, outside.trace_id) == ("", "")  # type: ignore[attr-defined]
+    app.close()
+
+
+def test_async_workflow_gathered_steps_are_children_of_the_run_span(
+    sqlite_url: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    app = outlast.App(sqlite_url)
+
+    @app.step
+    async def fetch(i: int) -> int:
+        await asyncio.sleep(0.01)
+        return i
+
+    @app.step
+    def square(i: int) -> int:
+        return i * i
+
+    @app.workflow
+    async def wf(ctx: outlast.Context) -> int:
+        got = await asyncio.gather(fetch(1), fetch(2))
+        return sum(got) + await square(3)
+
+    assert asyncio.run(app.run_async(wf, run_id="async")) == 12
+    got = by_name(spans)
+    root = got["invoke_workflow wf"][0].context.span_id
+    assert len(got["step fetch"]) == 2
+    assert all(parent_of(s) == root for s in got["step fetch"] + got["step square"])
+    # no "Failed to detach context" from OpenTelemetry: every attach was undone where made
+    assert not [r for r in caplog.records if "detach" in r.getMessage()]
+    app.close()
+
+
+def test_async_step_in_a_sync_workflow_is_a_child_of_the_run_span(
+    sqlite_url: str, spans: InMemorySpanExporter
+) -> None:
+    app = outlast.App(sqlite_url)
+
+    @app.step
+    async def fetch(i: int) -> int:
+        return i
+
+    @app.workflow
+    def wf(ctx: outlast.Context) -> int:
+        return int(fetch(5))
+
+    assert app.run(wf, run_id="mixed") == 5
+    got = by_name(spans)
+    root = got["invoke_workflow wf"][0].context
+    (step,) = got["step fetch"]
+    assert parent_of(step) == root.span_id and step.context.trace_id == root.trace_id
     app.close()

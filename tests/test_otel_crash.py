@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from outlast.testing import FakeLLMServer, Reply, ToolCall
+
+# Spans are per execution: the replay-each-step pass would multiply them.
+pytestmark = pytest.mark.counts_executions
+
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -46,6 +46,10 @@ class App:
     holding a thread (default 5).
     ``readonly``: only read the store (never create, migrate or write it; see
     :func:`~outlast.store.open_store`); what ``outlast runs``/``show`` use.
+    ``tracing``: report runs, steps and model calls to the application's OpenTelemetry
+    providers when the ``otel`` extra is installed and a provider is configured (default
+    True; see docs/observability.md). ``trace_content``: put model messages on spans (also
+    opted in by ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``).
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class App:
         lease: float = 10.0,
         hibernate_after: float = 5.0,
         readonly: bool = False,
+        tracing: bool = True,
+        trace_content: bool = False,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -64,6 +70,10 @@ class App:
         self.lease = lease
         self.hibernate_after = hibernate_after
         self.readonly = readonly
+        self.tracing = tracing
+        self.trace_content = trace_content
+        #: the App's telemetry hub, resolved on its first execution (see outlast.telemetry)
+        self._telemetry: Any = None
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}

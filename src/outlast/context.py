@@ -32,6 +32,7 @@ from .errors import (
 from .journal import Journal
 from .store import faults
 from .store.base import Entry, RunRecord, Store
+from .telemetry.noop import NOOP
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -135,6 +136,8 @@ class RunState:
     wrote: bool = False
     #: 1, plus one per continue_as_new (see snapshot.ResumePoint.generation)
     generation: int = 1
+    #: this execution's telemetry (outlast.telemetry): the no-op unless someone observes
+    telemetry: Any = NOOP
 
     @property
     def run_id(self) -> str:

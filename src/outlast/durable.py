@@ -132,6 +132,7 @@ class DurableCall:
             status, output, attempts=attempts, started=started, ended=ended, meta=meta
         )
         self.state.write_entry(entry, blobs or None, step=self.name)
+        self.state.telemetry.recorded(self, status)
         return entry
 
     def intent(self) -> None:

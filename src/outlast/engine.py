@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import children, serde, snapshot
+from . import children, serde, snapshot, telemetry
 from .context import Context, RunState, _run_var
 from .decide import CLAIM_RETRY, Action, next_action
 from .errors import (
@@ -77,6 +77,7 @@ def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> t
     point = snapshot.resume_point(run)
     journal = Journal(run.run_id, entries, point.start, point.counts)
     state = RunState(app, app.store, run, journal, wf.is_async, generation=point.generation)
+    state.telemetry = telemetry.execution(app, state)
     app._heartbeat.add(state)
     return state, Context(state)
 
@@ -110,9 +111,12 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
         finally:
             _run_var.reset(token)
         # Settled outside the run's context: a store fault here is the engine's to handle.
-        return _settle_ok(state, value) if error is None else _settle_error(state, error)
+        outcome = _settle_ok(state, value) if error is None else _settle_error(state, error)
+        state.telemetry.finish(outcome, error)
+        return outcome
     finally:
         app._heartbeat.remove(state)
+        state.telemetry.finish(None)  # ends the run span if settling raised
 
 
 async def execute_async(
@@ -136,9 +140,12 @@ async def execute_async(
             error = None
         finally:
             _run_var.reset(token)
-        return _settle_ok(state, value) if error is None else _settle_error(state, error)
+        outcome = _settle_ok(state, value) if error is None else _settle_error(state, error)
+        state.telemetry.finish(outcome, error)
+        return outcome
     finally:
         app._heartbeat.remove(state)
+        state.telemetry.finish(None)  # ends the run span if settling raised
 
 
 def _stats(state: RunState) -> str:

@@ -46,6 +46,10 @@ class Step(Generic[P, R]):
     explicit identity (e.g. a tool-call id), so parallel calls replay by key, not by order.
     """
 
+    #: the tool name when the step runs a model's tool calls (outlast.llm.Tools): its spans
+    #: are then ``execute_tool {tool}``
+    tool: str | None = None
+
     def __init__(
         self,
         app: App,
@@ -194,7 +198,8 @@ def _run_sync(
         attempt += 1
         token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
-            value = step.fn(*args, **kwargs)
+            with state.telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+                value = step.fn(*args, **kwargs)
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
             if delay is None:
@@ -223,7 +228,8 @@ async def _run_async(
         attempt += 1
         token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
-            value = await step.fn(*args, **kwargs)
+            with state.telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+                value = await step.fn(*args, **kwargs)
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
             if delay is None:

@@ -147,15 +147,16 @@ def _work(
     def work(conn: Any) -> Entry:
         token = _step_var.set(state.scope(step.name, call.key, attempt))
         try:
-            value = step.fn(_Lent(conn, step.name), *args, **kwargs)
-            if step.is_async:
-                if state.is_async:
-                    # In the store's thread, on a loop of its own: the transaction stays in
-                    # one thread and the workflow's loop goes on.
-                    import asyncio  # lazily: slow to import; sync users never need it
-                    value = asyncio.run(value)
-                else:
-                    value = state.run_coroutine(value)
+            with state.telemetry.step_span(step.name, call.key, attempt, step.kind):
+                value = step.fn(_Lent(conn, step.name), *args, **kwargs)
+                if step.is_async:
+                    if state.is_async:
+                        # In the store's thread, on a loop of its own: the transaction stays
+                        # in one thread and the workflow's loop goes on.
+                        import asyncio  # lazily: slow to import; sync users never need it
+                        value = asyncio.run(value)
+                    else:
+                        value = state.run_coroutine(value)
             # A result that cannot be stored fails the step and rolls the writes back.
             output = serde.dumps(value, what=f"result of transaction step {step.name!r}")
         except Exception as exc:

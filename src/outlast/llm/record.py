@@ -111,6 +111,8 @@ class Prepared:
     fp: str
     stream: bool
     options: Options
+    #: the span of the attempt being sent (outlast.telemetry), the no-op until one starts
+    span: Any = None
 
 
 def prepare(state: RunState, api: API, kwargs: dict[str, Any], options: Options) -> Prepared:
@@ -238,6 +240,19 @@ def check_budget(prep: Prepared) -> None:
             )
 
 
+def start_span(prep: Prepared) -> None:
+    """Start the span of one attempt to send the call (a no-op unless someone observes)."""
+    prep.span = prep.state.telemetry.model_span(
+        prep.api.provider, str(prep.request.get("model") or ""), request=prep.request
+    )
+
+
+def end_span(prep: Prepared, error: BaseException) -> None:
+    """End the attempt's span with the error it raised."""
+    if prep.span is not None:
+        prep.span.end(error)
+
+
 def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> None:
     """Journal a completed call (``response`` is an SDK object, or a list of stream events)."""
     state = prep.state
@@ -272,6 +287,9 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
     state.add_stat("tokens", tokens_in + tokens_out)
     state.add_stat("cost", cost)
     state.add_stat("llm_calls", 1)
+    if prep.span is not None:
+        answer = [e for _, e in payload["events"]] if "events" in payload else payload["response"]
+        prep.span.response(meta, answer)
     _write(prep, "completed", output, attempts, started, ended, meta, blobs)
 
 
@@ -293,6 +311,7 @@ def record_failed(
     }
     if partial is not None:
         meta["partial"] = _dump_events(partial)
+    end_span(prep, exc)
     _write(prep, "failed", serde.dump_error(exc), attempts, started, time.time(), meta, {})
 
 

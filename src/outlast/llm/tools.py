@@ -105,6 +105,7 @@ class Tools:
             else:
                 options["retry"] = retry or _DEFAULT_RETRY
             step: Step[Any, Any] = self.app.step(**options)(_by_dict(f))
+            step.tool = tool_name
             self._tools[tool_name] = _Tool(
                 step, effect, description if description is not None else (inspect.getdoc(f) or ""),
                 parameters if parameters is not None else _schema(f),

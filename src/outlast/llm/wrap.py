@@ -172,6 +172,7 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
     attempt = 0
     while True:
         attempt += 1
+        record.start_span(prep)
         try:
             response = method(**kwargs)
         except Exception as exc:
@@ -179,6 +180,7 @@ def _call(options: Options, api: API, method: Callable[..., Any], kwargs: dict[s
             if delay is None:
                 record.record_failed(prep, exc, started, attempt)
                 raise
+            record.end_span(prep, exc)
             prep.state.app._pause(delay, prep.state)
             continue
         if prep.stream:
@@ -208,6 +210,7 @@ async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[s
     attempt = 0
     while True:
         attempt += 1
+        record.start_span(prep)
         try:
             response = await method(**kwargs)
         except Exception as exc:
@@ -215,6 +218,7 @@ async def _send_async(prep: Prepared, method: Callable[..., Any], kwargs: dict[s
             if delay is None:
                 record.record_failed(prep, exc, started, attempt)
                 raise
+            record.end_span(prep, exc)
             await asyncio.sleep(delay)
             prep.state.check()
             continue

@@ -82,6 +82,8 @@ class RunRecord:
     created_at: float
     started_at: float | None
     ended_at: float | None
+    #: W3C traceparent of the run's first traced execution (see :meth:`Store.set_trace_context`)
+    trace_context: str | None = None
 
 
 @dataclass(slots=True)
@@ -365,6 +367,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections. The store cannot be used afterwards."""
+
+    # -- telemetry ----------------------------------------------------------------------------
+
+    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
+        """Store ``context`` (a W3C traceparent) as the run's ``trace_context`` unless one is
+        stored, while the run's epoch is ``epoch``: later executions link their spans to it.
+        Writes nothing otherwise, and never raises LeaseLost (telemetry never fences a run).
+        A backend without it keeps nothing (resumed executions are then not linked)."""
+        return None
 
     # -- browsing (the dashboard, outlast ui) ---------------------------------------------------
 

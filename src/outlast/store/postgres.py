@@ -464,6 +464,14 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
         self._run(op)
 
+    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
+        params = {"run_id": run_id, "epoch": epoch, "context": context}
+
+        def op(conn: Conn, _: bool) -> None:  # idempotent: only sets a missing context
+            conn.execute(self._q.set_trace_context, params)
+
+        self._run(op)
+
     def transaction(self, run_id: str, epoch: int, work: Callable[[Any], Entry]) -> Entry:
         returned: list[Entry] = []
         started = False

@@ -156,6 +156,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "claim_limited(): queue admission and claim in one statement (no lock across round trips)",
         (CLAIM_LIMITED,),
     ),
+    Migration(
+        5,
+        "runs: trace_context, the W3C traceparent of a run's first traced execution",
+        ("ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS trace_context text",),
+    ),
 )
 
 
@@ -309,6 +314,8 @@ class Queries:
             WHERE run_id IN (SELECT run_id FROM run) AND position < %(position)s
         )
         SELECT count(*) FROM run"""
+    set_trace_context = """UPDATE {s}.runs SET trace_context = %(context)s
+        WHERE run_id = %(run_id)s AND epoch = %(epoch)s AND trace_context IS NULL"""
     stash_applied = """SELECT 1 FROM {s}.runs WHERE run_id = %(run_id)s AND epoch = %(epoch)s
         AND status = 'running' AND snapshot_position = %(position)s
         AND snapshot = %(snapshot)s"""

@@ -238,7 +238,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             run.run_id, run.workflow, "running" if claimed else "pending", run.input,
             run.input_hash, None, None, run.queue, run.priority, run.concurrency_key,
             run.parent_id, owner, 1 if claimed else 0, now + lease if claimed else None,
-            None, None, None, None, None, None, 0, now, now if claimed else None, None,
+            None, None, None, None, None, None, 0, now, now if claimed else None, None, None,
         )
         with self._lock:
             cur = self._conn.execute(
@@ -518,6 +518,14 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if conn.execute(_RECORD_SQL, (run_id, *_entry_row(entry), run_id, epoch)).rowcount != 1:
                 raise self._refusal(run_id, epoch, entry)
         return entry
+
+    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE outlast_runs SET trace_context = ? "
+                "WHERE run_id = ? AND epoch = ? AND trace_context IS NULL",
+                (context, run_id, epoch),
+            )
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ RUN_COLUMNS = (
     "created_at",
     "started_at",
     "ended_at",
+    "trace_context",
 )
 
 MIGRATIONS = (
@@ -128,5 +129,10 @@ MIGRATIONS = (
                 PRIMARY KEY (thread_id, ns, checkpoint_id, task_id, idx)
             ) WITHOUT ROWID""",
         ),
+    ),
+    Migration(
+        3,
+        "runs: trace_context, the W3C traceparent of a run's first traced execution",
+        ("ALTER TABLE outlast_runs ADD COLUMN trace_context TEXT",),
     ),
 )

@@ -21,10 +21,11 @@ import pytest
 
 pytest.importorskip("agents")
 
-import outlast  # noqa: E402
-from outlast.testing.llm_server import FakeLLMServer  # noqa: E402
 from tests.apps.oa_agent import responder  # noqa: E402
 from tests.proc import wait_for_line  # noqa: E402
+
+import outlast  # noqa: E402
+from outlast.testing.llm_server import FakeLLMServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -33,8 +34,17 @@ pytestmark = pytest.mark.counts_executions
 
 
 def cmd(db: str, server: FakeLLMServer, run_id: str, mode: str, log: Path, *hang: str) -> list[str]:
-    return [sys.executable, "-m", "tests.apps.oa_agent", db, server.openai_base_url, run_id,
-            mode, str(log), *hang]
+    return [
+        sys.executable,
+        "-m",
+        "tests.apps.oa_agent",
+        db,
+        server.openai_base_url,
+        run_id,
+        mode,
+        str(log),
+        *hang,
+    ]
 
 
 def finish(args: list[str]) -> Any:
@@ -60,8 +70,12 @@ def test_sigkill_in_the_second_tool_resumes_without_resending(
 ) -> None:
     log = tmp_path / "tools.log"
     with FakeLLMServer(responder) as server:
-        proc = subprocess.Popen(cmd(store_url, server, "r1", mode, log, "hang"), cwd=ROOT,
-                                env=ENV, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd(store_url, server, "r1", mode, log, "hang"),
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+        )
         wait_for_line(log, "hang second", proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -98,8 +112,12 @@ def status(app: outlast.App, run_id: str) -> str | None:
 def test_an_approval_waits_across_a_process_restart(store_url: str, tmp_path: Path) -> None:
     log = tmp_path / "tools.log"
     with FakeLLMServer(responder) as server:
-        proc = subprocess.Popen(cmd(store_url, server, "ap", "approval", log), cwd=ROOT,
-                                env=ENV, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd(store_url, server, "ap", "approval", log),
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+        )
         with outlast.App(store_url) as human:
             deadline = time.monotonic() + 30
             while status(human, "ap") != "suspended":
@@ -113,5 +131,4 @@ def test_an_approval_waits_across_a_process_restart(store_url: str, tmp_path: Pa
         assert server.count() == 3
     assert resumed == {"output": "done: first 1 | refund 2 yes"}
     lines = log.read_text().splitlines()
-    assert lines == ["start first", "done first", "start refund", "start refund",
-                     "done refund yes"]
+    assert lines == ["start first", "done first", "start refund", "start refund", "done refund yes"]

@@ -45,8 +45,9 @@ def responder(request: LLMRequest) -> Reply:
     results = [m.text for m in request.messages if m.role == "tool"]
     mode = request.last_user_text
     if mode == "par" and not results:
-        return Reply(tool_calls=[ToolCall("first", {"x": 1}, id="c1"),
-                                 ToolCall("second", {"x": 2}, id="c2")])
+        return Reply(
+            tool_calls=[ToolCall("first", {"x": 1}, id="c1"), ToolCall("second", {"x": 2}, id="c2")]
+        )
     second = "refund" if mode == "approval" else "second"
     if not results:
         return Reply(tool_calls=[ToolCall("first", {"x": 1}, id="c1")])
@@ -87,9 +88,12 @@ async def refund(x: int) -> str:
 
 def agent(base_url: str) -> Agent[Any]:
     client = AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
-    return Agent(name="clerk", instructions="Use the tools in order.",
-                 tools=[first, second, refund],
-                 model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client))
+    return Agent(
+        name="clerk",
+        instructions="Use the tools in order.",
+        tools=[first, second, refund],
+        model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client),
+    )
 
 
 @app.workflow

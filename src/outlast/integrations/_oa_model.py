@@ -44,8 +44,18 @@ _API = API("openai", "agents")
 _RESPONSE = TypeAdapter(ModelResponse)
 _SIGNATURE = inspect.signature(Model.get_response)
 # Named in the request under their own keys, or not part of what the model is asked.
-_SHOWN = frozenset({"self", "system_instructions", "input", "model_settings", "tools",
-                    "output_schema", "handoffs", "tracing"})
+_SHOWN = frozenset(
+    {
+        "self",
+        "system_instructions",
+        "input",
+        "model_settings",
+        "tools",
+        "output_schema",
+        "handoffs",
+        "tracing",
+    }
+)
 _numbers: weakref.WeakKeyDictionary[RunState, int] = weakref.WeakKeyDictionary()
 
 
@@ -56,8 +66,12 @@ def _journaled() -> RunState | None:
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
     if isinstance(tool, FunctionTool):
-        return {"type": "function", "name": tool.name, "description": tool.description,
-                "parameters": tool.params_json_schema}
+        return {
+            "type": "function",
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.params_json_schema,
+        }
     return {"type": type(tool).__name__, "name": getattr(tool, "name", None)}
 
 
@@ -66,29 +80,51 @@ def model_request(model: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     given = _SIGNATURE.bind(None, *args, **kwargs).arguments
     schema = given.get("output_schema")
     rest = {k: v for k, v in given.items() if k not in _SHOWN and v is not None}
-    return plain({
-        "model": model,
-        "instructions": given.get("system_instructions"),
-        "input": given.get("input"),
-        "settings": given["model_settings"].to_json_dict(),
-        "tools": [_tool_spec(t) for t in given.get("tools") or ()],
-        "output_schema": None if schema is None or schema.is_plain_text() else schema.json_schema(),
-        "handoffs": [{"name": h.tool_name, "description": h.tool_description,
-                      "parameters": h.input_json_schema} for h in given.get("handoffs") or ()],
-        **rest,
-    })
+    request: dict[str, Any] = plain(
+        {
+            "model": model,
+            "instructions": given.get("system_instructions"),
+            "input": given.get("input"),
+            "settings": given["model_settings"].to_json_dict(),
+            "tools": [_tool_spec(t) for t in given.get("tools") or ()],
+            "output_schema": None
+            if schema is None or schema.is_plain_text()
+            else schema.json_schema(),
+            "handoffs": [
+                {
+                    "name": h.tool_name,
+                    "description": h.tool_description,
+                    "parameters": h.input_json_schema,
+                }
+                for h in given.get("handoffs") or ()
+            ],
+            **rest,
+        }
+    )
+    return request
 
 
-def _prepare(state: RunState, model: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-             stream: bool) -> record.Prepared:
+def _prepare(
+    state: RunState, model: str, args: tuple[Any, ...], kwargs: dict[str, Any], stream: bool
+) -> record.Prepared:
     request = model_request(model, args, kwargs)
     blobs: dict[str, bytes] = {}
     encoded = serde.dumps(request, what=f"request of model call {NAME!r}", blobs=blobs)
     number = _numbers.get(state, 0) + 1
     _numbers[state] = number
     call = state.begin(record.KIND, NAME, key=str(number))
-    return record.Prepared(state, _API, NAME, call, request, encoded, blobs,
-                           serde.fingerprint(encoded), stream, record.Options())
+    return record.Prepared(
+        state,
+        _API,
+        NAME,
+        call,
+        request,
+        encoded,
+        blobs,
+        serde.fingerprint(encoded),
+        stream,
+        record.Options(),
+    )
 
 
 def _recorded(prep: record.Prepared) -> Any:
@@ -110,17 +146,25 @@ def _recorded(prep: record.Prepared) -> Any:
     return serde.loads(entry.output or b"null", what=what, blobs=fetch)
 
 
-def _record(prep: record.Prepared, payload: dict[str, Any], tokens: tuple[int, int],
-            started: float) -> None:
+def _record(
+    prep: record.Prepared, payload: dict[str, Any], tokens: tuple[int, int], started: float
+) -> None:
     state = prep.state
     tokens_in, tokens_out = tokens
     model = str(prep.request.get("model") or "")
     cost = cost_of(model, tokens_in, tokens_out, None)
     ended = time.time()
     meta = {
-        "provider": _API.provider, "api": _API.name, "model": model,
-        "input_tokens": tokens_in, "output_tokens": tokens_out, "tokens": tokens_in + tokens_out,
-        "cost": cost, "latency": round(ended - started, 6), "stream": prep.stream, "fp": prep.fp,
+        "provider": _API.provider,
+        "api": _API.name,
+        "model": model,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "tokens": tokens_in + tokens_out,
+        "cost": cost,
+        "latency": round(ended - started, 6),
+        "stream": prep.stream,
+        "fp": prep.fp,
     }
     payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), **payload}
     blobs = dict(prep.blobs)
@@ -196,7 +240,7 @@ class DurableModel(Model):
         _record(prep, {"response": dumped}, (u.input_tokens, u.output_tokens), started)
         return response
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self, *args: Any, **kwargs: Any
     ) -> AsyncIterator[TResponseStreamEvent]:
         """The recorded events on replay; else the wrapped model's, journaled once read to

@@ -41,9 +41,11 @@ def _seconds(value: float | timedelta, what: str) -> float:
     return float(value)
 
 
-def _recorded_time(state: RunState, kind: str, name: str, compute: Callable[[], float]) -> float:
+def _recorded_time(
+    state: RunState, kind: str, name: str, compute: Callable[[], float], key: str | None = None
+) -> float:
     """The end of a wait: computed once, journaled, and read back from the journal on replay."""
-    call = state.begin(kind, name)
+    call = state.begin(kind, name, key=key)
     if call.replayed:
         return float(call.value(blobs=False))
     return float(call.complete(compute(), large=False))
@@ -103,15 +105,20 @@ async def _nap_async(state: RunState, until: float) -> None:
 # -- events ----------------------------------------------------------------------------------
 
 
-def wait_for(state: RunState, name: str, timeout: float | timedelta | None = None) -> Any:
-    """``ctx.wait_for``: see :meth:`~outlast.Context.wait_for`."""
+def wait_for(
+    state: RunState, name: str, timeout: float | timedelta | None = None, *, key: str | None = None
+) -> Any:
+    """``ctx.wait_for``: see :meth:`~outlast.Context.wait_for`. ``key``: an explicit identity
+    for the wait (and its deadline), e.g. a tool-call id, so it does not depend on call order."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"ctx.wait_for: the event name must be a non-empty string, got {name!r}")
     deadline: float | None = None
     if timeout is not None:
         secs = max(0.0, _seconds(timeout, "ctx.wait_for(timeout)"))
-        deadline = _recorded_time(state, "deadline", f"timeout:{name}", lambda: time.time() + secs)
-    call = state.begin("event", name)
+        deadline = _recorded_time(
+            state, "deadline", f"timeout:{name}", lambda: time.time() + secs, key
+        )
+    call = state.begin("event", name, key=key)
     if call.replayed:
         return _replayed_async(call) if state.is_async else call.value(blobs=False)
     waiter = _EventWait(state, call, name, deadline)

@@ -69,7 +69,9 @@ def _clean_run(url: str, server: FakeLLMServer, mode: str) -> tuple[str, int]:
 
     pai_agent.app.use(url)
     try:
-        output = pai_agent.app.run(pai_agent.shop, server.openai_base_url, mode, run_id=f"clean-{mode}")
+        output = pai_agent.app.run(
+            pai_agent.shop, server.openai_base_url, mode, run_id=f"clean-{mode}"
+        )
     finally:
         pai_agent.app.close()
     count = server.count()
@@ -123,13 +125,23 @@ def test_a_human_approval_waits_across_a_process_restart(
     store_url: str, tmp_path: Path, server: FakeLLMServer
 ) -> None:
     from pydantic_ai import DeferredToolResults
-
-    from outlast.integrations.pydantic_ai import answer
     from tests.apps import pai_agent
 
+    from outlast.integrations.pydantic_ai import answer
+
     log = tmp_path / "approve.log"
-    worker = [sys.executable, "-m", "outlast.cli", "worker", "tests.apps.pai_agent:app",
-              "--db", store_url, "--burst", "--poll", "0.05"]
+    worker = [
+        sys.executable,
+        "-m",
+        "outlast.cli",
+        "worker",
+        "tests.apps.pai_agent:app",
+        "--db",
+        store_url,
+        "--burst",
+        "--poll",
+        "0.05",
+    ]
     pai_agent.app.use(store_url)
     try:
         pai_agent.app.enqueue(pai_agent.shop, server.openai_base_url, "approve", run_id="hitl")

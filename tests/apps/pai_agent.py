@@ -40,8 +40,12 @@ def scripted(request: LLMRequest) -> Reply:
             return Reply(tool_calls=[ToolCall("refund", {"order": "A7"}, id="call_refund")])
         return Reply(text=f"refund: {results[0]}")
     if "parallel" in asked and not results:
-        return Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2}, id="call_add"),
-                                 ToolCall("mul", {"a": 3, "b": 4}, id="call_mul")])
+        return Reply(
+            tool_calls=[
+                ToolCall("add", {"a": 1, "b": 2}, id="call_add"),
+                ToolCall("mul", {"a": 3, "b": 4}, id="call_mul"),
+            ]
+        )
     if not results:
         return Reply(tool_calls=[ToolCall("add", {"a": 1, "b": 2}, id="call_add")])
     if len(results) == 1:
@@ -74,7 +78,9 @@ def make_agent(client: AsyncOpenAI) -> Agent[None, Any]:
         _log(f"token {token}")  # hand the token to whoever answers; the run waits
 
     agent = Agent(
-        model, name="shop", output_type=[str, DeferredToolRequests],
+        model,
+        name="shop",
+        output_type=[str, DeferredToolRequests],
         capabilities=[OutlastDurability(), RequestInput(ask=ask)],
     )
 

@@ -72,7 +72,7 @@ class OutlastEventWaiter(ExternalEventWaiter):
                 _step_var.reset(scope)
             call.complete(asked, large=False)
         if asked is not None:
-            return asked
+            return to_jsonable_python(asked)  # type: ignore[no-any-return]
         try:
             got = waits.wait_for(state, event, timeout)
             if inspect.isawaitable(got):
@@ -90,7 +90,7 @@ def parse_token(token: str) -> tuple[str, str]:
     if not sep or not run_id or not event:
         raise ConfigurationError(
             f"{token!r} is not a resume token of an outlast run: pass the token your `ask` "
-            "function received (\"<run id> <wait name>:<n>\")"
+            'function received ("<run id> <wait name>:<n>")'
         )
     return run_id, event
 

@@ -97,7 +97,9 @@ class OutlastBackend(JournalCallableOperationBackend[None]):
         super().__init__(agent_name=agent_name, default_model_id=default_model_id, config=config)
         self.prices = prices
 
-    def bind(self, operation: DurableOperation[Any, Any, Any]) -> BoundDurableOperation[Any, Any, Any]:
+    def bind(
+        self, operation: DurableOperation[Any, Any, Any]
+    ) -> BoundDurableOperation[Any, Any, Any]:
         return _Bound(super().bind(operation))
 
     async def execute(
@@ -128,7 +130,9 @@ def _tool_config(operation_id: DurableOperationId, tool: object | None, tool_nam
 
 
 async def _unit(
-    state: RunState, call: DurableCall, body: Callable[[], Awaitable[object]],
+    state: RunState,
+    call: DurableCall,
+    body: Callable[[], Awaitable[object]],
     record_result: Callable[[object, float], None] | None = None,
     record_error: Callable[[Exception, float], None] | None = None,
 ) -> object:
@@ -175,8 +179,12 @@ def request_view(params: ModelRequestParams, model_name: str) -> dict[str, Any]:
     replay and shown by ``outlast show`` (timestamps and run ids are left out)."""
     mrp = params.model_request_parameters
     tools = [
-        {"name": t.name, "description": t.description, "parameters": t.parameters_json_schema,
-         "kind": t.kind}
+        {
+            "name": t.name,
+            "description": t.description,
+            "parameters": t.parameters_json_schema,
+            "kind": t.kind,
+        }
         for t in [*mrp.function_tools, *mrp.output_tools]
     ]
     settings = to_jsonable_python(dict(params.model_settings or {}), fallback=repr)
@@ -241,10 +249,16 @@ def _record_response(prep: record.Prepared, value: object, started: float) -> No
     cost = cost_of(model, tokens_in, tokens_out, prep.options.prices)
     ended = time.time()
     meta = {
-        "provider": provider or prep.api.provider, "api": prep.api.name, "model": model,
-        "input_tokens": tokens_in, "output_tokens": tokens_out,
-        "tokens": tokens_in + tokens_out, "cost": cost, "latency": round(ended - started, 6),
-        "stream": prep.stream, "fp": prep.fp,
+        "provider": provider or prep.api.provider,
+        "api": prep.api.name,
+        "model": model,
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "tokens": tokens_in + tokens_out,
+        "cost": cost,
+        "latency": round(ended - started, 6),
+        "stream": prep.stream,
+        "fp": prep.fp,
     }
     payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), "response": value}
     blobs = dict(prep.blobs)
@@ -259,7 +273,11 @@ def _record_response(prep: record.Prepared, value: object, started: float) -> No
     state.add_stat("llm_calls", 1)
     new = {h: b for h, b in blobs.items() if h not in spent.stored}
     prep.call.record(
-        "completed", output, blobs=new, started=started, ended=ended,
+        "completed",
+        output,
+        blobs=new,
+        started=started,
+        ended=ended,
         meta=json.dumps(meta, sort_keys=True),
     )
     spent.stored.update(new)

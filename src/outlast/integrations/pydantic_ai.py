@@ -83,7 +83,9 @@ class OutlastDurability(BaseDurabilityCapability[AgentDepsT]):
         wrapped_toolset_kinds=frozenset({"function", "mcp", "dynamic"}),
         # Units run in the workflow's process, so an MCP server keeps one session per run.
         toolset_lifecycles={
-            "function": "enter-always", "mcp": "enter-in-durable-unit", "dynamic": "enter-never",
+            "function": "enter-always",
+            "mcp": "enter-in-durable-unit",
+            "dynamic": "enter-never",
         },
         journal_discovery=True,
         # Tool calls are keyed by the model's tool-call id: parallel calls replay by identity.

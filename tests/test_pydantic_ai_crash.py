@@ -84,14 +84,16 @@ def _crash_and_rerun(url: str, tmp_path: Path, server: FakeLLMServer, mode: str)
     log = tmp_path / "tools.log"
     cmd = _cmd(url, server, f"crash-{mode}", mode)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(log, hang="mul"), stdout=subprocess.DEVNULL)
-    wait_for_line(log, "hang mul", proc)
-    deadline = time.monotonic() + 30
-    while not _recorded(url, f"crash-{mode}", ADD):  # parallel: add may still be recording
-        assert time.monotonic() < deadline, "the first tool call was never journaled"
-        time.sleep(0.02)
-    before = server.count()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for_line(log, "hang mul", proc)
+        deadline = time.monotonic() + 30
+        while not _recorded(url, f"crash-{mode}", ADD):  # parallel: add may still be recording
+            assert time.monotonic() < deadline, "the first tool call was never journaled"
+            time.sleep(0.02)
+        before = server.count()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
     assert _finish(cmd, log) == clean == "results: 3, 12"
     counts = Counter(log.read_text().splitlines())

@@ -43,6 +43,7 @@ def scripted_model(request: LLMRequest) -> Reply:
 
 def approve_later(token: str) -> None:
     """Your approval UI: here, a thread that approves after half a second."""
+
     def later() -> None:
         time.sleep(0.5)
         answer(app, token, DeferredToolResults(approvals={"call_refund": True}))

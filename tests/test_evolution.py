@@ -398,3 +398,68 @@ def test_a_divergence_is_undone_by_restoring_the_code_and_retrying(
     fixed = build("patched", store_url)  # the change, guarded this time
     assert fixed.retry("old").result(timeout=30) == 70
     assert executed(log) == ["a", "b"]
+
+
+# -- SIGKILL during a fork or a retry ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _churn_then_kill(url: str, what: str, tmp_path: Path, broken: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.proc import wait_for_line
+
+    log = tmp_path / f"{what}.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EVOLVE_BROKEN": broken}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.apps.evolving", url, what, str(log)], cwd=ROOT, env=env
+    )
+    try:
+        wait_for_line(log, "2", proc, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_sigkill_during_forks_leaves_every_fork_whole(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.apps.evolving import long_app
+
+    app = long_app(store_url)
+    expected = app.run("long", run_id="long-src")
+    before = app.store.load_journal("long-src")
+    _churn_then_kill(store_url, "fork", tmp_path, "0")
+    forks = [r for r in app.list_runs(limit=100_000) if r.run_id != "long-src"]
+    assert len(forks) >= 3
+    for info in forks:  # all of the journal prefix or no run at all: never part of it
+        assert len(app.store.load_journal(info.run_id)) == 300, info.run_id
+        assert info.forked_from == "long-src" and info.status == "pending"
+    assert app.store.load_journal("long-src") == before
+    assert app.handle(forks[-1].run_id).result(timeout=60) == expected
+
+
+def test_sigkill_during_retries_leaves_the_run_consistent(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.apps.evolving import long_app
+
+    monkeypatch.setenv("EVOLVE_BROKEN", "1")
+    app = long_app(store_url)
+    with pytest.raises(ValueError):
+        app.run("long", run_id="long-bad")
+    _churn_then_kill(store_url, "retry", tmp_path, "1")
+    run = app.get_run("long-bad")
+    keys = [s.key for s in run.steps]
+    assert keys[:400] == [f"step:{i + 1}" for i in range(400)]  # kept through every retry
+    if run.status == "failed":  # the failure is recorded, or dropped with it: never half
+        assert keys[400:] == ["last:1"] and run.steps[-1].status == "failed"
+    else:
+        assert run.status in ("pending", "running") and keys[400:] in ([], ["last:1"])
+    monkeypatch.setenv("EVOLVE_BROKEN", "0")
+    handle = app.retry("long-bad") if run.status == "failed" else app.handle("long-bad")
+    assert handle.result(timeout=60) == sum(range(400))

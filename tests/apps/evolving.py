@@ -54,3 +54,48 @@ def build(version: str, url: str | None = None, *, timeout: float | None = None)
 v1 = build("v1")
 patched = build("patched")
 unguarded = build("unguarded")
+
+
+def long_app(url: str | None = None, steps: int = 400) -> outlast.App:
+    """``long``: ``steps`` steps, then ``last``, which fails while ``$EVOLVE_BROKEN`` is 1."""
+    app = outlast.App(url)
+
+    @app.step
+    def step(i: int) -> int:
+        return i
+
+    @app.step
+    def last(total: int) -> int:
+        if os.environ.get("EVOLVE_BROKEN") == "1":
+            raise ValueError("still broken")
+        return total
+
+    @app.workflow
+    def long(ctx: outlast.Context) -> int:
+        return last(sum(step(i) for i in range(steps)))
+
+    return app
+
+
+def churn(url: str, what: str, log: str) -> None:
+    """Fork run ``long-src`` again and again (``what="fork"``), or retry and re-fail run
+    ``long-bad`` again and again (``"retry"``), noting each one done in ``log``; a test
+    kills this process with SIGKILL somewhere in the middle."""
+    app = long_app(url)
+    with open(log, "a") as out:
+        for i in range(100_000):
+            if what == "fork":
+                app.fork("long-src", "300", new_run_id=f"f{i}", execute=False)
+            else:
+                try:
+                    app.retry("long-bad").result(timeout=60)
+                except ValueError:
+                    pass
+            out.write(f"{i}\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    import sys
+
+    churn(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -21,6 +21,7 @@ import pytest
 from outlast.errors import (
     ConfigurationError,
     LeaseLost,
+    NotFailed,
     NotPaused,
     RunConflict,
     RunNotFound,
@@ -1125,3 +1126,72 @@ def test_pg_url_keeps_options_but_not_the_password(pg_url: str) -> None:
         assert store.get_run("x") is None
     finally:
         store.close()
+
+
+# -- evolution: fork_run, retry_run ----------------------------------------------------------------
+
+
+def _table(store: Store, name: str) -> str:
+    return f"outlast_{name}" if store.dialect == "sqlite" else name
+
+
+def test_fork_run_copies_the_journal_prefix_and_shares_blobs(store: Store, store_url: str) -> None:
+    src = running(store, priority=3, concurrency_key="k")
+    store.record(src.run_id, src.epoch, entry("a:1", 0), {"h1": b"blob one"})
+    store.record(src.run_id, src.epoch, entry("b:1", 1))
+    store.record(src.run_id, src.epoch, entry("c:1", 2, status="intent", output=None))
+    store.record(src.run_id, src.epoch, entry("d:1", 3))
+    forked = store.fork_run(src.run_id, "fork-1", 2, '{"forked_from": 1}')
+    assert (forked.run_id, forked.status, forked.epoch, forked.parent_id) == ("fork-1", "pending", 0, None)
+    assert (forked.workflow, forked.input, forked.priority, forked.concurrency_key) == (
+        "wf", b"input", 3, "k")
+    assert forked.stats == '{"forked_from": 1}' and forked.owner is None
+    assert [e.key for e in store.load_journal("fork-1")] == ["a:1", "b:1"]  # no intent, no d:1
+    assert store.load_journal("fork-1")[0] == store.load_journal(src.run_id)[0]
+    assert [e.key for e in store.load_journal(src.run_id)] == ["a:1", "b:1", "c:1", "d:1"]
+    blobs = _table(store, "blobs")
+    assert raw_sql(store_url, f"SELECT count(*) FROM {blobs}") == [(1,)]  # shared, not copied
+    refs = raw_sql(store_url, f"SELECT run_id FROM {_table(store, 'blob_refs')} ORDER BY run_id")
+    assert sorted(r[0] for r in refs) == sorted(["fork-1", src.run_id])
+    assert store.fork_run(src.run_id, "fork-0", -1, None).status == "pending"
+    assert store.load_journal("fork-0") == []
+    assert store.get_run(src.run_id) == src  # untouched: still running, same epoch
+
+
+def test_fork_run_refuses_a_taken_id_and_a_missing_source(store: Store) -> None:
+    src = running(store)
+    taken, _ = store.create_run(new_run("taken"))
+    with pytest.raises(RunConflict, match="'taken' already exists"):
+        store.fork_run(src.run_id, "taken", 0, None)
+    with pytest.raises(RunNotFound):
+        store.fork_run("nope", "fork-x", 0, None)
+    assert store.get_run("fork-x") is None and store.get_run("taken") == taken
+
+
+def test_fork_run_copies_a_snapshot_taken_before_the_checkpoint(store: Store) -> None:
+    src = running(store)
+    store.record(src.run_id, src.epoch, entry("a:1", 0))
+    store.stash(src.run_id, src.epoch, b"snap", 1)
+    store.record(src.run_id, src.epoch, entry("b:1", 1))
+    forked = store.fork_run(src.run_id, "fork-s", 1, None)
+    assert (forked.snapshot, forked.snapshot_position) == (b"snap", 1)
+    assert [e.key for e in store.load_journal("fork-s")] == ["b:1"]
+
+
+def test_retry_run_makes_a_failed_run_pending_without_its_failure(store: Store) -> None:
+    run = running(store)
+    for i, status in enumerate(["completed", "completed", "failed", "completed"]):
+        store.record(run.run_id, run.epoch, entry(f"s:{i + 1}", i, status=status))
+    store.finish(run.run_id, run.epoch, "failed", error=b"boom", stats='{"x": 1}')
+    retried = store.retry_run(run.run_id, 2, '{"x": 2}')
+    assert (retried.status, retried.error, retried.ended_at, retried.owner) == ("pending", None, None, None)
+    assert retried.epoch == run.epoch + 1 and retried.stats == '{"x": 2}'
+    assert [e.key for e in store.load_journal(run.run_id)] == ["s:1", "s:2"]
+    with pytest.raises(NotFailed, match="is pending, not failed"):
+        store.retry_run(run.run_id, None, None)
+    with pytest.raises(RunNotFound):
+        store.retry_run("nope", None, None)
+    [claimed] = store.claim("w9", LONG, run_id=run.run_id)
+    store.finish(claimed.run_id, claimed.epoch, "failed", error=b"again")
+    assert store.retry_run(run.run_id, None, None).status == "pending"  # cut None: all kept
+    assert len(store.load_journal(run.run_id)) == 2

@@ -58,8 +58,10 @@ def test_fork_errors_leave_no_run(sqlite_url: str) -> None:
     app.run(plain, 1, run_id="plain-1")
     with pytest.raises(ConfigurationError, match=r"run 'src' has no checkpoint '99'; its checkpoints are: 0, 1, 2, 3"):
         app.fork("src", "99")
-    with pytest.raises(ConfigurationError, match="not a graph"):
-        app.checkpoints("plain-1")
+    # Any run has checkpoints now (docs/versioning.md): plain-1 made no durable call.
+    assert [(c.id, c.kind) for c in app.checkpoints("plain-1")] == [("0", "start")]
+    with pytest.raises(ConfigurationError, match="not a graph run"):
+        app.fork("plain-1", "0", update={"x": 1})
     with pytest.raises(outlast.SerializationError):
         app.fork("src", "1", update={"bad": object()})
     with pytest.raises(outlast.RunNotFound):

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from . import calls, effects, engine, runs, serde, timetravel
+from . import calls, effects, engine, evolution, replaycheck, runs, serde, timetravel
 from .background import Background
 from .budget import Budget
 from .context import Context
@@ -18,6 +18,7 @@ from .graph import Graph
 from .lease import Heartbeat
 from .lifecycle import dropped_open, open_apps
 from .owner import new_owner_id
+from .replaycheck import ReplayResult
 from .retry import Retry
 from .run import Run, RunInfo
 from .step import Step
@@ -509,6 +510,10 @@ class App:
             wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
             concurrency_key=concurrency_key, claim=True,
         )
+        return self._launch(wf, record, owned)
+
+    def _launch(self, wf: Workflow[Any, Any], record: RunRecord, owned: bool) -> Run[Any]:
+        """Execute the run on a background thread here (``owned``: claimed by this app)."""
 
         def background() -> None:
             try:
@@ -565,8 +570,9 @@ class App:
         return Run(self, record.run_id)
 
     def checkpoints(self, run_id: str) -> list[Checkpoint]:
-        """A graph run's checkpoints in order (see :mod:`outlast.timetravel`)."""
-        return timetravel.checkpoints(self, run_id)
+        """The run's checkpoints in order: one per journaled durable call, 0 being the input
+        (a graph run's are its nodes; see :mod:`outlast.evolution`)."""
+        return evolution.checkpoints(self, run_id)
 
     def state(self, run_id: str, checkpoint_id: str | int | None = None) -> dict[str, Any]:
         """A graph run's state at a checkpoint (default: the latest)."""
@@ -578,10 +584,34 @@ class App:
         checkpoint_id: str | int,
         update: dict[str, Any] | None = None,
         new_run_id: str | None = None,
+        *,
+        execute: bool = True,
     ) -> Run[Any]:
-        """Start a new graph run from a checkpoint's state (edited by ``update``), continuing
-        after that checkpoint's node; returns its handle like :meth:`start`."""
-        return timetravel.fork(self, run_id, checkpoint_id, update, new_run_id)
+        """Start a new run that keeps ``run_id``'s journal up to and including the checkpoint
+        and executes the rest with the current code (its blobs shared; the origin untouched);
+        returns its handle like :meth:`start`. A graph run forks from the checkpoint's state,
+        edited by ``update``. ``execute=False``: only record it, for a worker."""
+        return evolution.fork(self, run_id, checkpoint_id, update, new_run_id, execute=execute)
+
+    def retry(self, run_id: str, *, execute: bool = True) -> Run[Any]:
+        """Run a failed run again from its failure with the current code: the failed call and
+        what follows it are dropped, the calls before it kept (a failure raised by workflow
+        code keeps the whole journal). Raises NotFailed for a run that is not failed.
+        ``execute=False``: only make it pending, for a worker."""
+        return evolution.retry(self, run_id, execute=execute)
+
+    def check_replay(
+        self,
+        run_ids: list[str] | None = None,
+        *,
+        statuses: list[str] | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[ReplayResult]:
+        """Replay recorded runs against this code without executing anything (see
+        :mod:`outlast.replaycheck`): every non-terminal run by default, or ``run_ids``, or
+        runs of ``statuses``. A result per run; ``all(r.ok for r in results)`` in CI."""
+        return replaycheck.check(self, run_ids, statuses=statuses, workflow=workflow, limit=limit)
 
     def handle(self, run_id: str) -> Run[Any]:
         """A handle on an existing run; raises RunNotFound."""

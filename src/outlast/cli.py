@@ -57,6 +57,7 @@ def _info_json(info: RunInfo, steps: bool) -> dict[str, Any]:
         "queue": info.queue, "created_at": info.created_at, "started_at": info.started_at,
         "ended_at": info.ended_at, "reason": info.reason, "recoveries": info.recoveries,
         "parent_id": info.parent_id, "stats": info.stats,
+        "forked_from": info.forked_from, "forked_at": info.forked_at,
     }
     if info.status == "completed":
         try:
@@ -168,6 +169,8 @@ def show(run_id: str, db: str | None, as_json: bool) -> None:
     )
     if info.reason:
         console.print(lit("reason: ", "yellow"), lit(info.reason), sep="")
+    if info.forked_from:
+        console.print(lit(f"forked from {info.forked_from} at checkpoint {info.forked_at}"))
     if len(info.steps) > 10_000:
         console.print(
             f"[yellow]warning:[/] the journal holds {len(info.steps)} entries; consider "
@@ -247,12 +250,13 @@ def run_cli() -> None:
 
 # Commands defined in their own modules (they import this one for ``main``'s helpers).
 from .cli_effects import resolve  # noqa: E402
+from .cli_evolve import checkpoints, replay, retry  # noqa: E402
 from .cli_fleet import queues  # noqa: E402
 from .cli_graph import fork  # noqa: E402
 from .cli_ui import ui  # noqa: E402
 from .cli_waits import prune, send, serve  # noqa: E402
 
-for _command in (resolve, send, prune, serve, queues, fork, ui):
+for _command in (resolve, send, prune, serve, queues, fork, ui, replay, retry, checkpoints):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -41,25 +41,30 @@ def show_checkpoints(console: Any, app: App, run_id: str) -> None:
 
 
 @click.command()
-@click.argument("target")
-@click.argument("run_id")
-@click.argument("checkpoint")
+@click.argument("args", nargs=-1, required=True, metavar="[MODULE:APP] RUN_ID CHECKPOINT")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help="Store URL (default: $OUTLAST_DATABASE_URL, else sqlite:///outlast.db).")
-@click.option("--update", "update_json", help="A JSON object applied to the state first (through the reducers).")
-@click.option("--run-id", "new_run_id", help="The new run's id (default: random).")
-@click.option("--wait", is_flag=True, help="Execute the fork here and print its final state.")
+@click.option("--update", "update_json", help="Graph runs: a JSON object applied to the state first (through the reducers).")
+@click.option("--new-run-id", "--run-id", "new_run_id", help="The new run's id (default: random).")
+@click.option("--wait", is_flag=True, help="Execute the fork here and print its result (needs MODULE:APP).")
 def fork(
-    target: str, run_id: str, checkpoint: str, db: str | None, update_json: str | None,
-    new_run_id: str | None, wait: bool,
+    args: tuple[str, ...], db: str | None, update_json: str | None, new_run_id: str | None,
+    wait: bool,
 ) -> None:
-    """Start a new run of graph run RUN_ID from its CHECKPOINT, for the app MODULE:APP.
+    """Start a new run from CHECKPOINT of run RUN_ID (see `outlast checkpoints RUN_ID`).
 
-    The fork is recorded for `outlast worker MODULE:APP`, or executed here with --wait.
+    The new run keeps RUN_ID's journal up to and including the checkpoint (blobs shared) and
+    executes the rest with the current code; RUN_ID is not touched. A graph run forks from
+    the checkpoint's state (edited by --update) and needs MODULE:APP. The fork is recorded
+    for `outlast worker MODULE:APP`, or executed here with --wait.
     """
-    from .cli_common import load_app
-    from .timetravel import fork as start_fork
+    from .cli_common import _app, load_app
 
-    app = load_app(target, db)
+    if len(args) not in (2, 3):
+        raise click.UsageError("expected [MODULE:APP] RUN_ID CHECKPOINT")
+    target, (run_id, checkpoint) = (args[0] if len(args) == 3 else None), args[-2:]
+    if wait and target is None:
+        raise click.UsageError("--wait executes the fork here: give MODULE:APP first")
+    app = load_app(target, db) if target is not None else _app(db)
     update = None
     if update_json is not None:
         try:
@@ -68,7 +73,7 @@ def fork(
             raise click.BadParameter(f"--update is not JSON: {exc}") from exc
         if not isinstance(update, dict):
             raise click.BadParameter("--update must be a JSON object of state keys")
-    handle = start_fork(app, run_id, checkpoint, update, new_run_id, execute=False)
+    handle = app.fork(run_id, checkpoint, update, new_run_id, execute=False)
     click.echo(f"forked {run_id} at checkpoint {checkpoint} as run {handle.run_id}")
     if wait:
         click.echo(jsonview.dumps(_wait(app, handle.run_id)))

@@ -18,18 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from . import children, snapshot, waits
+from . import children, patching, snapshot, waits
 from .durable import DurableCall
 from .errors import (
     Cancelled,
     LeaseLost,
     OutlastError,
     Release,
+    ReplayEnd,
     StoreError,
     StoreUnavailable,
     Suspend,
 )
-from .journal import Journal
+from .journal import PATCH_KIND, Journal
 from .store import faults
 from .store.base import Entry, RunRecord, Store
 from .telemetry.noop import NOOP
@@ -138,6 +139,9 @@ class RunState:
     generation: int = 1
     #: this execution's telemetry (outlast.telemetry): the no-op unless someone observes
     telemetry: Any = NOOP
+    #: a replay check (``outlast replay``): every call must be answered from the journal;
+    #: one that is not stops the execution (ReplayEnd) before anything runs or is written
+    checking: bool = False
 
     @property
     def run_id(self) -> str:
@@ -185,7 +189,27 @@ class RunState:
         NonDeterminismError when the journal recorded something else here."""
         self.check()
         c = self.journal.next_call(kind, name, args_hash, key)
+        if self.checking and (c.entry is None or c.entry.status == "intent"):
+            raise self.end_of_journal(f"{kind} {name!r} ({c.key})", c.position)
         return DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
+
+    def begin_patch(self, patch_id: str) -> tuple[bool, DurableCall | None]:
+        """``ctx.patched``'s decision (see :meth:`Journal.patch`), with the marker's durable
+        call when there is one to replay or to record."""
+        self.check()
+        taken, c = self.journal.patch(patch_id)
+        if c is None:
+            return taken, None
+        if self.checking and c.entry is None:
+            raise self.end_of_journal(f"patch marker {patch_id!r}", c.position)
+        return taken, DurableCall(self, PATCH_KIND, patch_id, c.key, c.position, 0, None, c.entry)
+
+    def end_of_journal(self, what: str, position: int) -> ReplayEnd:
+        """A replay check reached a call its journal does not answer: the end of the check."""
+        return ReplayEnd(
+            f"run {self.run_id!r}: the journal ends before {what} at position {position}",
+            run_id=self.run_id, position=position, called=what,
+        )
 
     def write(self, op: Callable[..., T], *args: Any, step: str | None = None, **kwargs: Any) -> T:
         """Run one store operation of this run under the one fault rule.
@@ -194,8 +218,10 @@ class RunState:
         run stops here and resumes later with back-off, and user code cannot catch it. A
         permanent one raises StoreError naming the run, the step and the database's reason:
         the step (or primitive) fails as any failed step would. Fencing (LeaseLost) and
-        outlast's own errors pass through.
+        outlast's own errors pass through. A replay check never writes: it ends here.
         """
+        if self.checking:
+            raise self.end_of_journal(f"a write of {step or 'the run'}", self.journal.position)
         try:
             result = op(*args, **kwargs)
         except StoreError as exc:
@@ -321,6 +347,22 @@ class Context:
         """Durably replace this run's snapshot with ``value``; a resume then calls the
         workflow's ``on_recovered`` handler with it, and older journal entries are dropped."""
         snapshot.stash(self._state, value)
+
+    def patched(self, patch_id: str) -> bool:
+        """True where this run takes the new code path guarded by ``patch_id``.
+
+        Runs that reach this point for the first time on code that has the patch take it
+        (a marker is journaled, so they keep taking it on every replay); runs whose journal
+        was written before the patch was deployed get False, and nothing is consumed from
+        their journal. See docs/versioning.md.
+        """
+        return patching.patched(self._state, patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Retire ``patched(patch_id)`` once no run needs the old path: keep only the new
+        code and call this where ``patched`` was. Runs that recorded the marker still
+        replay; new runs record nothing. Remove the call once those runs are gone."""
+        patching.deprecate_patch(self._state, patch_id)
 
     def continue_as_new(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Restart this workflow under the same run id with new arguments and a fresh journal."""

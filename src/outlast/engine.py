@@ -38,7 +38,8 @@ from .errors import (
     Timeout,
     UnreadableValue,
 )
-from .journal import Journal
+from .journal import Frontier, Journal
+from .run import FRONTIER
 from .store.base import RunRecord
 
 if TYPE_CHECKING:
@@ -75,11 +76,18 @@ def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> t
     # A run this process has just created has an empty journal: skip the read.
     entries = [] if fresh else app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
-    journal = Journal(run.run_id, entries, point.start, point.counts)
+    journal = Journal(run.run_id, entries, point.start, point.counts, frontier_of(run))
     state = RunState(app, app.store, run, journal, wf.is_async, generation=point.generation)
     state.telemetry = telemetry.execution(app, state)
     app._heartbeat.add(state)
     return state, Context(state)
+
+
+def frontier_of(run: RunRecord) -> Frontier | None:
+    """Where the run's last execution stopped, as saved in its stats (None: not known)."""
+    if not run.stats or f'"{FRONTIER}"' not in run.stats:
+        return None
+    return Frontier.load(json.loads(run.stats).get(FRONTIER))
 
 
 def _call_args(
@@ -150,7 +158,7 @@ async def execute_async(
 
 def _stats(state: RunState) -> str:
     """The run's accumulated figures, with what this execution served from the journal."""
-    old: dict[str, float] = json.loads(state.run.stats) if state.run.stats else {}
+    old: dict[str, Any] = json.loads(state.run.stats) if state.run.stats else {}
     stats = {**old}
     for name, amount in state.stats.items():
         stats[name] = stats.get(name, 0.0) + amount
@@ -171,6 +179,9 @@ def _stats(state: RunState) -> str:
     # What this execution itself spent, beside the running totals (see run.accounting).
     for name in ("llm_calls", "tokens", "cost"):
         stats[f"last_{name}"] = state.stats.get(name, 0)
+    frontier = state.journal.reached()
+    if frontier is not None:
+        stats[FRONTIER] = frontier.dump()
     return json.dumps(stats, sort_keys=True)
 
 

@@ -21,6 +21,7 @@ facts are available as attributes (``run_id``, ``step``, ``position``...).
     ├── Timeout                 a wait or ``result(timeout=...)`` ran out of time
     ├── BudgetExceeded          a model call would exceed the run's token or money budget
     ├── NotPaused               ``resolve`` on a run that is not paused
+    ├── NotFailed               ``retry`` on a run that is not failed
     ├── TerminalError           raised by user code: fail the step now, never retry
     └── RetryableError          raised by user code: retry, after ``retry_after`` seconds if given
 
@@ -37,6 +38,7 @@ bare ``except Exception`` in a workflow cannot catch it:
         ├── Pause               the run needs an operator (outcome unknown); internal
         ├── Release             the worker is shutting down: give the run back; internal
         ├── StoreUnavailable    a transient store fault stopped the run for resumption; internal
+        ├── ReplayEnd           a replay check reached the end of what the journal answers; internal
         └── LeaseLost           another worker owns the run now (fencing); internal
 
 All errors pickle and unpickle cleanly, so they can cross process boundaries.
@@ -54,10 +56,12 @@ __all__ = [
     "Interrupt",
     "LeaseLost",
     "NonDeterminismError",
+    "NotFailed",
     "NotPaused",
     "OutlastError",
     "Pause",
     "Release",
+    "ReplayEnd",
     "RetryableError",
     "RunCancelled",
     "RunConflict",
@@ -193,6 +197,10 @@ class NotPaused(OutlastError):
     """``resolve`` was asked for a run that is not paused. Attributes: ``run_id``, ``status``."""
 
 
+class NotFailed(OutlastError):
+    """``retry`` was asked for a run that is not failed. Attributes: ``run_id``, ``status``."""
+
+
 class TerminalError(OutlastError):
     """Raise from a step to fail it at once: it is never retried."""
 
@@ -251,6 +259,12 @@ class Release(Interrupt):
 
 class LeaseLost(Interrupt):
     """This process no longer owns the run (its lease expired and another worker took it over)."""
+
+
+class ReplayEnd(Interrupt):
+    """A replay check (``outlast replay``) reached a call the journal does not answer: the
+    end of what was recorded, where a real execution would run something. Attributes:
+    ``run_id``, ``position``, ``called``."""
 
 
 class StoreUnavailable(Interrupt):

@@ -388,6 +388,8 @@ class _Execution:
 
     def _before(self) -> _Node:
         self.rs.check()
+        if self.rs.checking:  # a replay check never runs a node: nodes past the journal
+            raise self.rs.end_of_journal(f"node {self.next!r}", self.rs.journal.position)
         if self.executed >= self.graph.max_nodes:
             raise ConfigurationError(
                 f"run {self.rs.run_id!r} of graph {self.graph.name!r} ran {self.executed} nodes "

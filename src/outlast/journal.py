@@ -13,11 +13,18 @@ without an explicit key, from 1; a caller may give an explicit key instead
 (``"{name}:{key}"``, e.g. a tool-call id, or a child's run id for its result), so identity
 does not depend on the order in which parallel calls were made, and keyed calls do not shift
 the numbering of the others.
+
+Evolution (see docs/versioning.md): the journal also knows the run's *frontier*, the last
+unrecorded call an earlier execution stopped at (a ``wait_for`` without timeout records
+nothing until its event comes), so a call changed or inserted right there diverges too, and
+``ctx.patched`` can tell a run that already passed a point (old path) from one that reaches
+it for the first time (new path).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import NonDeterminismError
 from .store.base import Entry
@@ -35,10 +42,39 @@ class Call:
 
 #: what a divergence message says about the way out (true: the run fails on it)
 _FIX = (
-    "The run fails with this error. Runs still in flight resume correctly only on code that "
-    "makes the calls their journals recorded: deploy the old code before they resume, and "
-    "start new runs (new run ids) on the new code"
+    "The run fails with this error. Three ways out (docs/versioning.md): guard the change "
+    "with `if ctx.patched(\"change-id\"):` so runs recorded before it keep the old path; "
+    "check a deploy against recorded runs first with `outlast replay MODULE:APP`; and for "
+    "this run, restore the old code (or add the patch) and `outlast retry {run_id}`, or "
+    "start over from an earlier point with `outlast fork {run_id} CHECKPOINT` (see "
+    "`outlast checkpoints {run_id}`)"
 )
+
+#: the journal kind of a patch marker (``ctx.patched``)
+PATCH_KIND = "patch"
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    """The last call an earlier execution of the run made, kept in the run's stats: where
+    a replay of new code must still call the same thing even though nothing was recorded."""
+
+    position: int
+    kind: str
+    name: str
+    key: str
+    #: an explicitly keyed call (a child's result, a keyed tool call): not order-bound
+    keyed: bool = False
+
+    def dump(self) -> list[Any]:
+        return [self.position, self.kind, self.name, self.key, self.keyed]
+
+    @classmethod
+    def load(cls, data: Any) -> Frontier | None:
+        """The frontier stored by :meth:`dump`, or None for anything else."""
+        if not isinstance(data, list) or len(data) != 5 or not isinstance(data[0], int):
+            return None
+        return cls(data[0], str(data[1]), str(data[2]), str(data[3]), bool(data[4]))
 
 
 class Journal:
@@ -46,7 +82,7 @@ class Journal:
 
     __slots__ = (
         "run_id", "_by_position", "_by_key", "_counts", "position", "replayed", "_reached",
-        "_start",
+        "_start", "frontier", "last", "_horizon", "_patches",
     )
 
     def __init__(
@@ -55,6 +91,7 @@ class Journal:
         entries: list[Entry],
         start: int = 0,
         counts: dict[str, int] | None = None,
+        frontier: Frontier | None = None,
     ) -> None:
         self.run_id = run_id
         self._by_position = {e.position: e for e in entries}
@@ -69,6 +106,16 @@ class Journal:
         self._reached: set[str] = set()
         #: recorded entries before this position are accounted for (a snapshot, a graph seek)
         self._start = start
+        #: where an earlier execution stopped (from the run's stats), if known
+        self.frontier = frontier
+        #: the last call this execution made, as Frontier fields (see :meth:`reached`)
+        self.last: tuple[int, str, str, str, bool] | None = None
+        #: the furthest position an earlier execution is known to have reached
+        self._horizon = max(
+            max(self._by_position, default=-1), frontier.position if frontier else -1
+        )
+        #: ctx.patched decisions of this execution, by patch id
+        self._patches: dict[str, bool] = {}
 
     def next_call(
         self, kind: str, name: str, args_hash: str | None, key: str | None = None
@@ -89,10 +136,13 @@ class Journal:
             entry = self._by_position.get(position)
             if entry is not None and entry.key != full_key:
                 raise self._diverged(position, entry, kind, name, full_key)
+            if entry is None and self.frontier is not None and self.frontier.position == position:
+                self._check_frontier(kind, name, full_key)
         else:
             occurrence = 0
             full_key = f"{name}:{key}"
             entry = self._by_key.get(full_key)
+        self.last = (position, kind, name, full_key, key is not None)
         if entry is not None:
             if entry.kind != kind or entry.name != name:
                 raise self._diverged(position, entry, kind, name, full_key)
@@ -101,7 +151,7 @@ class Journal:
                     f"run {self.run_id!r} diverged from its journal at position {position}: "
                     f"{kind} {name!r} ({full_key}) was recorded with other arguments than the "
                     "code passes now. Calls must be deterministic given earlier results; if the "
-                    f"change is intended, start a new run (new run id). {_FIX}",
+                    f"change is intended, start a new run (new run id). {self._fix()}",
                     run_id=self.run_id,
                     position=position,
                     recorded=f"{entry.kind} {entry.name!r} args#{entry.args_hash}",
@@ -121,12 +171,86 @@ class Journal:
             f"run {self.run_id!r} diverged from its journal at position {position}: the "
             f"journal recorded {recorded} but the code called {called}. The workflow code "
             "changed, or branches on something not recorded (time, randomness, environment: "
-            f"use ctx.now(), ctx.random(), or a step). {_FIX}",
+            f"use ctx.now(), ctx.random(), or a step). {self._fix()}",
             run_id=self.run_id,
             position=position,
             recorded=recorded,
             called=called,
         )
+
+    def reached(self) -> Frontier | None:
+        """The frontier to keep for the next execution: the furthest last call known, this
+        execution's or an earlier one's (an execution stopped early, by a shutdown say,
+        does not move it back)."""
+        last = Frontier(*self.last) if self.last is not None else None
+        old = self.frontier
+        if last is None or (old is not None and old.position > last.position):
+            return old
+        return last
+
+    def _fix(self) -> str:
+        return _FIX.format(run_id=self.run_id)
+
+    def _check_frontier(self, kind: str, name: str, key: str) -> None:
+        """A call with no recorded entry at the position where an earlier execution stopped
+        must be the call it stopped at (a keyed call there is not order-bound: no check)."""
+        f = self.frontier
+        assert f is not None
+        if f.keyed or (f.kind, f.name, f.key) == (kind, name, key):
+            return
+        recorded = f"{f.kind} {f.name!r} ({f.key}), not finished yet"
+        called = f"{kind} {name!r} ({key})"
+        raise NonDeterminismError(
+            f"run {self.run_id!r} diverged from its journal at position {f.position}: its last "
+            f"execution stopped there at {recorded}, but the code now calls {called}. A call "
+            f"was added, removed or changed before the point where the run waits. {self._fix()}",
+            run_id=self.run_id,
+            position=f.position,
+            recorded=recorded,
+            called=called,
+        )
+
+    # -- patches (ctx.patched) -----------------------------------------------------------------
+
+    def patch(self, patch_id: str) -> tuple[bool, Call | None]:
+        """Decide ``ctx.patched(patch_id)``: ``(taken, call)``.
+
+        A marker recorded at this position: taken, ``call`` is its replay. Another entry
+        here, or a point an earlier execution already passed without a marker: not taken
+        (the run keeps the old path) and nothing is consumed. New ground: taken, and
+        ``call`` is the marker to record. A patch id decided earlier in this execution
+        answers the same again and consumes nothing (``call`` None).
+        """
+        if patch_id in self._patches:
+            return self._patches[patch_id], None
+        position = self.position
+        key = f"{PATCH_KIND}:{patch_id}"
+        entry = self._by_position.get(position)
+        if entry is not None:
+            taken = entry.kind == PATCH_KIND and entry.key == key  # else: another call here
+        else:
+            taken = position > self._horizon  # else: an earlier execution went past here
+        self._patches[patch_id] = taken
+        if not taken:
+            return False, None
+        self.position += 1
+        if entry is not None:
+            self._reached.add(key)
+            self.replayed.append(entry)
+        self.last = (position, PATCH_KIND, patch_id, key, False)
+        return True, Call(position, key, 0, entry)
+
+    def deprecated_patch(self, patch_id: str) -> Entry | None:
+        """``ctx.deprecate_patch(patch_id)``: consume the marker recorded at this position,
+        if any (runs that took the patch replay), else nothing (nothing is recorded)."""
+        entry = self._by_position.get(self.position)
+        key = f"{PATCH_KIND}:{patch_id}"
+        if entry is None or entry.kind != PATCH_KIND or entry.key != key:
+            return None
+        self.position += 1
+        self._reached.add(key)
+        self.replayed.append(entry)
+        return entry
 
     def counts(self) -> dict[str, int]:
         """Calls made so far per name (saved with a snapshot, so keys stay stable)."""
@@ -167,7 +291,7 @@ class Journal:
         raise NonDeterminismError(
             f"run {self.run_id!r} diverged from its journal at position {first.position}: the "
             f"journal recorded {recorded}{more} but the workflow finished without calling it. "
-            f"The workflow code changed (a call was removed or skipped). {_FIX}",
+            f"The workflow code changed (a call was removed or skipped). {self._fix()}",
             run_id=self.run_id,
             position=first.position,
             recorded=recorded,

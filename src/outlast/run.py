@@ -19,6 +19,9 @@ R = TypeVar("R")
 #: the journal kind of a recorded model call (outlast.llm.record.KIND)
 LLM_KIND = "llm"
 #: stats that count things, shown as ints
+#: keys of a run's stats that are not figures: the engine's frontier (outlast.journal), and
+#: a fork's origin (outlast.evolution)
+FRONTIER, FORKED_FROM = "frontier", "forked_from"
 COUNTS = ("llm_calls", "last_llm_calls", "tokens", "last_tokens", "saved_steps", "saved_tokens",
           "recoveries_seen")
 
@@ -105,6 +108,9 @@ class RunInfo:
     _error: bytes | None
     #: fetches blobs a large result refers to (the store's ``get_blobs``)
     _blobs: Callable[[Iterable[str]], Mapping[str, bytes]] | None = None
+    #: the run this one was forked from (``app.fork``), and at which checkpoint
+    forked_from: str | None = None
+    forked_at: str | None = None
 
     @property
     def result(self) -> Any:
@@ -135,12 +141,16 @@ class RunInfo:
         entries: list[Entry] | None = None,
         blobs: Callable[[Iterable[str]], Mapping[str, bytes]] | None = None,
     ) -> RunInfo:
+        stats = accounting(run.stats, entries)
+        stats.pop(FRONTIER, None)  # the engine's bookkeeping, not a figure
+        origin = stats.pop(FORKED_FROM, None)
+        if not isinstance(origin, dict):
+            origin = {}
         return cls(
             run.run_id, run.workflow, run.status, run.created_at, run.started_at, run.ended_at,
-            run.queue, run.parent_id, run.reason, run.recoveries,
-            accounting(run.stats, entries),
+            run.queue, run.parent_id, run.reason, run.recoveries, stats,
             [StepInfo.from_entry(e) for e in entries or []],
-            run.output, run.error, blobs,
+            run.output, run.error, blobs, origin.get("run"), origin.get("checkpoint"),
         )
 
 

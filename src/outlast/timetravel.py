@@ -27,10 +27,14 @@ __all__ = ["Checkpoint", "checkpoints", "fork", "state"]
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """One checkpoint of a graph run: the state after ``node`` ran.
+    """One checkpoint of a run: for a graph run, the state after ``node`` ran; for any other
+    run, the point after one journaled durable call (see :mod:`outlast.evolution`).
 
-    ``id``: pass it to ``app.state`` / ``app.fork``. ``run_id``: the run that recorded it (the
-    source run, for a fork's inherited history). ``next``: the node that comes after it.
+    ``id``: pass it to ``app.fork`` (and ``app.state`` for graphs). ``run_id``: the run that
+    recorded it (the source run, for a graph fork's inherited history). ``node``: the graph
+    node, or the call's key (``"search:2"``). ``next``: the node that comes after it (graphs).
+    ``position``: the journal position of its entry (-1: before the first call).
+    ``kind``: the entry's kind (``"step"``, ``"event"``, ``"node"``...; ``"start"`` for 0).
     """
 
     id: str
@@ -40,6 +44,8 @@ class Checkpoint:
     at: float
     summary: str
     next: str | None
+    position: int = -1
+    kind: str = NODE_KIND
 
 
 def _run(app: App, run_id: str) -> RunRecord:
@@ -62,7 +68,8 @@ def _lineage(app: App, run: RunRecord) -> tuple[dict[str, Any], dict[str, Any] |
 def _checkpoint(run_id: str, entry: Entry) -> Checkpoint:
     meta = node_meta(entry)
     return Checkpoint(str(meta["seq"]), run_id, int(meta["seq"]), entry.name,
-                      entry.ended_at or entry.started_at, str(meta.get("summary", "")), meta.get("next"))
+                      entry.ended_at or entry.started_at, str(meta.get("summary", "")), meta.get("next"),
+                      entry.position)
 
 
 def checkpoints(app: App, run_id: str) -> list[Checkpoint]:
@@ -77,7 +84,8 @@ def checkpoints(app: App, run_id: str) -> list[Checkpoint]:
         graph = _graph_of(app, run, required=False)
         first = graph.successor(START, base, run_id) if graph is not None else None
         inherited = [
-            Checkpoint("0", run_id, 0, START, run.created_at, f"input: {sorted(base)}", first)
+            Checkpoint("0", run_id, 0, START, run.created_at, f"input: {sorted(base)}", first,
+                       kind="start")
         ]
     return inherited + [_checkpoint(run_id, e) for e in entries]
 

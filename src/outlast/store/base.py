@@ -376,6 +376,32 @@ class Store(abc.ABC):
         Writes nothing otherwise, and never raises LeaseLost (telemetry never fences a run).
         A backend without it keeps nothing (resumed executions are then not linked)."""
         return None
+    # -- evolution (fork and retry; see outlast.evolution) --------------------------------------
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        """Create run ``new_run_id`` as a fork of run ``source_id``, in one transaction, and
+        return it.
+
+        The new run has the source's workflow, input, queue, priority and concurrency key, no
+        parent, status ``pending`` (idle workers are woken), epoch 0 and ``stats``. The
+        source's journal entries at positions up to ``upto`` (inclusive; -1 for none) are
+        copied under the new run, except intents; its snapshot and snapshot position too when
+        that position is at most ``upto + 1``. Every blob the source references is referenced
+        from the new run as well: blobs are shared, never copied. The source is not changed
+        (it may be running). Raises RunNotFound (no source), RunConflict (``new_run_id``
+        exists; nothing is written).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement fork_run")
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        """Make the failed run ``run_id`` ``pending`` again, atomically, and return it.
+
+        Its journal entries at positions ``cut`` and after are deleted (none when ``cut`` is
+        None); its output, error, reason and end time are cleared; its stats become ``stats``;
+        its epoch is bumped and idle workers are woken. Raises RunNotFound, NotFailed when the
+        run is not ``failed`` (nothing is changed).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement retry_run")
 
     # -- browsing (the dashboard, outlast ui) ---------------------------------------------------
 

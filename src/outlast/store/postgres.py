@@ -48,7 +48,7 @@ from ..errors import (
     RunNotFound,
     StoreError,
 )
-from . import migrations, refusals
+from . import migrations, postgres_evolve, refusals
 from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import disk_full, fault, guard_public
@@ -103,6 +103,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self.schema = options["schema"]
         self.retry_for = options["retry_for"]
         self._q = Queries(self.schema)
+        self._eq = postgres_evolve.EvolveQueries(self.schema)
         self._conninfo = conninfo
         # NOTIFY channels are identifiers of at most 63 bytes
         channel = f"outlast_work_{self.schema}"
@@ -383,6 +384,30 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 resolved = RunRecord(*_one(conn, self._q.make_pending, {"run_id": run_id}))
                 self._notify(conn)
                 return resolved
+
+        return self._run(op)
+
+    # -- evolution --------------------------------------------------------------------------
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        lock = (self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+
+        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
+            with conn.transaction():
+                forked = postgres_evolve.fork_run(
+                    conn, self._eq, lock, source_id, new_run_id, upto, stats, maybe_applied
+                )
+                self._notify(conn)
+            return forked
+
+        return self._run(op)
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
+            with conn.transaction():
+                retried = postgres_evolve.retry_run(conn, self._eq, run_id, cut, stats, maybe_applied)
+                self._notify(conn)
+            return retried
 
         return self._run(op)
 

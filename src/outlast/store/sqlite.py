@@ -27,7 +27,7 @@ from ..errors import (
     RunNotFound,
     StoreError,
 )
-from . import migrations, refusals, sqlite_faults, sqlite_open, sqlite_queues
+from . import migrations, refusals, sqlite_evolve, sqlite_faults, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import guard_public
@@ -457,6 +457,22 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             resolved = self._one(run_id)
         assert resolved is not None
         return resolved
+
+    # -- evolution ------------------------------------------------------------------------------
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        with self._tx() as conn:
+            sqlite_evolve.fork_run(conn, source_id, new_run_id, upto, stats, time.time())
+            forked = self._one(new_run_id)
+        assert forked is not None
+        return forked
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        with self._tx() as conn:
+            sqlite_evolve.retry_run(conn, run_id, cut, stats)
+            retried = self._one(run_id)
+        assert retried is not None
+        return retried
 
     # -- journal --------------------------------------------------------------------------------
 

@@ -156,6 +156,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "claim_limited(): queue admission and claim in one statement (no lock across round trips)",
         (CLAIM_LIMITED,),
     ),
+    Migration(
+        5,
+        "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
+        ("ALTER TABLE {s}.journal ADD COLUMN IF NOT EXISTS epoch integer",),
+    ),
 )
 
 
@@ -264,7 +269,7 @@ class Queries:
 
     _ENTRY_VALUES = """%(run_id)s, %(key)s, %(position)s::integer, %(kind)s, %(name)s,
             %(status)s, %(output)s::bytea, %(args_hash)s::text, %(attempts)s::integer,
-            %(started_at)s::float8, %(ended_at)s::float8, %(meta)s::text"""
+            %(started_at)s::float8, %(ended_at)s::float8, %(meta)s::text, %(epoch)s::integer"""
     _ENTRY_REPLACE = ", ".join(
         f"{c} = excluded.{c}" for c in ENTRY_COLUMNS.split(", ") if c != "key"
     )

@@ -129,4 +129,9 @@ MIGRATIONS = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        3,
+        "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
+        ("ALTER TABLE outlast_journal ADD COLUMN epoch INTEGER",),
+    ),
 )

@@ -78,8 +78,13 @@ def test_steps_say_replayed_or_executed(served: tuple[outlast.App, httpx.Client]
     assert marks == {"draft": "replayed", "verdict": "executed", "polish": "executed"}
     steps = {s["name"]: s for s in run["steps"]}
     assert steps["draft"]["epoch"] < steps["polish"]["epoch"] == run["last_execution"]
+    assert run["replayed_steps"] == 1
     page = c.get("/runs/rev-1").text
     assert page.count('class="mark m-replayed"') == 1 and page.count('class="mark m-executed"') == 2
+    assert "1 of 3 steps were answered from the journal by a later execution" in page
+    one = c.get("/api/runs/src").json()  # one execution: every step executed, no marks shown
+    assert {s["mark"] for s in one["steps"]} == {"executed"} and one["replayed_steps"] == 0
+    assert "m-executed" not in c.get("/runs/src").text
 
 
 def test_events_received_panel_escapes_the_payload(served: tuple[outlast.App, httpx.Client]) -> None:

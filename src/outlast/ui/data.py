@@ -196,6 +196,7 @@ def run_detail(
     viewed: dict[str, Any] = jsonview.to_json(out)
     last = last_execution(record, journal)
     viewed["last_execution"] = last
+    viewed["replayed_steps"] = sum(1 for e in journal if mark(e, last) == "replayed")
     viewed["checkpoints"] = panels.checkpoints(app, record, journal, viewed["fork_origin"] is not None)
     viewed["events"] = panels.events(app, journal)
     chosen = [e for e in journal if (kind is None or e.kind == kind) and (status is None or e.status == status)]

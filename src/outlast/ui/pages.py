@@ -143,6 +143,9 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
     if stats.get("tokens") or stats.get("cost"):
         head += (f'<p class=facts>model calls: {int(stats.get("tokens") or 0)} tokens, '
                  f'${float(stats.get("cost") or 0):.4f}</p>')
+    if run.get("replayed_steps"):
+        head += (f'<p class="facts saved">{int(run["replayed_steps"])} of {int(run["steps_total"])} steps '
+                 "were answered from the journal by a later execution instead of running again</p>")
     if run.get("reason"):
         head += f'<p class=reason>{e(run["reason"])}</p>'
     if run.get("wait_event"):
@@ -198,7 +201,7 @@ def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | No
             model = (f'<span class=model>{e(meta.get("model"))} \u00b7 {e(meta.get("tokens", 0))} tokens'
                      f' \u00b7 ${float(meta.get("cost") or 0):.4f}</span>')
         retry = f'<span class=retry>{s["attempts"]} attempts</span>' if s["attempts"] > 1 else ""
-        retry += _mark(s)
+        retry += _mark(s) if run.get("replayed_steps") else ""  # one execution: nothing to tell
         parts = []
         if "input" in s:
             parts.append(f"<h4>Input</h4><pre>{pretty(s['input'])}</pre>")

@@ -13,12 +13,13 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 
+from tests.apps.graphy import loop_graph  # noqa: E402
+
 import outlast  # noqa: E402
 import uikit  # noqa: E402
 from outlast.ui import create_app  # noqa: E402
 from outlast.ui import data as ui_data  # noqa: E402
 from outlast.ui.steps import StepCache  # noqa: E402
-from tests.apps.graphy import loop_graph  # noqa: E402
 
 
 def _app(url: str) -> outlast.App:

@@ -36,7 +36,9 @@ def _app(url: str) -> outlast.App:
     @app.workflow
     def review(ctx: outlast.Context, topic: str) -> str:
         text = draft(topic)
-        verdict = ctx.wait_for("verdict")  # the run hibernates here: a later execution replays draft
+        verdict = ctx.wait_for(
+            "verdict"
+        )  # the run hibernates here: a later execution replays draft
         return polish(f"{text}: {verdict}")
 
     @app.workflow
@@ -66,7 +68,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[outlast.A
     app.run("stasher", 7, run_id="stash-1")
     app.run("loop", {"rounds": 2}, run_id="src")
     app.fork("src", "2", new_run_id="fork-1").result(timeout=20)
-    with uikit.serve(create_app(app=app, allow_actions=True)) as base, httpx.Client(base_url=base, timeout=10) as c:
+    with (
+        uikit.serve(create_app(app=app, allow_actions=True)) as base,
+        httpx.Client(base_url=base, timeout=10) as c,
+    ):
         yield app, c
     app.close()
 
@@ -88,12 +93,20 @@ def test_steps_say_replayed_or_executed(served: tuple[outlast.App, httpx.Client]
     assert "m-executed" not in c.get("/runs/src").text
 
 
-def test_events_received_panel_escapes_the_payload(served: tuple[outlast.App, httpx.Client]) -> None:
+def test_events_received_panel_escapes_the_payload(
+    served: tuple[outlast.App, httpx.Client],
+) -> None:
     _, c = served
     run = c.get("/api/runs/rev-1").json()
-    assert [(e["name"], e["payload"]) for e in run["events"]] == [("verdict", {"ok": "<img src=x onerror=alert(1)>"})]
+    assert [(e["name"], e["payload"]) for e in run["events"]] == [
+        ("verdict", {"ok": "<img src=x onerror=alert(1)>"})
+    ]
     page = c.get("/runs/rev-1").text
-    assert "Events received" in page and "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert (
+        "Events received" in page
+        and "<img src=x" not in page
+        and "&lt;img src=x onerror=alert(1)&gt;" in page
+    )
 
 
 def test_snapshot_panel(served: tuple[outlast.App, httpx.Client]) -> None:
@@ -105,7 +118,9 @@ def test_snapshot_panel(served: tuple[outlast.App, httpx.Client]) -> None:
     assert c.get("/api/runs/rev-1").json()["snapshot"] is None
 
 
-def test_graph_checkpoints_fork_origin_and_fork_button(served: tuple[outlast.App, httpx.Client]) -> None:
+def test_graph_checkpoints_fork_origin_and_fork_button(
+    served: tuple[outlast.App, httpx.Client],
+) -> None:
     app, c = served
     source = c.get("/api/runs/src").json()
     assert [cp["id"] for cp in source["checkpoints"]] == ["0", "1", "2", "3", "4"]
@@ -113,7 +128,11 @@ def test_graph_checkpoints_fork_origin_and_fork_button(served: tuple[outlast.App
     fork = c.get("/api/runs/fork-1").json()
     assert fork["fork_origin"] == {"run": "src", "checkpoint": "2", "update": {}}
     assert [(cp["id"], cp["inherited"]) for cp in fork["checkpoints"]][:4] == [
-        ("0", True), ("1", True), ("2", True), ("3", False)]
+        ("0", True),
+        ("1", True),
+        ("2", True),
+        ("3", False),
+    ]
     page = c.get("/runs/fork-1").text
     assert 'forked from <a class=origin href="/runs/src">src</a> at checkpoint 2' in page
     assert page.count("Fork from here") == len(fork["checkpoints"])
@@ -127,7 +146,9 @@ def test_graph_checkpoints_fork_origin_and_fork_button(served: tuple[outlast.App
     assert r.status_code == 400 and "checkpoint" in r.json()["error"]
 
 
-def test_retry_button_calls_app_retry(served: tuple[outlast.App, httpx.Client], tmp_path: Path) -> None:
+def test_retry_button_calls_app_retry(
+    served: tuple[outlast.App, httpx.Client], tmp_path: Path
+) -> None:
     if not callable(getattr(outlast.App, "retry", None)):
         pytest.skip("app.retry() is not in this version of outlast (the evolution issue adds it)")
     app, c = served
@@ -147,7 +168,9 @@ def test_retry_button_calls_app_retry(served: tuple[outlast.App, httpx.Client], 
 
 def test_retry_without_app_retry_is_absent_and_404(tmp_path: Path) -> None:
     if callable(getattr(outlast.App, "retry", None)):
-        pytest.skip("this outlast has app.retry(): the button is there (test_retry_button_calls_app_retry)")
+        pytest.skip(
+            "this outlast has app.retry(): the button is there (test_retry_button_calls_app_retry)"
+        )
     url = f"sqlite:///{tmp_path / 'r.db'}"
     app = outlast.App(url)
 
@@ -157,7 +180,10 @@ def test_retry_without_app_retry_is_absent_and_404(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         app.run(boom, run_id="b-1")
-    with uikit.serve(create_app(url, allow_actions=True)) as base, httpx.Client(base_url=base, timeout=10) as c:
+    with (
+        uikit.serve(create_app(url, allow_actions=True)) as base,
+        httpx.Client(base_url=base, timeout=10) as c,
+    ):
         assert "Retry run" not in c.get("/runs/b-1").text
         r = c.post("/api/runs/b-1/retry", json={})
         assert r.status_code == 404 and "app.retry()" in r.json()["error"]

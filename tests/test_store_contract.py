@@ -417,6 +417,25 @@ def test_record_replaces_an_intent_but_not_an_outcome(store: Store) -> None:
     assert store.load_journal(run.run_id) == [done, failed]
 
 
+def test_entries_carry_the_epoch_they_were_written_in(store: Store) -> None:
+    # the fence's epoch, whatever the caller put in the entry: which execution recorded a step
+    run = running(store)
+    store.record(run.run_id, run.epoch, entry("a:1", 0, epoch=999))
+    store.release(run.run_id, run.epoch, "pending")
+    [again] = store.claim("w2", LONG, run_id=run.run_id)
+    store.record(again.run_id, again.epoch, entry("b:1", 1, status="intent", output=None))
+    store.transaction(again.run_id, again.epoch, lambda _: entry("c:1", 2))
+    store.send_event(run.run_id, "go", b"payload")
+    store.take_event(again.run_id, again.epoch, "go", entry("go:1", 3, kind="event"))
+    store.release(again.run_id, again.epoch, "paused")
+    paused = store.get_run(run.run_id)
+    assert paused is not None
+    store.resolve(run.run_id, entry("b:1", 1, output=b"operator"))
+    epochs = {e.key: e.epoch for e in store.load_journal(run.run_id)}
+    assert epochs == {"a:1": run.epoch, "b:1": paused.epoch, "c:1": again.epoch, "go:1": again.epoch}
+    assert run.epoch < again.epoch < paused.epoch
+
+
 def test_blobs_are_stored_once_and_readable(store: Store) -> None:
     a, b = running(store), running(store)
     store.record(a.run_id, a.epoch, entry("s:1"), blobs={"h1": b"one", "h2": b"two"})

@@ -168,3 +168,36 @@ def test_run_again_on_a_paused_run(page: Any, db: tuple[str, outlast.App]) -> No
         sync_api.expect(page.locator("#flash")).to_have_text("the step runs again", timeout=10_000)
         sync_api.expect(chip).to_have_text("pending", timeout=10_000)
     assert app.run("payment", 5, run_id="pay-2") == "charged 5"
+
+
+def test_fork_a_graph_run_from_a_checkpoint_after_a_live_refresh(page: Any, db: tuple[str, outlast.App]) -> None:
+    from tests.apps.graphy import loop_graph
+
+    _, app = db
+    if "loop" not in app.workflows:
+        loop_graph(app)
+    app.run("loop", {"rounds": 2}, run_id="graph-1")
+    with uikit.serve(create_app(app=app, allow_actions=True)) as base:
+        page.goto(f"{base}/runs/graph-1")
+        assert page.locator("details.checkpoints tbody tr").count() == 5
+        # The fork buttons live inside the part of the page a live update replaces: make the
+        # page see a change (a stale epoch), let it refresh, and the new buttons still confirm.
+        head = page.locator("#live h1")
+        epoch = head.get_attribute("data-epoch")
+        page.evaluate("window.__marker = 7; document.querySelector('#live h1').setAttribute('data-epoch', '-1')")
+        sync_api.expect(head).to_have_attribute("data-epoch", str(epoch), timeout=10_000)
+        row = page.locator("details.checkpoints tr[data-checkpoint='2']")
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        row.get_by_role("button", name="Fork from here").click()
+        page.wait_for_timeout(300)
+        assert page.locator("#flash").inner_text() == ""
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Fork from here").click()
+        sync_api.expect(page.locator("#flash")).to_contain_text("forked from checkpoint 2: run ", timeout=10_000)
+        new_id = page.locator("#flash").inner_text().rsplit(" ", 1)[1]
+        assert page.evaluate("window.__marker") == 7
+        app.handle(new_id).result(timeout=20)
+        page.goto(f"{base}/runs/{new_id}")
+        assert page.locator("a.origin").inner_text() == "graph-1"
+        if SCREENSHOTS:
+            page.screenshot(path=str(IMG / "ui-graph.png"), full_page=True)

@@ -98,6 +98,9 @@ class Entry:
     ``"completed"`` (``output`` holds the serialized value), ``"failed"`` (``output`` holds the
     serialized error) or ``"intent"`` (an at-most-once effect was about to run; no outcome yet).
     ``meta`` is JSON text for extra facts (tokens, cost, latency of model calls).
+    ``epoch`` is the run's epoch when the entry was written (the execution that recorded it;
+    for an operator's entry, the paused run's), set by the store from the fence, never by the
+    caller; None for entries written before outlast 0.2.0. Not part of equality.
     """
 
     key: str
@@ -111,6 +114,7 @@ class Entry:
     started_at: float = 0.0
     ended_at: float | None = None
     meta: str | None = None
+    epoch: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,7 +378,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                         return RunRecord(*_one(conn, self._q.get_run, {"run_id": run_id}))
                     raise refusals.not_paused(run_id, state[1])
                 if entry is not None:
-                    conn.execute(self._q.put_entry, _entry_params(run_id, 0, entry))
+                    conn.execute(self._q.put_entry, _entry_params(run_id, state[0], entry))
                 if drop_key is not None:
                     conn.execute(self._q.drop_intent, {"run_id": run_id, "key": drop_key})
                 resolved = RunRecord(*_one(conn, self._q.make_pending, {"run_id": run_id}))
@@ -645,7 +645,8 @@ def _fields(record: Any) -> dict[str, Any]:
 
 
 def _entry_params(run_id: str, epoch: int, entry: Entry) -> dict[str, Any]:
-    return {"run_id": run_id, "epoch": epoch, **_fields(entry)}
+    """The entry's columns, its ``epoch`` the fence's (the store's, never the caller's)."""
+    return {**_fields(entry), "run_id": run_id, "epoch": epoch}
 
 
 def _one(conn: Conn, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:

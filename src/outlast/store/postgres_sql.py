@@ -161,6 +161,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "runs: trace_context, the W3C traceparent of a run's first traced execution",
         ("ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS trace_context text",),
     ),
+    Migration(
+        6,
+        "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
+        ("ALTER TABLE {s}.journal ADD COLUMN IF NOT EXISTS epoch integer",),
+    ),
 )
 
 
@@ -269,7 +274,7 @@ class Queries:
 
     _ENTRY_VALUES = """%(run_id)s, %(key)s, %(position)s::integer, %(kind)s, %(name)s,
             %(status)s, %(output)s::bytea, %(args_hash)s::text, %(attempts)s::integer,
-            %(started_at)s::float8, %(ended_at)s::float8, %(meta)s::text"""
+            %(started_at)s::float8, %(ended_at)s::float8, %(meta)s::text, %(epoch)s::integer"""
     _ENTRY_REPLACE = ", ".join(
         f"{c} = excluded.{c}" for c in ENTRY_COLUMNS.split(", ") if c != "key"
     )

@@ -38,14 +38,14 @@ _ENTRY_COLUMNS = (
     "key, position, kind, name, status, output, args_hash, attempts, started_at, ended_at, meta"
 )
 _RECORD_SQL = f"""
-INSERT INTO outlast_journal (run_id, {_ENTRY_COLUMNS})
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+INSERT INTO outlast_journal (run_id, {_ENTRY_COLUMNS}, epoch)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM outlast_runs WHERE run_id = ? AND epoch = ? AND status = 'running')
 ON CONFLICT (run_id, key) DO UPDATE SET
   position = excluded.position, kind = excluded.kind, name = excluded.name,
   status = excluded.status, output = excluded.output, args_hash = excluded.args_hash,
   attempts = excluded.attempts, started_at = excluded.started_at,
-  ended_at = excluded.ended_at, meta = excluded.meta
+  ended_at = excluded.ended_at, meta = excluded.meta, epoch = excluded.epoch
 WHERE outlast_journal.status = 'intent'
 """
 _SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM outlast_runs"
@@ -440,9 +440,9 @@ class SQLiteStore(SQLiteCheckpoints, Store):
                 raise refusals.not_paused(run_id, run.status)
             if entry is not None:
                 conn.execute(
-                    f"INSERT OR REPLACE INTO outlast_journal (run_id, {_ENTRY_COLUMNS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (run_id, *_entry_row(entry)),
+                    f"INSERT OR REPLACE INTO outlast_journal (run_id, {_ENTRY_COLUMNS}, epoch) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, *_entry_row(entry), run.epoch),
                 )
             if drop_key is not None:
                 conn.execute(
@@ -479,7 +479,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def load_journal(self, run_id: str) -> list[Entry]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM outlast_journal WHERE run_id = ?", (run_id,)
+                f"SELECT {_ENTRY_COLUMNS}, epoch FROM outlast_journal WHERE run_id = ?", (run_id,)
             ).fetchall()
         entries = [Entry(*row) for row in rows]
         entries.sort(key=lambda e: e.position)
@@ -488,7 +488,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def record(
         self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
     ) -> None:
-        params = (run_id, *_entry_row(entry), run_id, epoch)
+        params = (run_id, *_entry_row(entry), epoch, run_id, epoch)
         if blobs:
             with self._tx() as conn:
                 self._put_blobs(conn, run_id, blobs)
@@ -531,7 +531,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         with self._tx() as conn:
             self._fence(conn, run_id, epoch)
             entry = work(conn)
-            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(entry), run_id, epoch)).rowcount != 1:
+            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(entry), epoch, run_id, epoch)).rowcount != 1:
                 raise self._refusal(run_id, epoch, entry)
         return entry
 
@@ -576,7 +576,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
                 "UPDATE outlast_events SET consumed_at = ? WHERE id = ?", (time.time(), row[0])
             )
             taken = Entry(**{**_entry_dict(entry), "output": row[1]})
-            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(taken), run_id, epoch)).rowcount != 1:
+            if conn.execute(_RECORD_SQL, (run_id, *_entry_row(taken), epoch, run_id, epoch)).rowcount != 1:
                 raise self._refusal(run_id, epoch, taken)
         return taken
 

@@ -135,4 +135,9 @@ MIGRATIONS = (
         "runs: trace_context, the W3C traceparent of a run's first traced execution",
         ("ALTER TABLE outlast_runs ADD COLUMN trace_context TEXT",),
     ),
+    Migration(
+        4,
+        "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
+        ("ALTER TABLE outlast_journal ADD COLUMN epoch INTEGER",),
+    ),
 )

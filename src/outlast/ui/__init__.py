@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..app import App
 
 __all__ = ["TOKEN_COOKIE", "create_app"]
 
@@ -24,6 +27,7 @@ TOKEN_COOKIE = "outlast_ui_token"
 def create_app(
     url: str | None = None,
     *,
+    app: App | None = None,
     allow_actions: bool = False,
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
@@ -32,8 +36,11 @@ def create_app(
     """The dashboard as an ASGI application over the store at ``url`` (default:
     ``$OUTLAST_DATABASE_URL``, else ``sqlite:///outlast.db``).
 
-    ``allow_actions``: enable cancel, send event and resolve (otherwise they answer 403 and
-    the pages show no buttons, and a SQLite database is opened read-only). ``token``: every
+    ``app``: show your own App's store instead of opening ``url`` (when mounting the dashboard
+    in your application): forks then find your graphs, and the App stays yours to close (it
+    is not made read-only; without ``allow_actions`` the dashboard writes nothing anyway).
+    ``allow_actions``: enable cancel, send event, resolve, retry and fork (otherwise they
+    answer 403 and the pages show no buttons, and a SQLite database is opened read-only). ``token``: every
     request must carry it (``Authorization: Bearer``, or once as ``?token=``, then a cookie).
     ``allowed_hosts``: extra names the ``Host`` header may carry (a reverse proxy's).
     ``bind``: the address and port given to the server (default: those each connection
@@ -47,15 +54,22 @@ def create_app(
     from ..websec import Guard
     from .routes import build
 
-    url = url or os.environ.get("OUTLAST_DATABASE_URL") or "sqlite:///outlast.db"
-    _require_database(url)
-    app = App(url)
-    if not allow_actions:
-        _read_only(app)
+    owned = app is None
+    if app is None:
+        url = url or os.environ.get("OUTLAST_DATABASE_URL") or "sqlite:///outlast.db"
+        _require_database(url)
+        app = App(url)
+        if not allow_actions:
+            _read_only(app)
+    elif url is not None:
+        raise ConfigurationError("create_app: give a database url or an app, not both")
+    mine = app
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         yield
-        app.close()  # the dashboard owns its App: closed when the server shuts down
+        if owned:
+            mine.close()  # the dashboard owns its App: closed when the server shuts down
 
     starlette = Starlette(routes=build(app, allow_actions=allow_actions), lifespan=lifespan)
     starlette.state.outlast_app = app

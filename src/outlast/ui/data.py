@@ -1,6 +1,7 @@
 """What the dashboard shows: filters parsed from a query string, pages of runs (keyset cursor),
-status counts, and a run with its steps decoded. Values are the decoded Python values; the API
-shows them through :mod:`outlast.jsonview` once, the pages per payload. No HTTP here."""
+status counts, and a run with its steps decoded (:mod:`outlast.ui.steps`) and its panels
+(:mod:`outlast.ui.panels`). A run comes out in the JSON view (:mod:`outlast.jsonview`), which
+the API writes as it is and the pages pretty-print. No HTTP here."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import serde
-from ..errors import OutlastError
-from ..store.base import STATUSES, Entry, Page, RunQuery, RunRecord, Store
+from .. import jsonview
+from ..store.base import STATUSES, Page, RunQuery, RunRecord, Store
+from . import panels
+from .steps import StepCache, decode, error_doc, last_execution, mark
+
+if TYPE_CHECKING:
+    from ..app import App
 
 #: steps per page of the run page and of ``/api/runs/{id}``
 STEP_PAGE = 200
@@ -135,22 +140,9 @@ def error_excerpt(record: RunRecord) -> str | None:
     """``Type: message`` of a failed run's error, at most 300 characters."""
     if record.status != "failed" or record.error is None:
         return None
-    err = _error_doc(record.error)
+    err = error_doc(record.error)
     text = f"{err['type']}: {err['message']}"
     return text if len(text) <= 300 else text[:299] + "\u2026"
-
-
-def _error_doc(data: bytes) -> dict[str, Any]:
-    try:
-        doc = serde.loads(data, what="recorded error")
-    except OutlastError as exc:
-        return {"type": "unreadable", "message": str(exc)}
-    if not isinstance(doc, dict):
-        return {"type": "unknown", "message": str(doc)}
-    out = {"type": str(doc.get("c", "")).replace(":", "."), "message": str(doc.get("m", ""))}
-    if "a" in doc:
-        out["args"] = doc["a"]
-    return out
 
 
 def list_runs(store: Store, filters: Filters) -> dict[str, Any]:
@@ -170,11 +162,13 @@ def list_runs(store: Store, filters: Filters) -> dict[str, Any]:
 
 
 def run_detail(
-    store: Store, run_id: str, *, offset: int = 0, limit: int = STEP_PAGE,
-    kind: str | None = None, status: str | None = None,
+    app: App, run_id: str, *, offset: int = 0, limit: int = STEP_PAGE,
+    kind: str | None = None, status: str | None = None, cache: StepCache | None = None,
 ) -> dict[str, Any] | None:
     """``GET /api/runs/{id}``: the run, its result or error, and a page of its steps decoded
-    (only those of ``kind`` and ``status`` when given: ``steps_matching`` counts them)."""
+    (only those of ``kind`` and ``status`` when given: ``steps_matching`` counts them), with
+    the panels of :mod:`outlast.ui.panels`. Already in the JSON view, ready to write out."""
+    store = app.store
     record = store.get_run(run_id)
     if record is None:
         return None
@@ -184,63 +178,38 @@ def run_detail(
     out["epoch"] = record.epoch
     out["steps_total"] = len(journal)
     out["offset"] = offset
-    out["input"] = _decode(record.input, store, "input")
+    run_input = decode(record.input, store, "input")
+    out["input"] = run_input
     if record.status == "completed":
-        out["result"] = _decode(record.output, store, "result")
+        out["result"] = decode(record.output, store, "result")
     if record.status == "failed" and record.error is not None:
-        out["error_detail"] = _error_doc(record.error)
+        out["error_detail"] = error_doc(record.error)
     t0 = min([record.started_at or record.created_at, *(e.started_at for e in journal if e.started_at)])
     ends = [e.ended_at or e.started_at for e in journal] + [record.ended_at or 0.0]
     out["t0"] = t0
     out["t1"] = max([t0, *ends]) if record.ended_at or record.status != "running" else max([time.time(), *ends])
     out["kinds"] = sorted({e.kind for e in journal})
-    chosen = [e for e in journal if (kind is None or e.kind == kind) and (status is None or e.status == status)]
-    out["steps_matching"] = len(chosen)
-    out["steps"] = [step_detail(e, store) for e in chosen[offset : offset + limit]]
     out["children"] = _children(store, run_id)
-    return out
+    out["fork_origin"] = panels.fork_origin(record, run_input)
+    out["snapshot"] = panels.snapshot(record)
+    # the run's own fields, viewed once; the steps and panels below come viewed
+    viewed: dict[str, Any] = jsonview.to_json(out)
+    last = last_execution(record, journal)
+    viewed["last_execution"] = last
+    viewed["replayed_steps"] = sum(1 for e in journal if mark(e, last) == "replayed")
+    viewed["checkpoints"] = panels.checkpoints(app, record, journal, viewed["fork_origin"] is not None)
+    viewed["events"] = panels.events(app, journal)
+    chosen = [e for e in journal if (kind is None or e.kind == kind) and (status is None or e.status == status)]
+    viewed["steps_matching"] = len(chosen)
+    cache = StepCache(entries=0) if cache is None else cache
+    steps = []
+    for entry in chosen[offset : offset + limit]:
+        step = cache.get(run_id, entry, store)
+        step["mark"] = mark(entry, last)
+        steps.append(step)
+    viewed["steps"] = steps
+    return viewed
 
 
 def _children(store: Store, run_id: str) -> list[str]:
     return [r.run_id for r in store.list_runs(Page(parent_id=run_id, limit=100))]
-
-
-def step_detail(entry: Entry, store: Store) -> dict[str, Any]:
-    """One journal entry as the API and the waterfall show it."""
-    try:
-        meta = json.loads(entry.meta) if entry.meta else {}
-    except ValueError:
-        meta = {"unreadable": entry.meta}
-    step: dict[str, Any] = {
-        "key": entry.key, "position": entry.position, "name": entry.name, "kind": entry.kind,
-        "status": entry.status, "attempts": entry.attempts, "started_at": entry.started_at,
-        "ended_at": entry.ended_at, "meta": meta, "result": None, "error": None,
-    }
-    if entry.status == "failed" and entry.output is not None:
-        step["error"] = _error_doc(entry.output)
-    elif entry.status == "completed":
-        value = _decode(entry.output, store, f"step {entry.key}")
-        if entry.kind == "llm" and isinstance(value, dict) and "request" in value:
-            step["input"] = _llm_request(value.get("request"), store)
-            value = {k: v for k, v in value.items() if k != "request"}
-        step["result"] = value
-    return step
-
-
-def _llm_request(request: Any, store: Store) -> Any:
-    if isinstance(request, str):  # kept as encoded text by outlast.llm: decode it to show
-        try:
-            return serde.loads(request.encode("utf-8", "surrogatepass"), what="model request",
-                               blobs=store.get_blobs)
-        except OutlastError as exc:
-            return {"unreadable": str(exc)}
-    return request
-
-
-def _decode(data: bytes | None, store: Store, what: str) -> Any:
-    if data is None:
-        return None
-    try:
-        return serde.loads(data, what=what, blobs=store.get_blobs)
-    except OutlastError as exc:
-        return {"unreadable": str(exc)}

@@ -13,7 +13,6 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from .. import jsonview
 from ..store.base import STATUSES
 from .data import SHOW_MAX, STEP_PAGE, Filters
 
@@ -37,8 +36,9 @@ def secs(value: float | None) -> str:
 
 
 def pretty(value: Any) -> str:
-    """A JSON view pretty-printed and escaped (cut at SHOW_MAX characters on pages)."""
-    text = json.dumps(jsonview.to_json(value), indent=2, ensure_ascii=False, allow_nan=False)
+    """A value already in the JSON view, pretty-printed and escaped (cut at SHOW_MAX
+    characters on pages)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=False)
     if len(text) > SHOW_MAX:
         text = text[:SHOW_MAX] + f"\n\u2026 ({len(text) - SHOW_MAX} more characters: see the JSON API)"
     return e(text)
@@ -128,7 +128,8 @@ def _path(run_id: str) -> str:
 
 
 def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: int, message: str = "",
-             chosen: dict[str, str | None] | None = None) -> str:
+             chosen: dict[str, str | None] | None = None, extra: frozenset[str] = frozenset()) -> str:
+    """The run page; ``extra``: the optional actions the App offers (``retry``, ``fork``)."""
     rid = run["run_id"]
     head = (
         f'<h1 data-status="{e(run["status"])}" data-epoch="{e(run["epoch"])}">'
@@ -142,6 +143,9 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
     if stats.get("tokens") or stats.get("cost"):
         head += (f'<p class=facts>model calls: {int(stats.get("tokens") or 0)} tokens, '
                  f'${float(stats.get("cost") or 0):.4f}</p>')
+    if run.get("replayed_steps"):
+        head += (f'<p class="facts saved">{int(run["replayed_steps"])} of {int(run["steps_total"])} steps '
+                 "were answered from the journal by a later execution instead of running again</p>")
     if run.get("reason"):
         head += f'<p class=reason>{e(run["reason"])}</p>'
     if run.get("wait_event"):
@@ -149,6 +153,11 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
     links = ""
     if run.get("parent_id"):
         links += f'parent <a href="{e(root)}/runs/{e(_path(run["parent_id"]))}">{e(run["parent_id"])}</a> '
+    origin = run.get("fork_origin")
+    if origin:
+        at = f' at checkpoint {e(origin["checkpoint"])}' if origin.get("checkpoint") is not None else ""
+        links += (f'forked from <a class=origin href="{e(root)}/runs/{e(_path(origin["run"]))}">'
+                  f'{e(origin["run"])}</a>{at} ')
     if run.get("children"):
         links += "children " + ", ".join(
             f'<a href="{e(root)}/runs/{e(_path(c))}">{e(c)}</a>' for c in run["children"])
@@ -159,8 +168,9 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
         outcome += f"<details class=io open><summary>Result</summary><pre class=result>{pretty(run['result'])}</pre></details>"
     if run.get("error_detail"):
         outcome += f"<details class=io open><summary>Error</summary><pre class=error>{pretty(run['error_detail'])}</pre></details>"
+    outcome += _panels(run, root, csrf if actions and "fork" in extra else None)
     body = (f'<div id=live>{head}{outcome}{_steps(run, root, page, chosen or {})}</div>'
-            + (_actions(run, root, csrf) if actions else ""))
+            + (_actions(run, root, csrf, extra) if actions else ""))
     if message:
         body = f'<p class=message>{e(message)}</p>' + body
     return layout(rid, body, root=root, csrf=csrf, live="run", state=f"{root}/api/runs/{_path(rid)}/state")
@@ -191,6 +201,7 @@ def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | No
             model = (f'<span class=model>{e(meta.get("model"))} \u00b7 {e(meta.get("tokens", 0))} tokens'
                      f' \u00b7 ${float(meta.get("cost") or 0):.4f}</span>')
         retry = f'<span class=retry>{s["attempts"]} attempts</span>' if s["attempts"] > 1 else ""
+        retry += _mark(s) if run.get("replayed_steps") else ""  # one execution: nothing to tell
         parts = []
         if "input" in s:
             parts.append(f"<h4>Input</h4><pre>{pretty(s['input'])}</pre>")
@@ -222,12 +233,17 @@ def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | No
             f'{_step_filters(run, chosen)}{pager}<div class=waterfall>{"".join(rows)}</div>{pager}')
 
 
-def _actions(run: dict[str, Any], root: str, csrf: str) -> str:
+def _actions(run: dict[str, Any], root: str, csrf: str, extra: frozenset[str]) -> str:
     api = f'{root}/api/runs/{_path(run["run_id"])}'
     hidden = f'<input type=hidden name=csrf value="{e(csrf)}">'
     status = run["status"]
     if status in ("completed", "failed", "cancelled"):
-        return '<section class=actions><h2>Actions</h2><p>This run has ended.</p></section>'
+        retry = ""
+        if status != "completed" and "retry" in extra:
+            retry = (f'<form class=action method=post action="{e(api)}/retry" '
+                     f'data-confirm="Retry this run from its last completed step?">{hidden}'
+                     '<button type=submit>Retry run</button></form>')
+        return f'<section class=actions><h2>Actions</h2><p>This run has ended.</p>{retry}</section>'
     out = ['<section class=actions><h2>Actions</h2>']
     out.append(
         f'<form class=action method=post action="{e(api)}/events" data-confirm="Send this event to the run?">{hidden}'
@@ -248,6 +264,59 @@ def _actions(run: dict[str, Any], root: str, csrf: str) -> str:
         '<button type=submit class=danger>Cancel run</button></form></section>'
     )
     return "".join(out)
+
+
+def _mark(step: dict[str, Any]) -> str:
+    """Replayed or executed (see outlast.ui.steps), with the execution's epoch as a tooltip."""
+    mark = step.get("mark")
+    if mark is None:
+        return ""
+    why = ("recorded by an earlier execution (epoch {}); later ones answered it from the journal"
+           if mark == "replayed" else "executed by the run's last execution (epoch {})")
+    return f'<span class="mark m-{e(mark)}" title="{e(why.format(step.get("epoch")))}">{e(mark)}</span>'
+
+
+def _panels(run: dict[str, Any], root: str, fork_csrf: str | None) -> str:
+    """Snapshot, events received and a graph run's checkpoints (with fork buttons)."""
+    out = ""
+    snap = run.get("snapshot")
+    if snap:
+        out += (f'<details class="io snapshot"><summary>Snapshot (taken at step {e(snap.get("position"))}, '
+                f'generation {e(snap.get("generation"))})</summary><pre>{pretty(snap)}</pre></details>')
+    received = run.get("events") or []
+    if received:
+        rows = "".join(
+            f'<tr><td><a href="#step-{int(ev["position"])}">{int(ev["position"])}</a></td><td>{e(ev["name"])}</td>'
+            f'<td>{when(ev["at"])}</td><td><pre>{pretty(ev["payload"])}</pre></td></tr>' for ev in received)
+        out += ('<details class="io events" open><summary>Events received</summary><table class=panel>'
+                f'<thead><tr><th>Step</th><th>Event</th><th>Received</th><th>Payload</th></tr></thead>'
+                f'<tbody>{rows}</tbody></table></details>')
+    cps = run.get("checkpoints")
+    if cps:
+        out += _checkpoints(run, cps, root, fork_csrf)
+    return out
+
+
+def _checkpoints(run: dict[str, Any], cps: list[dict[str, Any]], root: str, fork_csrf: str | None) -> str:
+    if cps[0].get("error"):
+        return f'<p class="error">checkpoints: {e(cps[0]["error"])}</p>'
+    api = f'{root}/api/runs/{_path(run["run_id"])}/fork'
+    rows = []
+    for c in cps:
+        origin = (f'<a href="{e(root)}/runs/{e(_path(c["run_id"]))}">{e(c["run_id"])}</a>'
+                  if c["inherited"] else "")
+        button = ""
+        if fork_csrf is not None:
+            button = (f'<form class=action method=post action="{e(api)}" data-confirm="Fork a new run from '
+                      f'checkpoint {e(c["id"])}?"><input type=hidden name=csrf value="{e(fork_csrf)}">'
+                      f'<input type=hidden name=checkpoint value="{e(c["id"])}">'
+                      '<button type=submit>Fork from here</button></form>')
+        rows.append(f'<tr data-checkpoint="{e(c["id"])}"><td>{e(c["id"])}</td><td>{e(c["node"])}</td>'
+                    f'<td>{origin}</td><td>{when(c["at"])}</td><td>{e(c["summary"])}</td>'
+                    f'<td>{e(c["next"])}</td><td>{button}</td></tr>')
+    return ('<details class="io checkpoints" open><summary>Checkpoints</summary><table class=panel>'
+            '<thead><tr><th>Id</th><th>Node</th><th>Recorded by</th><th>At</th><th>Update</th>'
+            f'<th>Next</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>')
 
 
 def error_page(status: int, message: str, *, root: str, csrf: str) -> str:

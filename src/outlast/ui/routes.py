@@ -2,8 +2,8 @@
 
 Pages: ``/`` (redirects to ``/runs``), ``/runs``, ``/runs/{run_id}``. API: ``GET /api/runs``,
 ``GET /api/runs/{id}``, ``GET /api/runs/{id}/state`` (cheap, for live updates), and
-``POST /api/runs/{id}/cancel|events|resolve`` taking JSON (scripts) or the pages' form
-encoding with their CSRF token. Starlette is imported by :func:`outlast.ui.create_app` only.
+``POST /api/runs/{id}/cancel|events|resolve|retry|fork`` taking JSON (scripts) or the pages'
+form encoding with their CSRF token (retry and fork when the App has them). Starlette is imported by :func:`outlast.ui.create_app` only.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..errors import ConfigurationError, NotPaused, OutlastError, RunNotFound
 from ..webinput import BadInput, parse_json
 from ..websec import FORM_TYPE, Refused, WebPolicy
 from . import data, pages
+from .steps import StepCache
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -39,6 +40,11 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
+    cache = StepCache()  # viewed steps: a run's recorded outcomes never change
+    # Retry and fork come from the App when it has them (retry: the evolution issue; fork:
+    # graph runs today, any run with the evolution issue): no button, and 404, otherwise.
+    extra = frozenset(name for name in ("retry", "fork") if callable(getattr(app, name, None)))
+
     def policy(request: Request) -> WebPolicy:
         found: WebPolicy = request.scope["state"]["outlast_policy"]
         return found
@@ -46,8 +52,9 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
     def root(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")
 
-    def js(body: Any, status: int = 200) -> JSONResponse:
-        return JSONResponse(jsonview.to_json(body), status_code=status, headers=HEADERS)
+    def js(body: Any, status: int = 200, *, viewed: bool = False) -> JSONResponse:
+        """``body`` as JSON (``viewed``: already in the JSON view, written as it is)."""
+        return JSONResponse(body if viewed else jsonview.to_json(body), status_code=status, headers=HEADERS)
 
     def page(request: Request, text: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(text, status_code=status, headers=HEADERS)
@@ -102,7 +109,7 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
 
     async def load_run(run_id: str, offset: int, limit: int, chosen: dict[str, str | None]) -> dict[str, Any]:
         found = await run_in_threadpool(
-            lambda: data.run_detail(app.store, run_id, offset=offset, limit=limit, **chosen))
+            lambda: data.run_detail(app, run_id, offset=offset, limit=limit, cache=cache, **chosen))
         if found is None:
             raise RunNotFound(run_id)
         return found
@@ -112,7 +119,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         chosen = step_filters(request)
         run = await load_run(request.path_params["run_id"], number * data.STEP_PAGE, data.STEP_PAGE, chosen)
         text = pages.run_page(run, root=root(request), csrf=policy(request).csrf_token(), actions=allow_actions,
-                              page=number, message=request.query_params.get("msg", "")[:300], chosen=chosen)
+                              page=number, message=request.query_params.get("msg", "")[:300], chosen=chosen,
+                              extra=extra)
         return page(request, text)
 
     async def run_api(request: Request) -> Response:
@@ -120,7 +128,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         offset, limit = params.get("offset", "0"), params.get("limit", str(data.STEP_PAGE))
         if not offset.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= 10_000:
             raise BadInput("offset must be a whole number and limit one from 1 to 10000")
-        return js(await load_run(request.path_params["run_id"], int(offset), int(limit), step_filters(request)))
+        found = await load_run(request.path_params["run_id"], int(offset), int(limit), step_filters(request))
+        return js(found, viewed=True)
 
     async def run_state(request: Request) -> Response:
         record = await run_in_threadpool(app.store.get_run, request.path_params["run_id"])
@@ -185,6 +194,29 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         await run_in_threadpool(lambda: app.resolve(run_id, done=doc["done"]))
         return done(request, doc, run_id, "recorded the result; the run resumes")
 
+    def offered(name: str) -> None:
+        if name not in extra:
+            raise Refused(404, f"this version of outlast has no app.{name}(): nothing to {name}")
+
+    async def retry(request: Request) -> Response:
+        doc = await action_input(request)
+        offered("retry")
+        run_id = request.path_params["run_id"]
+        new = await run_in_threadpool(lambda: app.retry(run_id))  # type: ignore[attr-defined]
+        again = str(getattr(new, "run_id", run_id))
+        return done(request, doc, again, f"retrying: run {again}")
+
+    async def fork(request: Request) -> Response:
+        doc = await action_input(request)
+        offered("fork")
+        run_id, checkpoint, new_id = request.path_params["run_id"], doc.get("checkpoint"), doc.get("run_id") or None
+        if not isinstance(checkpoint, str | int) or isinstance(checkpoint, bool) or not 0 < len(str(checkpoint)) <= 200:
+            raise BadInput('give the checkpoint to fork from: {"checkpoint": "3"} (see the run\'s checkpoints)')
+        if new_id is not None and (not isinstance(new_id, str) or len(new_id) > 200):
+            raise BadInput("run_id (the fork's id) must be a string of at most 200 characters")
+        new = await run_in_threadpool(lambda: app.fork(run_id, str(checkpoint), new_run_id=new_id))
+        return done(request, doc, new.run_id, f"forked from checkpoint {checkpoint}: run {new.run_id}")
+
     return [
         Route("/", handled(home)),
         Route("/runs", handled(runs_page)),
@@ -194,6 +226,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         Route("/api/runs/{run_id:path}/cancel", handled(cancel), methods=["POST"]),
         Route("/api/runs/{run_id:path}/events", handled(send_event), methods=["POST"]),
         Route("/api/runs/{run_id:path}/resolve", handled(resolve), methods=["POST"]),
+        Route("/api/runs/{run_id:path}/retry", handled(retry), methods=["POST"]),
+        Route("/api/runs/{run_id:path}/fork", handled(fork), methods=["POST"]),
         Route("/api/runs/{run_id:path}", handled(run_api)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

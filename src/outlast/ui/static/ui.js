@@ -37,23 +37,24 @@
       });
   }
 
-  document.querySelectorAll("form.action").forEach(function (form) {
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      if (!window.confirm(form.getAttribute("data-confirm") || "Are you sure?")) return;
-      fetch(form.getAttribute("action"), {
-        method: "POST",
-        body: new URLSearchParams(new FormData(form)),
-        headers: { Accept: "application/json" },
-        credentials: "same-origin",
+  // Delegated: forms inside #live (fork buttons) are replaced by refreshes.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.classList.contains("action")) return;
+    event.preventDefault();
+    if (!window.confirm(form.getAttribute("data-confirm") || "Are you sure?")) return;
+    fetch(form.getAttribute("action"), {
+      method: "POST",
+      body: new URLSearchParams(new FormData(form)),
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+    })
+      .then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
+      .then(function (res) {
+        say(res[0] ? res[1].message : "Refused: " + res[1].error, !res[0]);
+        return refresh();
       })
-        .then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); })
-        .then(function (res) {
-          say(res[0] ? res[1].message : "Refused: " + res[1].error, !res[0]);
-          return refresh();
-        })
-        .catch(function (err) { say("Failed: " + err, true); });
-    });
+      .catch(function (err) { say("Failed: " + err, true); });
   });
 
   placeBars(document);

@@ -25,6 +25,7 @@ from __future__ import annotations
 from .app import App
 from .budget import Budget
 from .context import Context, current_idempotency_key, idempotency_key
+from .encryption import Encryption
 from .errors import (
     BudgetExceeded,
     Cancelled,
@@ -56,6 +57,7 @@ from .workflow import Workflow
 __version__ = "0.1.0"
 
 __all__ = [
+    "Encryption",
     "App",
     "Budget",
     "BudgetExceeded",

@@ -13,6 +13,7 @@ from . import calls, effects, engine, runs, serde, timetravel
 from .background import Background
 from .budget import Budget
 from .context import Context
+from .encryption import Encryption
 from .errors import ConfigurationError, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
@@ -55,6 +56,7 @@ class App:
         lease: float = 10.0,
         hibernate_after: float = 5.0,
         readonly: bool = False,
+        encryption: Encryption | None = None,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -64,6 +66,8 @@ class App:
         self.lease = lease
         self.hibernate_after = hibernate_after
         self.readonly = readonly
+        #: keys that seal every stored payload (None: $OUTLAST_ENCRYPTION_KEYS, if set)
+        self.encryption = encryption
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -93,7 +97,7 @@ class App:
         with self._lock:
             if self._store is not None and self._pid == os.getpid():
                 return
-            self._store = open_store(self.url, readonly=self.readonly)
+            self._store = open_store(self.url, readonly=self.readonly, encryption=self.encryption)
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ConfigurationError, SerializationError, UnreadableValue
 
-__all__ = ["ENV", "Encryption", "from_env", "open_sealed", "sealed_kid"]
+__all__ = ["ENV", "Encryption", "from_env", "missing_key", "open_sealed", "sealed_kid"]
 
 #: the environment variable the CLI, workers, ``serve`` and ``ui`` read keys from
 ENV = "OUTLAST_ENCRYPTION_KEYS"
@@ -90,17 +90,8 @@ def open_sealed(enc: Encryption | None, data: bytes, aad: bytes, what: str) -> b
     if kid is None:
         raise SerializationError(f"cannot read {what}: it is not a sealed value", what=what)
     if enc is None or kid not in enc.keys:
-        have = (
-            "no encryption keys were given"
-            if enc is None
-            else (f"the keys given are {', '.join(enc.keys)}")
-        )
-        raise UnreadableValue(
-            f"cannot read {what}: it is encrypted with key {kid!r}, and {have}. Give that key "
-            f'(outlast.Encryption({{{kid!r}: key, ...}}) or ${ENV}="{kid}:<base64>,...")',
-            what=what,
-            key_id=kid,
-        )
+        exc = missing_key(data, enc)
+        raise UnreadableValue(f"cannot read {what}: {exc.message}", what=what, key_id=kid)
     start = 3 + data[2]
     head, nonce, body = data[:start], data[start : start + 12], data[start + 12 :]
     from cryptography.exceptions import InvalidTag
@@ -115,6 +106,17 @@ def open_sealed(enc: Encryption | None, data: bytes, aad: bytes, what: str) -> b
             what=what,
             key_id=kid,
         ) from None
+
+
+def missing_key(data: bytes, enc: Encryption | None) -> UnreadableValue:
+    """The error for a sealed value read without its key (named)."""
+    kid = sealed_kid(data) or "?"
+    have = "no encryption keys were given" if enc is None else (
+        f"the keys given are {', '.join(enc.keys)}")
+    return UnreadableValue(
+        f"it is encrypted with key {kid!r}, and {have}. Give that key "
+        f"(outlast.Encryption({{{kid!r}: key, ...}}) or ${ENV}=\"{kid}:<base64>,...\")",
+        key_id=kid)
 
 
 def _decode_key(kid: str, key: bytes | str) -> bytes:

@@ -3,9 +3,9 @@ on the way out (see :mod:`outlast.encryption` and docs/security.md).
 
 Sealed, each bound by associated data to its place (so a ciphertext copied elsewhere fails
 authentication): a run's input (``run``, run id, ``input``), output, error and snapshot; a
-journal entry's output (run id and entry key; for an ``event`` entry, the event's name, since
-:meth:`take_event` moves the sent payload into the journal as it is); an event's payload (run
-id, event name); blobs (their keyed address, by :class:`~outlast.store.blobs.BlobCodec`). Run
+journal entry's output (run id and entry key); an event's payload (run id only, since
+:meth:`take_event` moves the sent payload into the journal as it is: an entry's output is
+also accepted under its run's event binding); blobs (their keyed address, by :class:`~outlast.store.blobs.BlobCodec`). Run
 entry's ``meta`` (model call facts, a graph node's state summary) is sealed too, as base64
 text. Run ids, names, statuses, times and ``stats`` stay in the clear. Values written before
 encryption was switched on are read as they are.
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..encryption import Encryption, open_sealed, sealed_kid
+from ..errors import SerializationError, UnreadableValue
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
 from .blobs import BlobCodec, compress, decompress
 
@@ -33,15 +34,13 @@ def run_aad(run_id: str, column: str) -> bytes:
 
 
 def entry_aad(run_id: str, entry: Entry) -> bytes:
-    if entry.kind == "event":
-        return event_aad(run_id, entry.name)
     return (b"outlast entry\x00" + run_id.encode("utf-8", "surrogatepass") + b"\x00"
             + entry.key.encode("utf-8", "surrogatepass"))
 
 
-def event_aad(run_id: str, name: str) -> bytes:
-    return (b"outlast event\x00" + run_id.encode("utf-8", "surrogatepass") + b"\x00"
-            + name.encode("utf-8", "surrogatepass"))
+def event_aad(run_id: str) -> bytes:
+    # bound to the run only: take_event moves the payload into a journal entry as it is
+    return b"outlast event\x00" + run_id.encode("utf-8", "surrogatepass")
 
 
 class SealedStore(Store):
@@ -91,7 +90,8 @@ class SealedStore(Store):
         if meta is not None:  # model call facts, a graph node's state summary: JSON text
             sealed = self.seal(meta.encode("utf-8", "surrogatepass"), aad + b"\x00meta")
             meta = _META + base64.b64encode(sealed).decode("ascii")
-        return dataclasses.replace(e, output=self._seal_opt(e.output, aad), meta=meta)
+        place = event_aad(run_id) if e.kind == "event" else aad
+        return dataclasses.replace(e, output=self._seal_opt(e.output, place), meta=meta)
 
     def _open_entry(self, run_id: str, e: Entry) -> Entry:
         sealed_meta = e.meta is not None and e.meta.startswith(_META)
@@ -103,7 +103,16 @@ class SealedStore(Store):
         if sealed_meta and meta is not None:
             raw = self.open(base64.b64decode(meta[len(_META) :]), aad + b"\x00meta", what)
             meta = (raw or b"").decode("utf-8", "surrogatepass")
-        return dataclasses.replace(e, output=self.open(e.output, aad, what), meta=meta)
+        if e.kind == "event":
+            output = self.open(e.output, event_aad(run_id), what)
+        else:
+            try:
+                output = self.open(e.output, aad, what)
+            except SerializationError as exc:  # an event payload taken into the journal
+                if getattr(exc, "key_id", None) is None or isinstance(exc, UnreadableValue):
+                    raise
+                output = self.open(e.output, event_aad(run_id), what)
+        return dataclasses.replace(e, output=output, meta=meta)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -178,15 +187,11 @@ class SealedStore(Store):
     # -- events ----------------------------------------------------------------------------
 
     def send_event(self, run_id: str, name: str, payload: bytes) -> int:
-        return self.inner.send_event(run_id, name, self.seal(payload, event_aad(run_id, name)))
+        return self.inner.send_event(run_id, name, self.seal(payload, event_aad(run_id)))
 
     def take_event(self, run_id: str, epoch: int, name: str, entry: Entry) -> Entry | None:
-        taken = self.inner.take_event(run_id, epoch, name, entry)
-        if taken is None or taken.output is None or sealed_kid(taken.output) is None:
-            return taken
-        what = f"event {name!r} of run {run_id!r}"
-        return dataclasses.replace(taken, output=self.open(taken.output, event_aad(run_id, name),
-                                                           what))
+        taken = self.inner.take_event(run_id, epoch, name, self._seal_entry(run_id, entry))
+        return None if taken is None else self._open_entry(run_id, taken)
 
     # -- maintenance and browsing ------------------------------------------------------------
 

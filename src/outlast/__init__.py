@@ -57,7 +57,6 @@ from .workflow import Workflow
 __version__ = "0.1.0"
 
 __all__ = [
-    "Encryption",
     "App",
     "Budget",
     "BudgetExceeded",
@@ -66,6 +65,7 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "END",
+    "Encryption",
     "Graph",
     "NonDeterminismError",
     "NotPaused",

@@ -11,6 +11,8 @@ Stores:
 - ``store``: a store opened on ``store_url``, closed after the test.
 - ``store_factory``: opens more stores (on ``store_url`` by default), all closed after the test.
 
+``OUTLAST_TEST_ENCRYPTION=1`` runs the whole suite with encryption at rest switched on.
+
 PostgreSQL tests run whenever the server is up. When it is down they fail and say so, so a
 broken CI database cannot pass as green; set ``OUTLAST_SKIP_POSTGRES=1`` to skip them instead.
 """
@@ -28,6 +30,10 @@ from outlast.store import Store, open_store
 
 # the model server and SDK-client fixtures of the model-call tests (`server`, `close_clients`)
 pytest_plugins = ["tests.llmkit"]
+if os.environ.get("OUTLAST_TEST_ENCRYPTION") == "1" and not os.environ.get("OUTLAST_ENCRYPTION_KEYS"):
+    # The encrypted pass (see CI): every store the suite opens, and every subprocess it
+    # starts, seals its payloads under this key (outlast.encryption reads the variable).
+    os.environ["OUTLAST_ENCRYPTION_KEYS"] = "test:" + "A" * 43 + "="
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from .app import App
 from .budget import Budget
 from .context import Context, current_idempotency_key, idempotency_key
+from .encryption import Encryption
 from .errors import (
     BudgetExceeded,
     Cancelled,
@@ -65,6 +66,7 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "END",
+    "Encryption",
     "Graph",
     "NonDeterminismError",
     "NotFailed",

@@ -13,6 +13,7 @@ from . import calls, effects, engine, evolution, replaycheck, runs, serde, timet
 from .background import Background
 from .budget import Budget
 from .context import Context
+from .encryption import Encryption
 from .errors import ConfigurationError, RunNotFound
 from .graph import Graph
 from .lease import Heartbeat
@@ -62,6 +63,7 @@ class App:
         readonly: bool = False,
         tracing: bool = True,
         trace_content: bool = False,
+        encryption: Encryption | None = None,
     ) -> None:
         if not 0 < lease <= MAX_LEASE:
             raise ConfigurationError(f"lease must be in (0, {MAX_LEASE}] seconds, got {lease}")
@@ -75,6 +77,8 @@ class App:
         self.trace_content = trace_content
         #: the App's telemetry hub, resolved on its first execution (see outlast.telemetry)
         self._telemetry: Any = None
+        #: keys that seal every stored payload (None: $OUTLAST_ENCRYPTION_KEYS, if set)
+        self.encryption = encryption
         self.workflows: dict[str, Workflow[Any, Any]] = {}
         self.steps: dict[str, Step[Any, Any]] = {}
         self.queues: dict[str, QueueSpec] = {}
@@ -104,7 +108,7 @@ class App:
         with self._lock:
             if self._store is not None and self._pid == os.getpid():
                 return
-            self._store = open_store(self.url, readonly=self.readonly)
+            self._store = open_store(self.url, readonly=self.readonly, encryption=self.encryption)
             self._owner = new_owner_id()
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()

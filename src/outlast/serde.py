@@ -483,6 +483,10 @@ def loads(data: bytes, *, what: str = "value", blobs: Blobs | None = None) -> An
     try:
         if data[:1] == _PACKED:
             data = _unpack(data)
+        elif data[:1] == b"\xff":  # sealed (outlast.encryption), and read without its key
+            from .encryption import missing_key
+
+            raise missing_key(bytes(data), None)
         text = bytes(data).decode("utf-8", "surrogatepass")
         if '"__o"' not in text:  # plain JSON: no hook, all in C
             return _parse(_PLAIN, text)

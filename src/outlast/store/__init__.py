@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import (
     STATUSES,
     TERMINAL,
@@ -20,6 +22,9 @@ from .base import (
     RunRecord,
     Store,
 )
+
+if TYPE_CHECKING:
+    from ..encryption import Encryption
 
 __all__ = [
     "STATUSES",
@@ -35,12 +40,13 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, readonly: bool = False) -> Store:
+def open_store(url: str, *, readonly: bool = False, encryption: Encryption | None = None) -> Store:
     """Open (and migrate) the store named by ``url``; raises ConfigurationError for a bad URL.
 
     ``readonly=True`` (commands that only read): never create, migrate or convert anything;
     raise ConfigurationError ("no outlast database at ...") when there is none. SQLite opens
     the file with ``mode=ro``; PostgreSQL skips migrations and needs the schema to exist.
+    ``encryption`` (default: ``$OUTLAST_ENCRYPTION_KEYS``, if set) seals every payload.
     """
     from ..errors import ConfigurationError
 
@@ -53,7 +59,7 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url, readonly=readonly)
+        return _sealed(SQLiteStore(url, readonly=readonly), encryption)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore
@@ -61,7 +67,20 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
             raise ConfigurationError(
                 f"the PostgreSQL store needs psycopg 3: run pip install 'outlast[postgres]' ({exc})"
             ) from exc
-        return PostgresStore(url, readonly=readonly)
+        return _sealed(PostgresStore(url, readonly=readonly), encryption)
     raise ConfigurationError(
         f"bad store URL {url!r}: unknown scheme {scheme!r}; use sqlite:/// or postgresql://"
     )
+
+
+def _sealed(store: Store, encryption: Encryption | None) -> Store:
+    """``store`` with its payloads encrypted under ``encryption`` (default: the keys in
+    ``$OUTLAST_ENCRYPTION_KEYS``, if any)."""
+    from ..encryption import from_env
+
+    encryption = encryption if encryption is not None else from_env()
+    if encryption is None:
+        return store
+    from .sealed import SealedStore
+
+    return SealedStore(store, encryption)

@@ -137,6 +137,9 @@ class CheckpointStore(abc.ABC):
 
 def checkpoint_store(store: Any) -> CheckpointStore:
     """``store`` as a checkpoint store, or a ConfigurationError naming what is missing."""
+    # an encrypted store (store/sealed.py) keeps checkpoints in its backend; their blobs are
+    # sealed there, the checkpoint rows themselves are not (docs/security.md)
+    store = getattr(store, "inner", store)
     if not isinstance(store, CheckpointStore):
         raise ConfigurationError(
             f"store {getattr(store, 'url', store)!r} ({type(store).__name__}) keeps no framework "

@@ -50,6 +50,7 @@ from ..errors import (
 )
 from . import migrations, postgres_evolve, refusals
 from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
+from .blobs import BlobCodec
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
@@ -99,6 +100,8 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     lock_timeout: float = 10.0
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
+        #: the blob protocol (addresses, compression, sealing): see blobs.py
+        self.blobs = BlobCodec()
         conninfo, self.url, options = parse_url(url)
         self.schema = options["schema"]
         self.retry_for = options["retry_for"]
@@ -432,8 +435,9 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     ) -> Callable[[Conn, bool], None]:
         """``write`` (a fenced run write) and the blobs it refers to, in one transaction."""
         # sorted, so two runs storing the same blobs insert them in one order (no deadlock)
-        hashes = sorted(blobs)
-        blob_params = {"run_id": run_id, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+        rows = self.blobs.rows(blobs)  # sorted by address: one order for all
+        blob_params = {"run_id": run_id, "hashes": [a for a, _ in rows],
+                       "datas": [d for _, d in rows]}
 
         def op(conn: Conn, maybe_applied: bool) -> None:
             with conn.transaction():
@@ -470,11 +474,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         raise RunConflict(f"run {run_id!r}: could not record {entry.key!r}", run_id=run_id)
 
     def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(hashes))
-        if not wanted:
+        lookup = self.blobs.lookup(hashes)
+        if not lookup:
             return {}
+        wanted = list(lookup)
         rows = self._run(lambda c, _: c.execute(self._q.get_blobs, {"hashes": wanted}).fetchall())
-        return {h: bytes(d) for h, d in rows}
+        return self.blobs.read(rows, lookup)
 
     def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
         params = {"run_id": run_id, "epoch": epoch, "snapshot": snapshot, "position": position}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from .blobs import BlobCodec
 from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 from .postgres_sql import Queries, quote_ident
 
@@ -50,6 +51,7 @@ class PostgresCheckpoints(CheckpointStore):
     schema: str
     _q: Queries
     _run: Callable[..., Any]
+    blobs: BlobCodec
 
     def _saver_sql(self, sql: str) -> str:
         return sql.replace("{s}", quote_ident(self.schema))
@@ -59,10 +61,13 @@ class PostgresCheckpoints(CheckpointStore):
         conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
         if blobs:
             # a checkpoint repeats most of its thread's blobs: send only the new ones' bytes
-            known = conn.execute(self._saver_sql(_KNOWN_REFS), {"owner": owner, "hashes": list(blobs)})
+            by_address = {self.blobs.address(h): h for h in blobs}
+            known = conn.execute(self._saver_sql(_KNOWN_REFS),
+                                 {"owner": owner, "hashes": list(by_address)})
             have = {row[0] for row in known}
-            hashes = sorted(h for h in blobs if h not in have)  # one order for all: no deadlock
-            params = {"owner": owner, "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+            # sorted by address: one order for all, no deadlock
+            rows = self.blobs.rows({h: blobs[h] for a, h in by_address.items() if a not in have})
+            params = {"owner": owner, "hashes": [a for a, _ in rows], "datas": [d for _, d in rows]}
             conn.execute(self._saver_sql(_PUT_BLOBS), params)
             conn.execute(self._saver_sql(_PUT_REFS), params)
 
@@ -175,10 +180,11 @@ class PostgresCheckpoints(CheckpointStore):
                 "SELECT value FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))]
 
             def fetch(hashes: list[str]) -> dict[str, bytes]:
-                rows = conn.execute(self._q.get_blobs, {"hashes": list(hashes)}).fetchall()
-                return {h: bytes(d) for h, d in rows}
+                lookup = self.blobs.lookup(hashes)
+                rows = conn.execute(self._q.get_blobs, {"hashes": list(lookup)}).fetchall()
+                return self.blobs.read(rows, lookup)
 
-            live = set(reachable(left, fetch))
+            live = set(self.blobs.lookup(reachable(left, fetch)))
         dead = [r[0] for r in conn.execute(self._saver_sql(
             "SELECT hash FROM {s}.blob_refs WHERE run_id = %s"), (owner,)) if r[0] not in live]
         if dead:

@@ -29,6 +29,7 @@ from ..errors import (
 )
 from . import migrations, refusals, sqlite_evolve, sqlite_faults, sqlite_open, sqlite_queues
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from .blobs import BlobCodec
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import guard_public
 from .sqlite_saver import SQLiteCheckpoints
@@ -81,6 +82,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         return sqlite_faults.classify(self, exc)
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
+        #: the blob protocol (addresses, compression, sealing): see blobs.py
+        self.blobs = BlobCodec()
         self.url = url
         path, options = _parse_url(url)
         sync = options.get("synchronous", "normal").lower()
@@ -120,6 +123,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
+                # a new file only (SQLite ignores it once the file has pages): see PAGE_SIZE
+                self._conn.execute(f"PRAGMA page_size = {sqlite_open.PAGE_SIZE}")
                 sqlite_open.enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")
@@ -158,16 +163,15 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         with self._lock:
             yield self._conn
 
-    @staticmethod
-    def _put_blobs(conn: sqlite3.Connection, run_id: str, blobs: Mapping[str, bytes]) -> None:
+    def _put_blobs(self, conn: sqlite3.Connection, run_id: str, blobs: Mapping[str, bytes]) -> None:
         """Store blobs once each and reference them from the run (inside a transaction)."""
+        rows = self.blobs.rows(blobs)
         conn.executemany(
-            "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            blobs.items(),
+            "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING", rows
         )
         conn.executemany(
             "INSERT INTO outlast_blob_refs (run_id, hash) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            [(run_id, h) for h in blobs],
+            [(run_id, address) for address, _ in rows],
         )
 
     def _migrate(self) -> None:
@@ -504,17 +508,17 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         return refusals.record_refused(run_id, epoch, entry.key, entry.position, state)
 
     def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
-        wanted = list(dict.fromkeys(hashes))
-        found: dict[str, bytes] = {}
+        lookup = self.blobs.lookup(hashes)
+        wanted = list(lookup)
+        rows: list[tuple[str, bytes]] = []
         with self._lock:
             for i in range(0, len(wanted), 500):
                 chunk = wanted[i : i + 500]
                 marks = ", ".join("?" * len(chunk))
-                rows = self._conn.execute(
+                rows += self._conn.execute(
                     f"SELECT hash, data FROM outlast_blobs WHERE hash IN ({marks})", chunk
                 ).fetchall()
-                found.update(rows)
-        return found
+        return self.blobs.read(rows, lookup)
 
     def stash(self, run_id: str, epoch: int, snapshot: bytes, position: int) -> None:
         with self._tx() as conn:

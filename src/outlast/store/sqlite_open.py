@@ -23,6 +23,12 @@ from urllib.parse import quote
 
 from ..errors import ConfigurationError
 
+#: The page size of a new database file (existing files keep theirs). Blob rows of 1-4 KB
+#: (2 KB messages, compressed or not) exceed the ~1 KB a WITHOUT ROWID row may keep on a
+#: 4 KB page, so on the default page size each spilled to an overflow page left mostly empty
+#: (3.1-3.5x the payload on disk). Measured with bench/disk_size.py (docs/benchmarks.md).
+PAGE_SIZE = 16384
+
 #: files up to this size are checked (PRAGMA quick_check) when opened read-only
 CHECK_LIMIT = 64 * 1024 * 1024
 

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import astuple
 from typing import Any
 
+from .blobs import BlobCodec
 from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 
 _CP_COLUMNS = "thread_id, ns, checkpoint_id, parent_id, run_id, checkpoint, metadata"
@@ -33,16 +34,16 @@ class SQLiteCheckpoints(CheckpointStore):
     _lock: threading.RLock
     _conn: sqlite3.Connection
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    blobs: BlobCodec
 
-    @staticmethod
-    def _put_thread_blobs(conn: sqlite3.Connection, owner: str, blobs: Mapping[str, bytes]) -> None:
+    def _put_thread_blobs(self, conn: sqlite3.Connection, owner: str, blobs: Mapping[str, bytes]) -> None:
+        rows = self.blobs.rows(blobs)
         conn.executemany(
-            "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            blobs.items(),
+            "INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING", rows
         )
         conn.executemany(
             "INSERT INTO outlast_blob_refs (run_id, hash) VALUES (?, ?) ON CONFLICT DO NOTHING",
-            [(owner, h) for h in blobs],
+            [(owner, address) for address, _ in rows],
         )
 
     def put_checkpoint(self, checkpoint: SavedCheckpoint, blobs: Mapping[str, bytes]) -> None:
@@ -163,7 +164,8 @@ class SQLiteCheckpoints(CheckpointStore):
         else:
             left += [bytes(r[0]) for r in conn.execute(
                 "SELECT value FROM outlast_lg_writes WHERE thread_id = ?", (thread_id,))]
-            live = set(reachable(left, lambda hashes: _fetch(conn, hashes)))
+            found = reachable(left, lambda hashes: _fetch(self.blobs, conn, hashes))
+            live = set(self.blobs.lookup(found))
         refs = [r[0] for r in conn.execute(
             "SELECT hash FROM outlast_blob_refs WHERE run_id = ?", (owner,))]
         dead = [h for h in refs if h not in live]
@@ -176,11 +178,12 @@ class SQLiteCheckpoints(CheckpointStore):
         )
 
 
-def _fetch(conn: sqlite3.Connection, hashes: Iterable[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for chunk in _batches(list(dict.fromkeys(hashes))):
-        found.update(conn.execute(
+def _fetch(codec: BlobCodec, conn: sqlite3.Connection, hashes: Iterable[str]) -> dict[str, bytes]:
+    lookup = codec.lookup(hashes)
+    rows: list[tuple[str, bytes]] = []
+    for chunk in _batches(list(lookup)):
+        rows += conn.execute(
             f"SELECT hash, data FROM outlast_blobs WHERE hash IN ({', '.join('?' * len(chunk))})",
             chunk,
-        ).fetchall())
-    return found
+        ).fetchall()
+    return codec.read(rows, lookup)

@@ -1,0 +1,201 @@
+"""On-disk size of outlast's database beside the payload it holds, on SQLite and PostgreSQL.
+
+Two workloads, each with 2 KB messages of two kinds of text:
+
+- ``conversation``: N turns through ``outlast.llm.wrap`` (the real openai SDK against the
+  local FakeLLMServer): each turn appends a 2 KB user message, sends the whole history and
+  appends the model's 2 KB reply.
+- ``graph``: an ``app.graph`` of N nodes, each appending one 2 KB message to the state.
+
+Text kinds: ``random`` (random letters and digits: about 6 bits a character, so zlib saves
+~20%, the hard case) and ``english`` (English-like words, as model text: compresses 3-4x).
+
+The payload is the unique text: each message once, as JSON. The size is what a user sees:
+the SQLite file after ``PRAGMA wal_checkpoint(TRUNCATE)`` (WAL folded in, truncated), and on
+PostgreSQL ``pg_total_relation_size`` summed over outlast's tables (heap, TOAST, indexes) after
+``VACUUM``, of a schema holding this one run only.
+
+    python bench/disk_size.py                     # conversation 60 turns, graph 100 nodes
+    python bench/disk_size.py --turns 10 50 200   # the table in docs/benchmarks.md
+    python bench/disk_size.py --sqlite-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import tempfile
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import outlast
+
+MESSAGE = 2048
+PG = os.environ.get("OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+_WORDS = ["the", "of", "and", "to", "in", "is", "that", "it", "was", "for", "on", "are", "as", "with", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where", "after", "back", "little", "only", "round", "man", "year", "came", "show", "every", "good", "me", "give", "our", "under", "name", "very", "through", "just", "form", "sentence", "great", "think", "say", "help", "low", "line", "differ", "turn", "cause", "much", "mean", "before", "move", "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air", "well", "also", "play", "small", "end", "put", "home", "read", "hand", "port", "large", "spell", "add", "even", "land", "here", "must", "big", "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light", "kind", "off", "need", "house", "picture", "try", "us", "again", "animal", "point", "mother", "world", "near", "build", "self", "earth", "father"]
+
+
+def text(kind: str, seed: int) -> str:
+    rng = random.Random(seed)
+    if kind == "random":
+        alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+        return "".join(rng.choices(alphabet, k=MESSAGE))
+    out: list[str] = []
+    size = 0
+    while size < MESSAGE:
+        word = rng.choice(_WORDS[: rng.choice((20, 60, len(_WORDS)))])
+        out.append(word + (". " if rng.random() < 0.08 else " "))
+        size += len(out[-1])
+    return "".join(out)[:MESSAGE]
+
+
+def conversation(app: outlast.App, turns: int, kind: str) -> Callable[[], int]:
+    import openai
+
+    import outlast.llm
+    from outlast.testing import FakeLLMServer
+
+    server = FakeLLMServer(
+        lambda req: text(kind, 10_000 + len(req.body["messages"])), keep_bodies=False
+    )
+    server.__enter__()
+    llm = outlast.llm.wrap(
+        openai.OpenAI(base_url=server.openai_base_url, api_key="x", max_retries=0)
+    )
+
+    @app.workflow(name="talk")
+    def talk(ctx: outlast.Context, n: int) -> int:
+        messages: list[Any] = []
+        for turn in range(n):
+            messages.append({"role": "user", "content": text(kind, turn)})
+            reply = llm.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            messages.append(reply.choices[0].message)
+        return sum(
+            len(json.dumps(m if isinstance(m, dict) else m.model_dump(exclude_unset=True)))
+            for m in messages
+        )
+
+    def go() -> int:
+        try:
+            return int(app.run(talk, turns, run_id="talk"))
+        finally:
+            server.__exit__(None, None, None)
+
+    return go
+
+
+def graph(app: outlast.App, nodes: int, kind: str) -> Callable[[], int]:
+    g = app.graph("chat", reducers={"messages": outlast.append})
+
+    @g.node
+    def talk(state: dict[str, Any]) -> dict[str, Any]:
+        return {"messages": {"role": "assistant", "content": text(kind, len(state["messages"]))}}
+
+    g.edge(outlast.START, "talk")
+    g.route("talk", lambda s: outlast.END if len(s["messages"]) >= nodes else "talk")
+
+    def go() -> int:
+        out = app.run(g, {"messages": []}, run_id="graph")
+        return sum(len(json.dumps(m)) for m in out["messages"])
+
+    return go
+
+
+def sqlite_size(path: str) -> int:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return os.path.getsize(path) + (
+        os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    )
+
+
+def pg_size(url: str, schema: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            )
+        ]
+        for t in tables:
+            conn.execute(f'VACUUM "{schema}"."{t}"')
+        return sum(
+            int(
+                conn.execute(
+                    "SELECT pg_total_relation_size(%s)", (f'"{schema}"."{t}"',)
+                ).fetchone()[0]
+            )
+            for t in tables
+        )
+
+
+def measure(
+    backend: str, workload: str, n: int, kind: str, folder: str, **app_options: Any
+) -> tuple[int, int]:
+    """(unique payload bytes, bytes on disk) for one run on a fresh database."""
+    if backend == "sqlite":
+        path = os.path.join(folder, f"{workload}-{n}-{kind}-{uuid.uuid4().hex[:6]}.db")
+        url = f"sqlite:///{path}"
+    else:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        url = f"{PG}?schema={schema}"
+    app = outlast.App(url, **app_options)
+    make = conversation if workload == "conversation" else graph
+    try:
+        payload = make(app, n, kind)()
+    finally:
+        app.close()
+    if backend == "sqlite":
+        return payload, sqlite_size(path)
+    try:
+        return payload, pg_size(PG, schema)
+    finally:
+        import psycopg
+
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--turns",
+        type=int,
+        nargs="*",
+        default=None,
+        help="conversation turns = graph nodes (default: 60 turns, 100 nodes)",
+    )
+    parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--kinds", nargs="*", default=["random", "english"])
+    args = parser.parse_args()
+    backends = ["sqlite"] if args.sqlite_only else ["sqlite", "postgres"]
+    plan = (
+        [("conversation", n) for n in args.turns] + [("graph", n) for n in args.turns]
+        if args.turns
+        else [("conversation", 60), ("graph", 100)]
+    )
+    print(
+        f"{'workload':<13} {'n':>4} {'text':<8} {'backend':<9} {'payload':>9} {'on disk':>10} "
+        f"{'ratio':>6}"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        for workload, n in plan:
+            for kind in args.kinds:
+                for backend in backends:
+                    payload, disk = measure(backend, workload, n, kind, folder)
+                    print(
+                        f"{workload:<13} {n:>4} {kind:<8} {backend:<9} {payload:>9,} "
+                        f"{disk:>10,} {disk / payload:>6.2f}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,7 @@ import httpx
 import uvicorn
 
 import outlast
-from outlast import serde
+from outlast import serde, serde_errors
 from outlast.store.base import NewRun, RunQuery
 from outlast.ui import create_app
 from outlast.ui.data import encode_cursor
@@ -52,7 +52,7 @@ def seed(runs: int, steps: int) -> None:
         if i % 10 == 0:  # one in ten failed, with an error to show
             (claimed,) = store.claim("bench", 60.0, run_id=rid)
             store.finish(rid, claimed.epoch, "failed",
-                         error=serde.dump_error(RuntimeError(f"tool call {i} timed out")))
+                         error=serde_errors.dump_error(RuntimeError(f"tool call {i} timed out")))
     print(f"seeded {runs:,} runs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     started = time.perf_counter()
     app.run(long, steps, run_id="big")

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from outlast import serde
+from outlast import serde, serde_errors
 from outlast.errors import RetryableError, SerializationError, StepFailed
 
 # --- classes the values are made of (module level, so they can be found by name) ------------
@@ -422,21 +422,21 @@ def test_import_pulls_in_no_third_party_module() -> None:
      AppError(404, "missing"), RuntimeError(Decimal("1.5"), (1, 2))],
 )
 def test_error_round_trip_rebuilds_class_and_args(exc: BaseException) -> None:
-    back = serde.load_error(serde.dump_error(exc), step="s")
+    back = serde_errors.load_error(serde_errors.dump_error(exc), step="s")
     assert type(back) is type(exc) and back.args == exc.args and str(back) == str(exc)
 
 
 def test_outlast_error_keeps_its_attributes() -> None:
-    back = serde.load_error(serde.dump_error(RetryableError("slow down", retry_after=2.5)))
+    back = serde_errors.load_error(serde_errors.dump_error(RetryableError("slow down", retry_after=2.5)))
     assert type(back) is RetryableError and back.retry_after == 2.5 and str(back) == "slow down"
     err = SerializationError("no", what="x", conn=object())  # what cannot be stored is left out
-    back = serde.load_error(serde.dump_error(err))
+    back = serde_errors.load_error(serde_errors.dump_error(err))
     assert type(back) is SerializationError and back.what == "x" and not hasattr(back, "conn")
 
 
 def test_error_class_not_loaded_becomes_step_failed() -> None:
     gone = type("Gone", (Exception,), {"__module__": "gone_module_xyz"})
-    back = serde.load_error(serde.dump_error(gone("card declined")), step="charge")
+    back = serde_errors.load_error(serde_errors.dump_error(gone("card declined")), step="charge")
     assert isinstance(back, StepFailed)
     assert (back.step, back.error_type, back.error_message) == (
         "charge", "gone_module_xyz.Gone", "card declined",
@@ -445,30 +445,30 @@ def test_error_class_not_loaded_becomes_step_failed() -> None:
 
 
 def test_error_whose_init_wants_other_args_is_rebuilt_without_calling_it() -> None:
-    back = serde.load_error(serde.dump_error(Picky(1, 2)), step="s")
+    back = serde_errors.load_error(serde_errors.dump_error(Picky(1, 2)), step="s")
     assert type(back) is Picky and back.args == ("1-2",) and str(back) == "1-2"
 
 
 def test_error_that_cannot_be_rebuilt_becomes_step_failed() -> None:
     group = ExceptionGroup("two failed", [ValueError("a"), KeyError("b")])  # args not storable
-    back = serde.load_error(serde.dump_error(group), step="s")
+    back = serde_errors.load_error(serde_errors.dump_error(group), step="s")
     assert isinstance(back, StepFailed) and back.error_type == "builtins.ExceptionGroup"
     assert "could not be rebuilt" in str(back)
 
 
 def test_error_with_unstorable_args_keeps_its_message() -> None:
-    back = serde.load_error(serde.dump_error(ValueError(object(), "x")))
+    back = serde_errors.load_error(serde_errors.dump_error(ValueError(object(), "x")))
     assert type(back) is ValueError and "object object" in str(back)
 
 
 @pytest.mark.parametrize("data", [b"garbage", b"[1]", b'{"c":1,"m":"x"}'])
 def test_corrupt_error_payload(data: bytes) -> None:
     with pytest.raises(SerializationError, match="recorded error of step 's'"):
-        serde.load_error(data, step="s")
+        serde_errors.load_error(data, step="s")
 
 
 def test_missing_error_payload_is_step_failed() -> None:
-    assert isinstance(serde.load_error(b"null"), StepFailed)
+    assert isinstance(serde_errors.load_error(b"null"), StepFailed)
 
 
 # --- arguments and fingerprints -------------------------------------------------------------

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 import outlast
-from outlast import serde
+from outlast import serde, serde_errors
 from outlast.errors import Cancelled, LeaseLost, Pause, Release, StepFailed, Suspend
 from outlast.serde_errors import RecordedRequest, RecordedResponse
 
@@ -64,7 +64,7 @@ def bad_request() -> openai.BadRequestError:
 
 
 def replay(exc: BaseException) -> BaseException:
-    return serde.load_error(serde.dump_error(exc), step="s")
+    return serde_errors.load_error(serde_errors.dump_error(exc), step="s")
 
 
 # --- the class and its attributes -----------------------------------------------------------
@@ -103,7 +103,7 @@ def test_openai_error_replays_as_itself_with_what_handlers_read() -> None:
     assert isinstance(back.request, RecordedRequest) and back.request.method == "POST"
     # Credentials in the query or in headers are not stored.
     assert back.request.url == "https://api.example.test/v1/chat/completions"
-    stored = serde.dump_error(bad_request())
+    stored = serde_errors.dump_error(bad_request())
     assert b"secret" not in stored and b"session=abc" not in stored
 
 
@@ -159,7 +159,7 @@ def control_row(name: str, args: list[Any]) -> bytes:
 
 @pytest.mark.parametrize(("name", "args"), CONTROL)
 def test_control_flow_in_a_recorded_error_loads_as_step_failed(name: str, args: list[Any]) -> None:
-    back = serde.load_error(control_row(name, args), step="s")
+    back = serde_errors.load_error(control_row(name, args), step="s")
     assert type(back) is StepFailed
     assert back.error_type == name.replace(":", ".") and back.error_message == "stored by someone"
     assert name.replace(":", ".") in str(back) and "only Exception subclasses" in str(back)
@@ -309,11 +309,11 @@ def test_error_class_loaded_only_in_another_process_is_step_failed(tmp_path: Pat
     module = tmp_path / "far_away_errors.py"
     module.write_text("class Far(Exception):\n    def __init__(self, m, *, code):\n"
                       "        super().__init__(m)\n        self.code = code\n")
-    code = ("import sys; from outlast import serde; import far_away_errors as f; "
-            "sys.stdout.buffer.write(serde.dump_error(f.Far('gone', code=7)))")
+    code = ("import sys; from outlast import serde_errors; import far_away_errors as f; "
+            "sys.stdout.buffer.write(serde_errors.dump_error(f.Far('gone', code=7)))")
     data = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           check=True, timeout=60).stdout
-    back = serde.load_error(data, step="s")
+    back = serde_errors.load_error(data, step="s")
     assert type(back) is StepFailed and back.error_type == "far_away_errors.Far"
     assert "far_away_errors" not in sys.modules
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outlast import serde
+from outlast import serde, serde_errors
 from outlast.errors import SerializationError, UnreadableValue
 
 
@@ -129,7 +129,7 @@ def lazy_module() -> Iterator[list[str]]:
 def test_lookup_never_calls_a_module_getattr(lazy_module: list[str]) -> None:
     with pytest.raises(UnreadableValue):
         serde.loads(b'{"__o":"dc","c":"lazy_mod_for_serde:Point","v":{"x":1,"y":2}}')
-    err = serde.load_error(b'{"c":"lazy_mod_for_serde:Boom","m":"x"}', step="s")
+    err = serde_errors.load_error(b'{"c":"lazy_mod_for_serde:Boom","m":"x"}', step="s")
     assert type(err).__name__ == "StepFailed"
     assert lazy_module == []
 
@@ -236,7 +236,7 @@ def must_load(data: bytes, blobs: Any = None) -> None:
 
 def must_load_error(data: bytes) -> None:
     try:
-        err = serde.load_error(data, step="s")
+        err = serde_errors.load_error(data, step="s")
     except SerializationError:
         return
     assert isinstance(err, Exception)  # never SystemExit, KeyboardInterrupt or control flow

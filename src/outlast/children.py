@@ -20,7 +20,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import serde, serde_errors
 from .decide import next_action
 from .errors import RunCancelled, RunConflict, RunNotFound, Suspend
 from .store.base import RunRecord
@@ -171,7 +171,7 @@ class ChildRun:
             output, status = child.error or b"null", "failed"
         else:
             err = RunCancelled(f"child run {child.run_id!r} was cancelled", run_id=child.run_id)
-            output, status = serde.dump_error(err), "failed"
+            output, status = serde_errors.dump_error(err), "failed"
         call.entry = call.record(status, output)
         self._outcome = _replay(call)
 

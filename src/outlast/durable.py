@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import serde
+from . import serde, serde_errors
 from .errors import SerializationError
 from .store.base import Entry
 
@@ -81,7 +81,7 @@ class DurableCall:
         entry = self.entry
         assert entry is not None and entry.status != "intent", "value() of an unrecorded call"
         if entry.status == "failed":
-            raise serde.load_error(entry.output or b"null", step=self.name)
+            raise serde_errors.load_error(entry.output or b"null", step=self.name)
         return serde.loads(
             entry.output or b"null",
             what=what or f"recorded {self.kind} {self.name!r} ({self.key}) of run {self.state.run_id!r}",
@@ -175,7 +175,7 @@ class DurableCall:
     ) -> None:
         """Journal ``exc`` as this call's outcome, so a replay raises it again."""
         self.record(
-            "failed", serde.dump_error(exc), attempts=attempts, started=started, meta=meta
+            "failed", serde_errors.dump_error(exc), attempts=attempts, started=started, meta=meta
         )
 
     def __repr__(self) -> str:

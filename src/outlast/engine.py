@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import children, serde, snapshot, telemetry
+from . import children, serde, serde_errors, snapshot, telemetry
 from .context import Context, RunState, _run_var
 from .decide import CLAIM_RETRY, Action, next_action
 from .errors import (
@@ -338,7 +338,7 @@ def _fail(state: RunState, exc: BaseException) -> None:
     """Store the run's failure; an error the database refuses is stored as plain text."""
     try:
         state.store.finish(
-            state.run_id, state.epoch, "failed", error=serde.dump_error(exc), stats=_stats(state)
+            state.run_id, state.epoch, "failed", error=serde_errors.dump_error(exc), stats=_stats(state)
         )
     except StoreError as refused:
         if refused.transient:
@@ -348,7 +348,7 @@ def _fail(state: RunState, exc: BaseException) -> None:
             error_type=type(exc).__name__,
         )
         state.store.finish(
-            state.run_id, state.epoch, "failed", error=serde.dump_error(plain), stats=_stats(state)
+            state.run_id, state.epoch, "failed", error=serde_errors.dump_error(plain), stats=_stats(state)
         )
 
 
@@ -362,7 +362,7 @@ def outcome_of(app: App, run: RunRecord) -> Any:
             run.output or b"null", what=f"result of run {run.run_id!r}", blobs=app.store.get_blobs
         )
     if run.status == "failed":
-        error = serde.load_error(run.error or b"null")
+        error = serde_errors.load_error(run.error or b"null")
         if isinstance(error, StepFailed) and getattr(error, "step", None) is None:
             raise RunFailed(
                 f"run {run.run_id!r} failed: {error.message}", run_id=run.run_id

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import serde
+from . import serde, serde_errors
 from .store.base import Entry, RunRecord
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class StepInfo:
         error = None
         if entry.status == "failed" and entry.output is not None:
             try:
-                exc = serde.load_error(entry.output, step=entry.name)
+                exc = serde_errors.load_error(entry.output, step=entry.name)
                 error = f"{type(exc).__name__}: {exc}"
             except Exception as bad:  # a corrupted row must not hide the rest of the run
                 error = f"<unreadable error: {bad}>"
@@ -126,7 +126,7 @@ class RunInfo:
         """The error a failed run ended with (rebuilt when its class is loaded)."""
         if self.status != "failed" or self._error is None:
             return None
-        return serde.load_error(self._error)
+        return serde_errors.load_error(self._error)
 
     @property
     def duration(self) -> float | None:

@@ -21,7 +21,7 @@ whose first key is ``"__o"``::
     {"__o":"ref","h":hash[,"k":"s"|"b"]}   a blob: JSON value, or raw str / bytes
     {"__o":"lc","h":[hash,...]}         a list stored as chunk blobs, concatenated
 
-An error (:func:`dump_error`) is ``{"c":"mod:Qual","m":str(exc),"a":args,"k":attrs}``.
+An error (:func:`outlast.serde_errors.dump_error`) is ``{"c":"mod:Qual","m":str(exc),"a":args,"k":attrs}``.
 
 Guarantees
 ----------
@@ -74,16 +74,17 @@ from .errors import (
     SerializationError,
     UnreadableValue,
 )
+from .serde_classes import CLASS_DECODERS, encode_class, register_home
+from .serde_tags import _TAG, _arr, _name, _Unsupported
 
 __all__ = [
     "BLOB_THRESHOLD", "MAX_DECODED_BYTES", "MAX_DECODED_ITEMS", "MAX_UNPACKED_BYTES", "Blobs",
-    "SerializationError", "UnreadableValue", "decode_args", "dump_error", "dumps", "encode_args",
-    "fingerprint", "load_error", "loads", "pack", "register_home",
+    "SerializationError", "UnreadableValue", "decode_args", "dumps", "encode_args",
+    "fingerprint", "loads", "pack", "register_home",
 ]
 
 #: Strings, bytes, dicts and lists whose JSON is at least this many bytes go to blobs.
 BLOB_THRESHOLD = 1024
-_TAG = "__o"
 _CHUNK_MASK = 15  # a chunk ends after an element whose key has these bits set: 1 in 16
 _FINE_MASK = 3  # the same for the unfinished last chunk: 1 in 4
 _CHUNK_MAX = 64  # ...or at this size, so a run of identical elements still gets cut
@@ -96,7 +97,6 @@ MAX_DECODED_BYTES = 128 * 2**20
 MAX_DECODED_ITEMS = 2_000_000
 _CORRUPT = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError,
             zlib.error)
-_MISSING: Any = object()
 #: What :func:`loads` reads blobs from: a mapping, or a batch fetcher of missing hashes.
 Blobs: TypeAlias = Mapping[str, bytes] | Callable[[list[str]], Mapping[str, bytes]]
 T = TypeVar("T")
@@ -127,28 +127,6 @@ def fingerprint(data: bytes) -> str:
 # --- encoding -------------------------------------------------------------------------------
 
 
-class _Unsupported(Exception):
-    """Internal: a value that cannot be stored; each container on the way out adds its step."""
-
-    def __init__(self, obj: Any, reason: str = "") -> None:
-        super().__init__(reason)
-        self.obj = self.node = obj
-        self.reason = reason
-        self.path: list[str] = []
-
-    def up(self, parent: Any) -> _Unsupported:
-        # Found by identity on the way out, so the hot path never builds a path.
-        if isinstance(parent, dict):
-            children = [(f"[{k!r}]", x) for k, x in parent.items()]
-            children += [(f"<key {k!r}>", k) for k in parent]
-        else:
-            index = isinstance(parent, list | tuple)
-            children = [(f"[{i}]" if index else "{...}", x) for i, x in enumerate(parent)]
-        self.path += [label for label, child in children if child is self.node][:1]
-        self.node = parent
-        return self
-
-
 def _enc(v: Any, b: dict[str, bytes] | None) -> Any:
     """Return the JSON-ready form of ``v``; with ``b``, move large parts into blobs."""
     t = type(v)
@@ -164,7 +142,7 @@ def _enc(v: Any, b: dict[str, bytes] | None) -> Any:
     if t is dict:
         return _enc_dict(v, b)
     encoder = _ENCODERS.get(t)
-    return _enc_class(v, t, b) if encoder is None else encoder(v, b)
+    return encode_class(v, t, b, _enc, _seq) if encoder is None else encoder(v, b)
 
 
 def _seq(v: list[Any] | tuple[Any, ...], b: dict[str, bytes] | None) -> Any:
@@ -278,10 +256,6 @@ _ENCODERS: dict[type, Callable[[Any, dict[str, bytes] | None], Any]] = {
 }
 
 
-def _name(t: type) -> str:
-    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
-
-
 def _dump(value: Any, b: dict[str, bytes] | None, what: str, root: str) -> Any:
     try:
         return _enc(value, b)
@@ -332,12 +306,6 @@ def encode_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, what: str = "a
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _arr(v: Any) -> list[Any]:
-    if type(v) is not list:
-        raise ValueError(f"expected a JSON array, got {type(v).__name__}")
-    return v
-
-
 def _dt(d: dict[str, Any]) -> Any:
     value = (datetime if d[_TAG] == "dt" else time).fromisoformat(d["v"])
     if "z" in d:
@@ -359,7 +327,8 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "td": lambda d: timedelta(*_arr(d["v"])),
     "u": lambda d: uuid.UUID(hex=d["v"]),
     "D": lambda d: Decimal(d["v"]),
-}  # and the classes stored by name, from serde_classes (below)
+    **CLASS_DECODERS,  # Enum, named tuple, dataclass, pydantic model: classes stored by name
+}
 
 
 def _hook(d: dict[str, Any]) -> Any:
@@ -536,12 +505,3 @@ def decode_args(
     if type(value) is list and len(value) == 2 and type(value[0]) is list and type(value[1]) is dict:
         return tuple(value[0]), value[1]
     raise SerializationError(f"cannot read {what}: it is not [args, kwargs]", what=what)
-
-
-# --- classes stored by name, and errors -----------------------------------------------------
-# They live in serde_classes and serde_errors (imported last: they build on the helpers above).
-
-from .serde_classes import CLASS_DECODERS, _enc_class, register_home  # noqa: E402
-from .serde_errors import dump_error, load_error  # noqa: E402
-
-_DECODERS.update(CLASS_DECODERS)

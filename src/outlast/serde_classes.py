@@ -23,7 +23,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import SerializationError, UnreadableValue
-from .serde import _MISSING, _TAG, _arr, _enc, _name, _seq, _Unsupported
+from .serde_tags import _MISSING, _TAG, _arr, _name, _Unsupported
+
+#: Encodes a nested value (the codec's own recursion, handed in so this module sits below it).
+Encode = Callable[[Any, "dict[str, bytes] | None"], Any]
 
 __all__ = ["CLASS_DECODERS", "class_ref", "find_class", "register_home"]
 
@@ -57,7 +60,11 @@ def _class_info(v: Any, t: type) -> tuple[str, str, tuple[str, ...]]:
     return info
 
 
-def _enc_class(v: Any, t: type, b: dict[str, bytes] | None) -> Any:
+def encode_class(
+    v: Any, t: type, b: dict[str, bytes] | None, _enc: Encode, _seq: Encode
+) -> Any:
+    """``v``, an instance of a class stored by name (Enum, named tuple, dataclass, pydantic
+    model), as a tagged value; its fields go through ``_enc`` (sequences through ``_seq``)."""
     kind, ref, fields = _CLASSES.get(t) or _class_info(v, t)
     if kind == "e":
         if t.__members__.get(v.name) is v:  # type: ignore[attr-defined]

@@ -30,8 +30,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import OutlastError, SerializationError, StepFailed, _rebuild
-from .serde import _MISSING, _TAG, _enc, _name, _text, loads
+from .serde import _enc, _text, loads
 from .serde_classes import class_ref, find_class
+from .serde_tags import _MISSING, _TAG, _name
 
 __all__ = ["MAX_TEXT", "RecordedRequest", "RecordedResponse", "dump_error", "load_error"]
 

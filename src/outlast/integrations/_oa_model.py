@@ -31,7 +31,7 @@ from agents.tool import FunctionTool
 from agents.usage import Usage
 from pydantic import TypeAdapter
 
-from .. import serde
+from .. import serde, serde_errors
 from ..context import RunState, current_run, current_step
 from ..llm import record
 from ..llm.pricing import cost_of
@@ -137,7 +137,7 @@ def _recorded(prep: record.Prepared) -> Any:
     if meta.get("fp") != prep.fp:
         raise record._changed(prep, entry, fetch)
     if entry.status == "failed":
-        error = serde.load_error(entry.output or b"null", step=prep.name)
+        error = serde_errors.load_error(entry.output or b"null", step=prep.name)
         partial = meta.get("partial")
         if prep.stream and isinstance(partial, dict):
             return record.BrokenStream(record._events(partial), error)

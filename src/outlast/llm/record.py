@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import serde
+from .. import serde, serde_errors
 from ..context import RunState
 from ..durable import DurableCall
 from ..errors import BudgetExceeded, NonDeterminismError
@@ -158,7 +158,7 @@ def replay(prep: Prepared) -> Any:
             return AGAIN
         raise _changed(prep, entry, fetch)
     if entry.status == "failed":
-        error = serde.load_error(entry.output or b"null", step=prep.name)
+        error = serde_errors.load_error(entry.output or b"null", step=prep.name)
         partial = meta.get("partial")
         if prep.stream and isinstance(partial, dict):
             return BrokenStream(_events(partial), error)
@@ -312,7 +312,7 @@ def record_failed(
     if partial is not None:
         meta["partial"] = _dump_events(partial)
     end_span(prep, exc)
-    _write(prep, "failed", serde.dump_error(exc), attempts, started, time.time(), meta, {})
+    _write(prep, "failed", serde_errors.dump_error(exc), attempts, started, time.time(), meta, {})
 
 
 def _write(

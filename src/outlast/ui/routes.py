@@ -202,7 +202,7 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         doc = await action_input(request)
         offered("retry")
         run_id = request.path_params["run_id"]
-        new = await run_in_threadpool(lambda: app.retry(run_id))  # type: ignore[attr-defined]
+        new = await run_in_threadpool(lambda: app.retry(run_id))
         again = str(getattr(new, "run_id", run_id))
         return done(request, doc, again, f"retrying: run {again}")
 

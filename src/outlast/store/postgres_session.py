@@ -26,7 +26,7 @@ a cancel's NOTIFY names the run, and :attr:`on_cancel` interrupts its local exec
 on a second connection, taken with a blocking ``pg_advisory_lock``: waiting costs the
 database nothing) acts on work NOTIFYs and polls for due timers and expired leases. On a
 NOTIFY it hands the token on and claims; the next idle worker in the lock's queue takes the
-token and claims once to catch up. One enqueue wakes one worker, and an idle fleet costs
+token and claims once to catch up (after :data:`SETTLE`). One enqueue wakes one worker, and an idle fleet costs
 what one idle worker costs, whatever its size.
 """
 
@@ -47,6 +47,8 @@ log = logging.getLogger("outlast.store")
 LIVE_MARK = "+live"
 #: seconds a scanner's own session must have been up before it judges other sessions
 LIVENESS_GRACE = 2.0
+#: seconds a new wake-token holder ignores NOTIFYs before its catch-up claim
+SETTLE = 0.2
 #: longest pause between reconnection attempts
 MAX_BACKOFF = 1.0
 
@@ -69,9 +71,7 @@ def live_namespace(schema: str) -> str:
 class Session:
     """The dedicated connections of one store (see the module docstring)."""
 
-    def __init__(
-        self, conninfo: str, schema: str, work_channel: str, cancel_channel: str
-    ) -> None:
+    def __init__(self, conninfo: str, schema: str, work_channel: str, cancel_channel: str) -> None:
         self.conninfo = conninfo
         self.schema = schema
         self.channels = (work_channel, cancel_channel)
@@ -94,8 +94,11 @@ class Session:
         try:
             conn = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            log.warning("no liveness session (%s); runs of this process are taken over by "
-                        "their lease alone", str(exc).strip())
+            log.warning(
+                "no liveness session (%s); runs of this process are taken over by "
+                "their lease alone",
+                str(exc).strip(),
+            )
             self._spawn()
             return owner
         key = (live_namespace(self.schema), marked)
@@ -281,7 +284,6 @@ class _Token:
                 self._conn.execute(LOCK, self.key)  # blocks while another worker holds it
                 with self._cond:
                     self.holding, self._handed = True, False
-                self.session.wake()  # catch up: claim once
                 self._hold()
                 with self._cond:
                     self.holding = False
@@ -297,7 +299,17 @@ class _Token:
 
     def _hold(self) -> None:
         """While held: a poll tick wakes the worker (timers, expired leases, dead owners);
-        a NOTIFY (``hand_on``) or nobody waiting any more hands the token on."""
+        a NOTIFY (``hand_on``) or nobody waiting any more hands the token on.
+
+        First the catch-up claim, after a moment in which NOTIFYs are ignored: the NOTIFY that
+        made the previous holder hand the token on may reach this session after the token
+        did, and the claim covers everything committed before it anyway."""
+        with self._cond:
+            settled = time.monotonic() + SETTLE
+            while not self._closed and (left := settled - time.monotonic()) > 0:
+                self._cond.wait(left)
+            self._handed = False
+        self.session.wake()
         last = time.monotonic()
         with self._cond:
             while not self._closed and not self._handed and self._wanted():

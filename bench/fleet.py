@@ -1,4 +1,5 @@
-"""Worker fleet on PostgreSQL: throughput of 1, 2 and 4 worker processes, and takeover time.
+"""Worker fleet on PostgreSQL: throughput of 1, 2 and 4 worker processes, takeover time, and
+what idle workers cost the database.
 
     python bench/fleet.py [--quick] [--url postgresql://postgres@127.0.0.1:5432/test]
 
@@ -10,6 +11,18 @@ process start-up is left out. Takeover: a worker holding a run mid-step is SIGKI
 until another worker starts the run's step again is measured, for a worker on "another
 machine" (its runs wait for their lease to expire; target lease + 1 s) and for one on this host
 (its death is detected at once, at the next orphan scan of the surviving worker).
+
+"another machine" is a worker whose owner id names another host (``FLEET_FAKE_HOST``, as a
+worker in its own UTS namespace would): its pid cannot be checked, so it is taken over through
+its session's liveness lock, or, through a transaction-mode pooler (``?pooler=transaction``),
+when its lease expires.
+
+Idle cost: N idle workers (``outlast worker``, default ``--poll 0.5``) run for a while; the
+database's committed and rolled-back transactions (``pg_stat_database``, summed over
+``xact_commit + xact_rollback``) are counted over that window, in a database of their own
+(the server is shared with whatever else runs), minus the same count over an equal window with
+no worker (the measuring connection's own statements; the statistics collector flushes about
+once a second, so windows are long).
 
 Each measurement uses a fresh schema, dropped afterwards.
 """
@@ -75,14 +88,79 @@ def throughput(server: str, workers: int, runs: int, step: float, folder: Path) 
     return runs / elapsed
 
 
-def takeover(server: str, lease: float, other_host: bool, folder: Path) -> float:
+def _xacts(server: str) -> int:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _window(server: str, seconds: float) -> float:
+    """Transactions per second in the database over ``seconds``."""
+    time.sleep(1.5)  # the statistics of what came before are flushed
+    start = _xacts(server)
+    time.sleep(seconds)
+    time.sleep(1.5)
+    return (_xacts(server) - start) / (seconds + 1.5)
+
+
+class Database:
+    """A fresh database (its own ``pg_stat_database`` row: the server is shared), dropped on
+    exit."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.name = f"bench_idle_{uuid.uuid4().hex[:8]}"
+        base, _, _ = server.rpartition("/")
+        self.url = f"{base}/{self.name}"
+
+    def __enter__(self) -> str:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.name}")
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+def idle_cost(server: str, workers: int, seconds: float, pooler: str, folder: Path) -> float:
+    """Transactions per second that ``workers`` idle workers cost, above the baseline."""
+    log = folder / f"idle{workers}{pooler}.log"
+    os.environ["FLEET_LOG"] = str(log)
+    with Database(server) as db, Schema(db) as url:
+        server = db
+        app = fleet_app.app
+        app.use(url)
+        app.store  # noqa: B018 - create the schema first
+        app.close()
+        baseline = _window(server, seconds)
+        wurl = url + ("&pooler=transaction" if pooler == "transaction" else "")
+        procs = [spawn_worker(wurl, log, concurrency=4, poll=0.5) for _ in range(workers)]
+        try:
+            time.sleep(8.0)  # imported, migrated, connected, idle
+            busy = _window(server, seconds)
+        finally:
+            stop_all(procs)
+    return busy - baseline
+
+
+def takeover(
+    server: str, lease: float, other_host: bool, folder: Path, pooler: str = "session"
+) -> float:
     """Seconds from a worker's SIGKILL (mid-step) to another worker starting that step again."""
-    log = folder / f"to{other_host}.log"
+    log = folder / f"to{other_host}{pooler}.log"
     os.environ["FLEET_LOG"] = str(log)
     with Schema(server) as url:
         app = fleet_app.app
         app.use(url)
         rid = app.enqueue(fleet_app.triple).run_id
+        if pooler == "transaction":
+            url += "&pooler=transaction"
         env = {"FLEET_LEASE": str(lease), "FLEET_HANG_AFTER": "1"}
         if other_host:
             env["FLEET_FAKE_HOST"] = "1"
@@ -108,24 +186,39 @@ def takeover(server: str, lease: float, other_host: bool, folder: Path) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, a shorter lease")
+    parser.add_argument("--only", choices=["throughput", "takeover", "idle"], action="append",
+                        help="run only these parts (repeatable)")
     parser.add_argument("--url", default=os.environ.get(
         "OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
     args = parser.parse_args()
     runs = 150 if args.quick else 1000
     lease = 2.0 if args.quick else 10.0
     print(f"outlast {outlast.__version__}, PostgreSQL at {args.url}, {os.cpu_count()} CPU(s)")
+    parts = set(args.only or ["throughput", "takeover", "idle"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for step, what in ((0.0, "no-op steps (CPU-bound)"), (0.05, "50 ms steps (I/O-bound)")):
-            print(f"throughput, {runs} runs of 3 {what}, 4 runs at once per worker:")
-            for workers in (1, 2, 4):
-                rate = throughput(args.url, workers, runs, step, folder)
-                print(f"  {workers} worker(s): {rate:7.1f} runs/s  {3 * rate:7.1f} steps/s")
-        print(f"takeover after SIGKILL mid-step, lease {lease:g} s:")
-        far = takeover(args.url, lease, True, folder)
-        print(f"  worker on another host: {far:5.2f} s (target lease + 1 s = {lease + 1:g} s)")
-        near = takeover(args.url, lease, False, folder)
-        print(f"  worker on this host:    {near:5.2f} s (dead process detected, no lease wait)")
+        if "throughput" in parts:
+            for step, what in ((0.0, "no-op steps (CPU-bound)"), (0.05, "50 ms steps (I/O-bound)")):
+                print(f"throughput, {runs} runs of 3 {what}, 4 runs at once per worker:")
+                for workers in (1, 4, 16) if not args.quick else (1, 4):
+                    rate = throughput(args.url, workers, runs, step, folder)
+                    print(f"  {workers} worker(s): {rate:7.1f} runs/s  {3 * rate:7.1f} steps/s")
+        if "takeover" in parts:
+            print(f"takeover after SIGKILL mid-step, lease {lease:g} s:")
+            far = takeover(args.url, lease, True, folder)
+            print(f"  worker on another host, session liveness: {far:5.2f} s")
+            pooled = takeover(args.url, lease, True, folder, pooler="transaction")
+            print(f"  worker on another host, ?pooler=transaction (lease): {pooled:5.2f} s")
+            near = takeover(args.url, lease, False, folder)
+            print(f"  worker on this host: {near:5.2f} s")
+        if "idle" in parts:
+            seconds = 10.0 if args.quick else 20.0
+            print(f"idle workers, database transactions/s above the baseline ({seconds:g} s):")
+            for workers in (1, 4, 16):
+                live = idle_cost(args.url, workers, seconds, "session", folder)
+                polled = idle_cost(args.url, workers, seconds, "transaction", folder)
+                print(f"  {workers:2d} worker(s): {live:6.2f} tx/s  "
+                      f"(polling, ?pooler=transaction: {polled:6.2f} tx/s)")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ class App:
                 return
             self._store = open_store(self.url, readonly=self.readonly, encryption=self.encryption)
             self._owner = new_owner_id()
+            if not self.readonly:
+                # PostgreSQL: a liveness session, and cancels from other processes reach here
+                self._owner = self._store.attach(self._owner, self._cancelled_elsewhere)
             self._hb = Heartbeat(self._store, self._owner, self.lease)
             self._pid = os.getpid()
             self._track()
@@ -685,6 +688,13 @@ class App:
         )
 
     # -- waiting (shared by the engine) -------------------------------------------------------
+
+    def _cancelled_elsewhere(self, run_id: str) -> None:
+        """Another process cancelled ``run_id``: stop its local executor (if any) now."""
+        hb = self._hb
+        if hb is not None:
+            hb.interrupt(run_id)
+        self._notify()
 
     def _notify(self) -> None:
         with self._changed:

@@ -88,6 +88,8 @@ class Worker:
         self._stopping.set()
         self._release_at_boundary()
         self._slot_freed.set()
+        if self.app._store is not None:
+            self.app._store.wake_waiters()
 
     def abort(self, code: int = 1) -> None:
         """Hand every run in progress back now (best effort, bounded) and exit the process."""
@@ -145,10 +147,12 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped (or, with ``burst``, until nothing is left). Returns runs executed."""
+        should_claim = True
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="outlast-worker") as pool:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._active)
-                claimed = self._claim(free) if free > 0 else []
+                claimed = self._claim(free) if free > 0 and should_claim else []
+                should_claim = True
                 for run in claimed:
                     self._submit(pool, run)
                 if claimed:
@@ -166,7 +170,10 @@ class Worker:
                     continue
                 if free > 0 and not self._stopping.is_set():  # (stopped: maybe no store yet)
                     self._slot_freed.clear()
-                    self.app.store.wait_for_work(self.poll)
+                    # False: another idle worker holds the wake token; claim only when a
+                    # run of ours ended meanwhile (its slot may take queued work)
+                    woken = self.app.store.wait_for_work(self.poll)
+                    should_claim = woken or self._slot_freed.is_set()
                 else:
                     self._slot_freed.wait(self.poll)
                     self._slot_freed.clear()
@@ -205,12 +212,25 @@ class Worker:
         return claimed
 
     def _claim_orphans(self, free: int) -> list[RunRecord]:
-        """Take over runs whose owner was a process on this host that has died."""
+        """Take over runs whose owner died: on PostgreSQL, owners whose session ended (any
+        host, judged by one worker at a time); otherwise processes on this host that are gone."""
         now = time.monotonic()
         if now - self._last_orphan_scan < ORPHAN_SCAN:
             return []
         self._last_orphan_scan = now
         taken: list[RunRecord] = []
+        dead = self.app.store.dead_owners()
+        if dead is not None:
+            for owner in dead:
+                if len(taken) >= free:
+                    break
+                log.info("owner %s: its session ended; taking its runs over", owner)
+                taken += self.app.store.claim(
+                    self.app.owner, self.app.lease, steal_from=owner,
+                    workflows=list(self.app.workflows), queues=self.app.queues or None,
+                    limit=free - len(taken),
+                )
+            return taken
         for run in self.app.store.list_runs(Page(status="running", limit=500)):
             if len(taken) >= free:
                 break
@@ -241,6 +261,7 @@ class Worker:
                 self._active.pop(run.run_id, None)
                 self.executed += 1
             self._slot_freed.set()
+            self.app.store.wake_waiters()
             self.app._notify()
 
 

@@ -362,11 +362,30 @@ class Store(abc.ABC):
         the number of runs deleted."""
 
     @abc.abstractmethod
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds, returning early when new work may be runnable.
 
-        Early returns may be spurious: callers claim, then wait again.
+        Returns True when the caller should claim now (early returns may be spurious:
+        callers claim, then wait again); False when the store knows nothing became runnable
+        for this caller (PostgreSQL: another idle worker holds the wake token, see
+        :mod:`~outlast.store.postgres_session`), so a claim would be wasted.
         """
+
+    def wake_waiters(self) -> None:
+        """End this process's :meth:`wait_for_work` early (a local slot freed, a stop)."""
+        return None
+
+    def attach(self, owner: str, on_cancel: Callable[[str], None]) -> str:
+        """This process executes runs as ``owner``: keep it visibly alive, and call
+        ``on_cancel(run_id)`` when another process cancels a run. Returns the owner id to
+        use (PostgreSQL marks ids backed by a liveness lock). Default: nothing to do."""
+        return owner
+
+    def dead_owners(self) -> list[str] | None:
+        """Owners of running runs whose processes are known to be gone (whatever their
+        host), for this caller to take over now; ``[]`` when none (or another process
+        scans); None when this store cannot tell (callers check local pids instead)."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -7,8 +7,11 @@ Statements go through a :class:`psycopg_pool.ConnectionPool` in autocommit mode,
 single-statement write (a journal entry) is one round trip and its own transaction.
 
 Workers wait for work with LISTEN on one dedicated connection and are woken by NOTIFY from
-whoever makes a run runnable. Through a pooler (PgBouncer and the like) use **session
-mode**: transaction mode breaks LISTEN (and psycopg's automatic prepared statements).
+whoever makes a run runnable; that connection also holds the process's liveness lock (see
+:mod:`~outlast.store.postgres_session`). Through a pooler (PgBouncer and the like) use
+**session mode**: transaction mode breaks LISTEN, session locks (and psycopg's automatic
+prepared statements); with ``?pooler=transaction`` in the URL the store does without them
+(workers poll, takeover waits for the lease).
 
 Connection faults (server restart, dropped connection) are retried with backoff for up to
 ``retry_for`` seconds. A write whose outcome is unknown (the connection died after the
@@ -56,6 +59,7 @@ from .faults import disk_full, fault, guard_public
 from .postgres_claim import PostgresClaims
 from .postgres_conn import UNSENT, Pool, transient
 from .postgres_saver import PostgresCheckpoints
+from .postgres_session import LIVE_MARK, Session, live_namespace
 from .postgres_sql import (
     POSTGRES_MIGRATIONS,
     Queries,
@@ -108,14 +112,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._q = Queries(self.schema)
         self._eq = postgres_evolve.EvolveQueries(self.schema)
         self._conninfo = conninfo
-        # NOTIFY channels are identifiers of at most 63 bytes
-        channel = f"outlast_work_{self.schema}"
-        if len(channel) > 63:
-            channel = "outlast_work_" + hashlib.sha256(self.schema.encode()).hexdigest()[:40]
-        self._channel = channel
+        self._channel = _channel("outlast_work_", self.schema)
+        self._cancel_channel = _channel("outlast_cancel_", self.schema)
         self._closed = False
-        self._listener: Conn | None = None
-        self._listen_lock = threading.Lock()
+        self._pooled_sessions = options["pooler"] == "transaction"
+        self._session: Session | None = None
+        self._session_lock = threading.Lock()
         try:
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 if readonly:
@@ -365,6 +367,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                     raise RunNotFound(run_id)
                 if rows:
                     self._notify(conn)
+                    # the owners' sessions interrupt their in-memory waits at once
+                    for row in rows:
+                        conn.execute(self._q.notify_run, {"channel": self._cancel_channel,
+                                                          "run_id": row[0]})
             rows.sort(key=lambda r: (not r[1], r[2], r[0]))  # the run first, then oldest
             return [r[0] for r in rows]
 
@@ -598,50 +604,68 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
         return self._run(op)
 
-    def wait_for_work(self, timeout: float) -> None:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        # one waiter at a time on the listening connection; others just sleep
-        if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
-            return
-        try:
-            listener = self._listen()
-            left = deadline - time.monotonic()
-            if listener is None or left <= 0:
-                time.sleep(max(left, 0.0))
-                return
-            try:
-                for _ in listener.notifies(timeout=left, stop_after=1):
-                    break
-            except psycopg.Error:
-                self._drop_listener()
-                if not self._closed:
-                    time.sleep(max(deadline - time.monotonic(), 0.0))
-        finally:
-            self._listen_lock.release()
+    # -- the process's own session (liveness, wake-ups) -----------------------------------------
 
-    def _listen(self) -> Conn | None:
-        """The dedicated LISTEN connection (a pooled one would be handed to others)."""
-        if self._listener is None and not self._closed:
-            try:
-                conn = psycopg.connect(self._conninfo, autocommit=True)
-                conn.execute(f'LISTEN "{self._channel}"')
-                self._listener = conn
-            except psycopg.Error:
-                return None  # unreachable, or a pooler in transaction mode: poll instead
-        return self._listener
+    def _own_session(self) -> Session | None:
+        """The dedicated session (see postgres_session); None through a transaction pooler."""
+        if self._pooled_sessions or self._closed:
+            return None
+        with self._session_lock:
+            if self._session is None:
+                self._session = Session(
+                    self._conninfo, self.schema, self._channel, self._cancel_channel
+                )
+                self._session.start_listening()
+            return self._session
 
-    def _drop_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(psycopg.Error):
-                listener.close()
+    def attach(self, owner: str, on_cancel: Callable[[str], None]) -> str:
+        if self._pooled_sessions or self._closed:
+            return owner
+        with self._session_lock:
+            if self._session is not None:  # listening already: a second executor id
+                self._session.close()
+            session = Session(self._conninfo, self.schema, self._channel, self._cancel_channel)
+            session.on_cancel = on_cancel
+            self._session = session
+            return session.start(owner)
+
+    def wait_for_work(self, timeout: float) -> bool:
+        session = self._own_session()
+        if session is None:
+            time.sleep(max(0.0, timeout))
+            return True
+        return session.wait(timeout, poll=max(timeout, 0.05))
+
+    def wake_waiters(self) -> None:
+        session = self._session
+        if session is not None:
+            session.wake()
+
+    def dead_owners(self) -> list[str] | None:
+        session = self._own_session()
+        if session is None or session.owner is None:
+            return None
+        if not session.judges:
+            return []
+        params = {"namespace": live_namespace(self.schema), "mark": "%" + LIVE_MARK}
+        rows = self._run(lambda c, _: c.execute(self._q.dead_owners, params).fetchall())
+        return [row[0] for row in rows if row[0] != session.owner]
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._pool.close()
-        self._drop_listener()
+        if self._session is not None:
+            self._session.close()
+
+
+def _channel(prefix: str, schema: str) -> str:
+    """A NOTIFY channel of this schema (identifiers are at most 63 bytes)."""
+    channel = prefix + schema
+    if len(channel) > 63:
+        channel = prefix + hashlib.sha256(schema.encode()).hexdigest()[:40]
+    return channel
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -198,6 +198,17 @@ class Queries:
         "SELECT pg_advisory_xact_lock_shared(hashtext(%(schema)s), hashtext(%(purpose)s))"
     )
     notify = "SELECT pg_notify(%(channel)s, '')"
+    notify_run = "SELECT pg_notify(%(channel)s, %(run_id)s)"
+    # Owners that held a liveness lock (marked ids, see postgres_session) and hold it no more:
+    # their sessions ended, so their processes died or lost the database.
+    dead_owners = """SELECT DISTINCT r.owner FROM {s}.runs AS r
+        WHERE r.status = 'running' AND r.owner LIKE %(mark)s
+          AND NOT EXISTS (SELECT 1 FROM pg_locks AS l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = (hashtext(%(namespace)s)::bigint & 4294967295)::oid
+              AND l.objid = (hashtext(r.owner)::bigint & 4294967295)::oid)
+        LIMIT 100"""
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -380,7 +391,7 @@ class Queries:
                 setattr(self, name, value.replace("{s}", quoted))
 
 
-_OPTIONS = ("schema", "pool_min", "pool_max", "retry_for")
+_OPTIONS = ("schema", "pool_min", "pool_max", "retry_for", "pooler")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -439,7 +450,14 @@ def parse_url(url: str) -> tuple[str, str, dict[str, Any]]:
         raise ConfigurationError(
             f"bad retry_for={options.get('retry_for')!r} in {public}: seconds from 0 to 3600"
         )
+    pooler = options.get("pooler", "session")
+    if pooler not in ("session", "transaction"):
+        raise ConfigurationError(
+            f"bad pooler={pooler!r} in {public}: session (the default: a direct connection or "
+            "a session-mode pooler) or transaction (a transaction-mode pooler)"
+        )
     store_options = {
         "schema": schema, "pool_min": pool_min, "pool_max": pool_max, "retry_for": retry_for,
+        "pooler": pooler,
     }
     return make_conninfo("", **params), public, store_options

@@ -615,9 +615,10 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
         return len(ids)
 
-    def wait_for_work(self, timeout: float) -> None:
+    def wait_for_work(self, timeout: float) -> bool:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.
         time.sleep(max(0.0, min(timeout, 0.2)))
+        return True
 
     def close(self) -> None:
         with self._lock:

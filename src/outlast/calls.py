@@ -7,7 +7,10 @@ id (a retry with the same id then conflicts); checking first keeps the id free.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .step import Step
@@ -34,20 +37,42 @@ def not_a_workflow(obj: Any, verb: str) -> TypeError:
     )
 
 
+#: the callers' view of each workflow function's signature (no ctx, no annotations), or None
+#: when it has no readable one; built once per function, as reading it costs more than a
+#: short run's whole start
+_SHOWN: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _shown(fn: Callable[..., Any], takes_ctx: bool) -> inspect.Signature | None:
+    try:
+        return _SHOWN[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        shown = None  # a callable without a readable signature: let the call itself decide
+    else:
+        params = list(signature.parameters.values())
+        if takes_ctx:
+            params = params[1:]
+        bare = inspect.Parameter.empty
+        shown = signature.replace(
+            parameters=[p.replace(annotation=bare) for p in params], return_annotation=bare
+        )
+    with contextlib.suppress(TypeError):  # not weakly referenceable: not cached
+        _SHOWN[fn] = shown
+    return shown
+
+
 def check_arguments(wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Raise TypeError naming the workflow and the problem when ``args``/``kwargs`` do not fit
     its function (the ``ctx`` parameter, if it has one, is supplied by outlast)."""
-    try:
-        signature = inspect.signature(wf.fn)
-    except (TypeError, ValueError):
-        return  # a callable without a readable signature: let the call itself decide
-    params = list(signature.parameters.values())
-    if wf.takes_ctx:
-        params = params[1:]
-    bare = inspect.Parameter.empty
-    shown = signature.replace(
-        parameters=[p.replace(annotation=bare) for p in params], return_annotation=bare
-    )
+    shown = _shown(wf.fn, wf.takes_ctx)
+    if shown is None:
+        return
     try:
         shown.bind(*args, **kwargs)
     except TypeError as exc:

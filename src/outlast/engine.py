@@ -39,7 +39,7 @@ from .errors import (
     UnreadableValue,
 )
 from .journal import Journal
-from .store.base import RunRecord
+from .store.base import NewRun, RunRecord
 
 if TYPE_CHECKING:
     from .app import App
@@ -71,12 +71,17 @@ class Outcome:
 # -- executing ---------------------------------------------------------------------------------
 
 
-def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> tuple[RunState, Context]:
+def _prepare(
+    app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool, unrecorded: NewRun | None
+) -> tuple[RunState, Context]:
     # A run this process has just created has an empty journal: skip the read.
-    entries = [] if fresh else app.store.load_journal(run.run_id)
+    entries = [] if fresh or unrecorded else app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
     journal = Journal(run.run_id, entries, point.start, point.counts)
-    state = RunState(app, app.store, run, journal, wf.is_async, generation=point.generation)
+    state = RunState(
+        app, app.store, run, journal, wf.is_async, generation=point.generation,
+        unrecorded=unrecorded,
+    )
     app._heartbeat.add(state)
     return state, Context(state)
 
@@ -88,16 +93,21 @@ def _call_args(
     return snapshot.entry_point(wf, run, ctx, snapshot.resume_point(run))
 
 
-def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
+def execute(
+    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False,
+    unrecorded: NewRun | None = None,
+) -> Outcome:
     """Execute a claimed run (an async workflow runs on the process's event loop, see
     :mod:`outlast.aio`, so loop-bound clients survive from run to run).
 
-    ``fresh``: the run was created by this caller just now (its journal is empty)."""
+    ``fresh``: the run was created by this caller just now (its journal is empty).
+    ``unrecorded``: ``run`` is not stored yet; it is created with its first journal entry
+    (see :attr:`outlast.context.RunState.unrecorded`)."""
     if wf.is_async:
         from . import aio
 
-        return aio.run(execute_async(app, wf, run, fresh=fresh))
-    state, ctx = _prepare(app, wf, run, fresh)
+        return aio.run(execute_async(app, wf, run, fresh=fresh, unrecorded=unrecorded))
+    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
@@ -116,13 +126,16 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
 
 
 async def execute_async(
-    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False
+    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False,
+    unrecorded: NewRun | None = None,
 ) -> Outcome:
     """Execute a claimed run on the running event loop (a sync workflow goes to a thread)."""
     if not wf.is_async:
         import asyncio  # lazily: slow to import; sync users never need it
-        return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
-    state, ctx = _prepare(app, wf, run, fresh)
+        return await asyncio.to_thread(
+            functools.partial(execute, app, wf, run, fresh=fresh, unrecorded=unrecorded)
+        )
+    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
@@ -239,6 +252,12 @@ def _previous(state: RunState, counter: str) -> int:
 
 def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
     """A transient store fault stopped the run: hand it back after a back-off."""
+    if state.unrecorded is not None:  # the run was never recorded: nothing to hand back
+        return Outcome("faulted", error=StoreError(
+            f"{exc.message}. Nothing of the run was recorded; start it again",
+            transient=True, reason=getattr(exc.fault, "reason", exc.message),
+            url=getattr(exc.fault, "url", ""), run_id=state.run_id,
+        ))
     faults = 1 if state.wrote else _previous(state, "store_faults") + 1
     fault = getattr(exc, "fault", None)
     reason = getattr(fault, "reason", exc.message)
@@ -257,6 +276,8 @@ def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
 def _settle_error(state: RunState, exc: BaseException) -> Outcome:
     store, run_id, epoch = state.store, state.run_id, state.epoch
     try:
+        if state.unrecorded is not None and isinstance(exc, Exception | Suspend | Pause):
+            state.created()  # a run that ends before its first entry is recorded all the same
         if isinstance(exc, Suspend):
             store.release(
                 run_id, epoch, "suspended",

@@ -242,18 +242,32 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     # -- runs -------------------------------------------------------------------------------
 
     def create_run(
-        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+        self,
+        run: NewRun,
+        *,
+        owner: str | None = None,
+        lease: float = 0.0,
+        first: Entry | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> tuple[RunRecord, bool]:
         claimed = owner is not None
+        if first is not None and not claimed:
+            raise ValueError("create_run(first=...) records a journal entry: it needs an owner")
         params = {
             **_fields(run),
             **{"owner": owner, "claimed": claimed, "lease": float(lease)},
             **({"status": "running", "epoch": 1} if claimed else {"status": "pending", "epoch": 0}),
         }
+        sql = self._q.create_run
+        if first is not None:
+            params.update(_fields(first), entry_status=first.status, status="running")
+            sql = self._q.create_run_first
+            if blobs:
+                return self._create_with_blobs(run.run_id, params, blobs)
 
         def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
             while True:
-                row = conn.execute(self._q.create_run, params).fetchone()
+                row = conn.execute(sql, params).fetchone()
                 if row is not None:
                     if not claimed:
                         self._notify(conn)
@@ -267,6 +281,29 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 return stored, ours
 
         return self._run(op)
+
+    def _create_with_blobs(
+        self, run_id: str, params: dict[str, Any], blobs: Mapping[str, bytes]
+    ) -> tuple[RunRecord, bool]:
+        """A new claimed run, its first entry and the entry's blobs, in one transaction."""
+        created: list[tuple[RunRecord, bool]] = []
+
+        def write(conn: Conn, maybe_applied: bool) -> None:
+            created.clear()
+            row = conn.execute(self._q.create_run_first, params).fetchone()
+            if row is not None:
+                created.append((RunRecord(*row), True))
+                return
+            row = conn.execute(self._q.get_run, params).fetchone()
+            assert row is not None  # the row blocks our insert until its creator commits
+            stored = RunRecord(*row)
+            ours = maybe_applied and stored.owner == params["owner"] and stored.epoch == 1
+            created.append((stored, ours))
+            raise _Existing()
+
+        with contextlib.suppress(_Existing):
+            self._run(self._with_blobs(run_id, dict(blobs), write))
+        return created[0]
 
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._run(lambda c, _: c.execute(self._q.get_run, {"run_id": run_id}).fetchone())
@@ -622,6 +659,10 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._closed = True
         self._pool.close()
         self._drop_listener()
+
+
+class _Existing(Exception):  # noqa: N818 - control flow
+    """Rolls back the blobs of a first entry whose run exists already (nothing is written)."""
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -184,11 +184,10 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> No
     sides = {"this tree": "", "against": os.path.abspath(other)}
     for store in stores:
         found: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
+        size, count = (n, runs) if store in ("normal", "full") else (n // 2, runs // 2)
         for i in range(rounds):
             for side, src in (sides.items() if i % 2 == 0 else reversed(sides.items())):
                 env = {**os.environ, "OUTLAST_BENCH_SRC": src}
-                size = n if store in ("normal", "full") else n // 2
-                count = runs if store in ("normal", "full") else runs // 2
                 out = subprocess.run(
                     [sys.executable, __file__, "--one", store, "--n", str(size), "--runs", str(count)],
                     env=env, capture_output=True, text=True, check=True,
@@ -200,7 +199,7 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> No
         label = f"SQLite synchronous={store}" if store in ("normal", "full") else "PostgreSQL"
         print(f"\n{label}: {rounds} rounds alternating, medians in us per step (x raw commit)")
         print(f"  raw INSERT+COMMIT {raw * 1e6:.1f} us (both sides)")
-        print(f"  {'side':10s} {'long run':>18s} {f'{runs} x 10-step runs':>22s}")
+        print(f"  {'side':10s} {'long run':>18s} {f'{count} x 10-step runs':>22s}")
         for side in sides:
             long, many = (statistics.median(found[side][k]) for k in ("long", "many"))
             print(f"  {side:10s} {long * 1e6:9.1f} ({long / raw:4.2f}x) {many * 1e6:13.1f} ({many / raw:4.2f}x)")

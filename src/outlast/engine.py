@@ -154,8 +154,15 @@ async def execute_async(
         app._heartbeat.remove(state)
 
 
+#: the stats of a run's first execution that spent nothing (most short runs): what
+#: :func:`_stats` computes for it, without the JSON round trip
+_NOTHING_SPENT = json.dumps({"last_cost": 0, "last_llm_calls": 0, "last_tokens": 0})
+
+
 def _stats(state: RunState) -> str:
     """The run's accumulated figures, with what this execution served from the journal."""
+    if not state.run.stats and not state.stats and not state.run.recoveries:
+        return _NOTHING_SPENT
     old: dict[str, float] = json.loads(state.run.stats) if state.run.stats else {}
     stats = {**old}
     for name, amount in state.stats.items():

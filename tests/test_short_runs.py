@@ -119,3 +119,49 @@ def test_the_heartbeat_records_a_run_whose_first_step_is_long(store_url: str) ->
     finally:
         go_on.set()
         app.close()
+
+
+def test_an_outage_before_the_first_entry_leaves_nothing_and_says_so(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = tmp_path / "outage.db"
+    app = outlast.App(f"sqlite:///{path}?busy_timeout=100")
+    ran: list[str] = []
+
+    @app.step
+    def work() -> int:
+        ran.append("work")
+        return 1
+
+    @app.workflow
+    def wf(ctx: Context) -> int:
+        return work()
+
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        app.store  # noqa: B018 - open and migrate before the outage
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(outlast.StoreError) as info:
+            app.run(wf)
+        assert info.value.transient and "Nothing of the run was recorded" in str(info.value)
+        blocker.execute("COMMIT")
+        assert _runs(app) == []
+        assert app.run(wf) == 1 and ran == ["work", "work"]
+    finally:
+        blocker.close()
+        app.close()
+
+
+def test_an_interrupt_before_the_first_entry_propagates(store_url: str) -> None:
+    app = outlast.App(store_url)
+
+    @app.workflow
+    def wf(ctx: Context) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            app.run(wf)
+        assert _runs(app) == []
+    finally:
+        app.close()

@@ -310,9 +310,11 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
         if isinstance(exc, UnreadableValue):
             return _deferred(state, exc)
         if not isinstance(exc, Exception):
-            # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
-            with contextlib.suppress(StoreError):
-                store.release(run_id, epoch, "pending", stats=_stats(state))
+            # KeyboardInterrupt, SystemExit: leave the run for another process, at once
+            # (a run never recorded leaves nothing).
+            if state.unrecorded is None:
+                with contextlib.suppress(StoreError):
+                    store.release(run_id, epoch, "pending", stats=_stats(state))
             raise exc
         _fail(state, exc)
         _notify_parent(state)

@@ -22,6 +22,7 @@ def _runs(app: outlast.App) -> list[Any]:
     return app.store.list_runs(Page(limit=10))
 
 
+@pytest.mark.counts_executions
 def test_a_fresh_run_is_recorded_with_its_first_entry(store_url: str) -> None:
     app = outlast.App(store_url)
     seen: list[int] = []
@@ -88,6 +89,7 @@ def test_a_run_that_ends_before_its_first_entry_is_recorded(store_url: str) -> N
         app.close()
 
 
+@pytest.mark.counts_executions
 def test_the_heartbeat_records_a_run_whose_first_step_is_long(store_url: str) -> None:
     app = outlast.App(store_url)
     inside, go_on = threading.Event(), threading.Event()
@@ -121,6 +123,7 @@ def test_the_heartbeat_records_a_run_whose_first_step_is_long(store_url: str) ->
         app.close()
 
 
+@pytest.mark.counts_executions
 def test_an_outage_before_the_first_entry_leaves_nothing_and_says_so(tmp_path: Any) -> None:
     import sqlite3
 

@@ -263,7 +263,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             params.update(_fields(first), entry_status=first.status, status="running")
             sql = self._q.create_run_first
             if blobs:
-                return self._create_with_blobs(run.run_id, params, blobs)
+                return self._create_with_blobs(params, blobs)
 
         def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
             while True:
@@ -283,27 +283,26 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         return self._run(op)
 
     def _create_with_blobs(
-        self, run_id: str, params: dict[str, Any], blobs: Mapping[str, bytes]
+        self, params: dict[str, Any], blobs: Mapping[str, bytes]
     ) -> tuple[RunRecord, bool]:
-        """A new claimed run, its first entry and the entry's blobs, in one transaction."""
-        created: list[tuple[RunRecord, bool]] = []
+        """A new claimed run, its first entry and the entry's blobs, in one transaction (the
+        blobs only when the run is new; see :meth:`_with_blobs` for the lock)."""
+        hashes = sorted(blobs)
+        blob_params = {"run_id": params["run_id"], "hashes": hashes, "datas": [blobs[h] for h in hashes]}
 
-        def write(conn: Conn, maybe_applied: bool) -> None:
-            created.clear()
-            row = conn.execute(self._q.create_run_first, params).fetchone()
-            if row is not None:
-                created.append((RunRecord(*row), True))
-                return
-            row = conn.execute(self._q.get_run, params).fetchone()
-            assert row is not None  # the row blocks our insert until its creator commits
-            stored = RunRecord(*row)
+        def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
+            with conn.transaction():
+                conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+                row = conn.execute(self._q.create_run_first, params).fetchone()
+                if row is not None:
+                    conn.execute(self._q.insert_blobs, blob_params)
+                    conn.execute(self._q.insert_blob_refs, blob_params)
+                    return RunRecord(*row), True
+            stored = RunRecord(*_one(conn, self._q.get_run, params))
             ours = maybe_applied and stored.owner == params["owner"] and stored.epoch == 1
-            created.append((stored, ours))
-            raise _Existing()
+            return stored, ours
 
-        with contextlib.suppress(_Existing):
-            self._run(self._with_blobs(run_id, dict(blobs), write))
-        return created[0]
+        return self._run(op)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._run(lambda c, _: c.execute(self._q.get_run, {"run_id": run_id}).fetchone())
@@ -659,10 +658,6 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         self._closed = True
         self._pool.close()
         self._drop_listener()
-
-
-class _Existing(Exception):  # noqa: N818 - control flow
-    """Rolls back the blobs of a first entry whose run exists already (nothing is written)."""
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -1,6 +1,12 @@
 """Journaled no-op step overhead beside a raw single-row INSERT+COMMIT, same file settings.
 
     python bench/step_overhead.py [--quick] [--sync normal|full|both] [--postgres URL]
+    python bench/step_overhead.py --against /tmp/outlast-main/src [--rounds 20] ...
+
+``--against SRC`` compares this tree with another outlast source tree (e.g. main's, from
+``git archive main | tar -x -C /tmp/outlast-main``) side by side: each round measures both, in
+alternating child processes on separate database files, and the medians over all rounds are
+printed with each side's ratios to its own raw commit.
 
 For each setting, interleaved over several rounds (medians reported, with the spread):
 - raw: a single-row INSERT + COMMIT on a fresh connection with the same pragmas (SQLite) or
@@ -22,7 +28,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+# The tree to measure: this one, or another one for a child process of --against.
+sys.path.insert(0, os.environ.get("OUTLAST_BENCH_SRC") or os.path.join(os.path.dirname(__file__), "..", "src"))
 
 import outlast  # noqa: E402
 
@@ -144,13 +151,82 @@ def bench_postgres(url: str, rounds: int, n: int, runs: int) -> dict[str, float]
     return {"raw": raw, "long": statistics.median(results["long"]), "many": statistics.median(results["many"])}
 
 
+def one_round(store: str, n: int, runs: int) -> dict[str, float]:
+    """One round of each measurement on ``store`` (a sync setting, or a PostgreSQL URL)."""
+    if store in ("normal", "full"):
+        with tempfile.TemporaryDirectory() as tmp:
+            return {
+                "raw": raw_sqlite(f"{tmp}/raw.db", store, n),
+                "long": outlast_long(f"sqlite:///{tmp}/o1.db?synchronous={store}", n),
+                "many": outlast_many(f"sqlite:///{tmp}/o2.db?synchronous={store}", runs, 10),
+            }
+    import psycopg
+
+    schema = f"bench_{os.getpid()}"
+    sep = "&" if "?" in store else "?"
+    try:
+        return {
+            "raw": raw_postgres(store, n),
+            "long": outlast_long(f"{store}{sep}schema={schema}a", n),
+            "many": outlast_many(f"{store}{sep}schema={schema}b", runs, 10),
+        }
+    finally:
+        with psycopg.connect(store, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}a CASCADE")
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}b CASCADE")
+
+
+def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> None:
+    """This tree against ``other`` (an outlast src folder), rounds alternating between them."""
+    import json
+    import subprocess
+
+    sides = {"this tree": "", "against": os.path.abspath(other)}
+    for store in stores:
+        found: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
+        size, count = (n, runs) if store in ("normal", "full") else (n // 2, runs // 2)
+        for i in range(rounds):
+            for side, src in (sides.items() if i % 2 == 0 else reversed(sides.items())):
+                env = {**os.environ, "OUTLAST_BENCH_SRC": src}
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", store, "--n", str(size), "--runs", str(count)],
+                    env=env, capture_output=True, text=True, check=True,
+                ).stdout
+                for key, value in json.loads(out.splitlines()[-1]).items():
+                    found[side].setdefault(key, []).append(value)
+        # The raw commit is the same code on both sides: its median over all rounds is the unit.
+        raw = statistics.median(found["this tree"]["raw"] + found["against"]["raw"])
+        label = f"SQLite synchronous={store}" if store in ("normal", "full") else "PostgreSQL"
+        print(f"\n{label}: {rounds} rounds alternating, medians in us per step (x raw commit)")
+        print(f"  raw INSERT+COMMIT {raw * 1e6:.1f} us (both sides)")
+        print(f"  {'side':10s} {'long run':>18s} {f'{count} x 10-step runs':>22s}")
+        for side in sides:
+            long, many = (statistics.median(found[side][k]) for k in ("long", "many"))
+            print(f"  {side:10s} {long * 1e6:9.1f} ({long / raw:4.2f}x) {many * 1e6:13.1f} ({many / raw:4.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
     parser.add_argument("--sync", default="both", choices=["normal", "full", "both"])
     parser.add_argument("--postgres", help="also measure on this PostgreSQL URL")
+    parser.add_argument("--against", metavar="SRC", help="compare with another outlast src tree")
+    parser.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child of --against: one round
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        import json
+
+        print(json.dumps(one_round(args.one, args.n, args.runs)))
+        return
     rounds, n, runs = (3, 500, 50) if args.quick else (7, 2000, 200)
+    rounds = args.rounds or rounds
+    if args.against:
+        stores = ["normal", "full"] if args.sync == "both" else [args.sync]
+        compare(args.against, stores + ([args.postgres] if args.postgres else []), rounds, n, runs)
+        return
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, outlast {outlast.__version__}")
     for sync in (["normal", "full"] if args.sync == "both" else [args.sync]):
         bench_sqlite(sync, rounds, n, runs)

@@ -234,3 +234,14 @@ def test_bad_keys_are_refused() -> None:
         outlast.Encryption({"k1": K1}, active="k2")
     assert "k1" in repr(outlast.Encryption({"k1": K1})) and str(K1) not in repr(
         outlast.Encryption({"k1": K1}))
+
+
+def test_the_sealed_store_forwards_every_store_method() -> None:
+    # A method the wrapper does not define would fall back to Store's default (a no-op or
+    # NotImplementedError) and silently lose the backend's behaviour when encryption is on.
+    from outlast.store.base import Store
+    from outlast.store.sealed import SealedStore
+
+    public = {n for n in vars(Store) if not n.startswith("_") and callable(getattr(Store, n))}
+    missing = sorted(n for n in public if n not in vars(SealedStore))
+    assert not missing, f"SealedStore does not forward {missing}"

@@ -168,6 +168,30 @@ def test_create_run_with_owner_is_claimed_at_once(store: Store) -> None:
     assert store.claim("w2", LONG) == []
 
 
+def test_create_run_with_a_first_entry_writes_both_or_neither(store: Store) -> None:
+    first = entry("s:1", meta='{"tokens": 3}')
+    run, created = store.create_run(
+        new_run("r1"), owner="w1", lease=LONG, first=first, blobs={"hf": b"blob"}
+    )
+    assert created and (run.status, run.owner, run.epoch) == ("running", "w1", 1)
+    assert run == store.get_run("r1")
+    assert store.load_journal("r1") == [first]
+    assert store.get_blobs(["hf"]) == {"hf": b"blob"}
+    store.record("r1", 1, entry("s:2", position=1))  # the run goes on as any claimed run
+    # an existing id: the run is returned untouched and nothing of the new one is written
+    for blobs in (None, {"hx": b"orphan"}):
+        again, created = store.create_run(
+            new_run("r1", input=b"other"), owner="w2", lease=LONG,
+            first=entry("x:1", position=5), blobs=blobs,
+        )
+        assert not created and again == store.get_run("r1") and again.owner == "w1"
+    assert [e.key for e in store.load_journal("r1")] == ["s:1", "s:2"]
+    assert store.get_blobs(["hx"]) == {}
+    with pytest.raises(ValueError, match="owner"):
+        store.create_run(new_run("r2"), first=entry("s:1"))
+    assert store.get_run("r2") is None
+
+
 def test_concurrent_creators_of_one_id_get_one_created(store_factory: Callable[..., Store]) -> None:
     stores = [store_factory(), store_factory()]
     barrier = threading.Barrier(8)

@@ -425,12 +425,9 @@ class App:
                     f"workflow {wf.name!r} is async and an event loop is running: use "
                     "`await app.run_async(...)`"
                 )
-        record, owned = self._create(
-            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
-            concurrency_key=concurrency_key, claim=True,
-        )
+        record, owned, new = runs.here(self, wf, args, kwargs, run_id, queue, priority, concurrency_key)
         if owned:
-            outcome = engine.execute(self, wf, record, fresh=True)
+            outcome = engine.execute(self, wf, record, fresh=True, unrecorded=new)
             self._notify()
             if outcome.settled():
                 return outcome.value
@@ -466,12 +463,9 @@ class App:
     ) -> Any:
         """:meth:`run` for async callers; async workflows execute on the running loop."""
         wf = self._resolve(workflow, "run_async")
-        record, owned = self._create(
-            wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
-            concurrency_key=concurrency_key, claim=True,
-        )
+        record, owned, new = runs.here(self, wf, args, kwargs, run_id, queue, priority, concurrency_key)
         if owned:
-            outcome = await engine.execute_async(self, wf, record, fresh=True)
+            outcome = await engine.execute_async(self, wf, record, fresh=True, unrecorded=new)
             self._notify()
             if outcome.settled():
                 return outcome.value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random as _random
+import threading
 import time
 import uuid as _uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .journal import PATCH_KIND, Journal
 from .store import faults
-from .store.base import Entry, RunRecord, Store
+from .store.base import Entry, NewRun, RunRecord, Store
 from .telemetry.noop import NOOP
 
 if TYPE_CHECKING:
@@ -142,6 +143,17 @@ class RunState:
     #: a replay check (``outlast replay``): every call must be answered from the journal;
     #: one that is not stops the execution (ReplayEnd) before anything runs or is written
     checking: bool = False
+    #: a run ``app.run`` has not recorded yet: it is created with its first journal entry, in
+    #: one commit, or before any other write of the run (see :meth:`created`)
+    unrecorded: NewRun | None = None
+    #: the store's ``record`` without its boundary guard, and the store's fault classifier
+    #: (see :meth:`write_entry`)
+    _record: Callable[..., None] = field(init=False, repr=False)
+    _classify: Callable[[BaseException], StoreError | None] = field(init=False, repr=False)
+    _creating: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._record, self._classify = faults.unguarded(self.store, "record")
 
     @property
     def run_id(self) -> str:
@@ -210,9 +222,36 @@ class RunState:
             f"run {self.run_id!r}: the journal ends before {what} at position {position}",
             run_id=self.run_id, position=position, called=what,
         )
+    def created(self) -> None:
+        """Record the run now if ``app.run`` deferred it (see :attr:`unrecorded`): before a
+        write other than a journal entry, when its id is handed out (``ctx.run_id``), and by
+        the heartbeat once a first step runs longer than a beat. Under the fault rule."""
+        if self.unrecorded is not None:
+            self._write(self._create, None, None)
+
+    def _create(self, first: Entry | None, blobs: Mapping[str, bytes] | None) -> bool:
+        """Create the deferred run (with ``first`` as its first entry); False when it already
+        was (by another thread of this execution: the heartbeat)."""
+        with self._creating:
+            new = self.unrecorded
+            if new is None:
+                return False
+            run, created = self.store.create_run(
+                new, owner=self.run.owner, lease=self.app.lease, first=first, blobs=blobs
+            )
+            if not created:  # a fresh id never collides; refuse rather than write into it
+                raise LeaseLost(
+                    f"run id {new.run_id!r} already names a run recorded elsewhere; this "
+                    "execution stops without writing to it",
+                    run_id=new.run_id,
+                )
+            self.run = run
+            self.unrecorded = None
+            return True
 
     def write(self, op: Callable[..., T], *args: Any, step: str | None = None, **kwargs: Any) -> T:
-        """Run one store operation of this run under the one fault rule.
+        """Run one store operation of this run under the one fault rule (recording the run
+        first if that was deferred, see :meth:`created`).
 
         A transient store fault (after the store's own retries) raises StoreUnavailable: the
         run stops here and resumes later with back-off, and user code cannot catch it. A
@@ -222,6 +261,10 @@ class RunState:
         """
         if self.checking:
             raise self.end_of_journal(f"a write of {step or 'the run'}", self.journal.position)
+        self.created()
+        return self._write(op, *args, step=step, **kwargs)
+
+    def _write(self, op: Callable[..., T], *args: Any, step: str | None = None, **kwargs: Any) -> T:
         try:
             result = op(*args, **kwargs)
         except StoreError as exc:
@@ -249,8 +292,31 @@ class RunState:
     def write_entry(
         self, entry: Entry, blobs: Mapping[str, bytes] | None = None, *, step: str | None = None
     ) -> None:
-        """Journal ``entry`` (fenced) through :meth:`write`."""
-        self.write(self.store.record, self.run_id, self.epoch, entry, blobs, step=step or entry.name)
+        """Journal ``entry`` (fenced) under the fault rule of :meth:`write`.
+
+        The hot path: the store's unguarded ``record`` is called directly and a driver error
+        is classified here, with the same outcome as :meth:`write` through the store's guard
+        (two frames fewer for every journaled call)."""
+        if self.unrecorded is not None and self._write(
+            self._create, entry, blobs, step=step or entry.name
+        ):
+            self.wrote = True
+            if self.replay_each_step:
+                self.recorded(entry)
+            return
+        run = self.run
+        try:
+            self._record(run.run_id, run.epoch, entry, blobs)
+        except StoreError as exc:  # classified by the store itself (a backend's own retries)
+            raise self.fault(exc, step or entry.name) from exc
+        except (OutlastError, faults.UserError):
+            raise  # RunConflict and the like pass through, as they do the guard
+        except Exception as exc:
+            fault = self._classify(exc)
+            if fault is None:
+                raise
+            raise self.fault(fault, step or entry.name) from exc
+        self.wrote = True
         if self.replay_each_step:
             self.recorded(entry)
 
@@ -295,7 +361,8 @@ class Context:
 
     @property
     def run_id(self) -> str:
-        """The id of the run being executed."""
+        """The id of the run being executed (recorded by then, so others can look it up)."""
+        self._state.created()
         return self._state.run_id
 
     @property

@@ -40,7 +40,7 @@ from .errors import (
 )
 from .journal import Frontier, Journal
 from .run import FRONTIER
-from .store.base import RunRecord
+from .store.base import NewRun, RunRecord
 
 if TYPE_CHECKING:
     from .app import App
@@ -72,12 +72,17 @@ class Outcome:
 # -- executing ---------------------------------------------------------------------------------
 
 
-def _prepare(app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool) -> tuple[RunState, Context]:
+def _prepare(
+    app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool, unrecorded: NewRun | None
+) -> tuple[RunState, Context]:
     # A run this process has just created has an empty journal: skip the read.
-    entries = [] if fresh else app.store.load_journal(run.run_id)
+    entries = [] if fresh or unrecorded else app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
     journal = Journal(run.run_id, entries, point.start, point.counts, frontier_of(run))
-    state = RunState(app, app.store, run, journal, wf.is_async, generation=point.generation)
+    state = RunState(
+        app, app.store, run, journal, wf.is_async, generation=point.generation,
+        unrecorded=unrecorded,
+    )
     state.telemetry = telemetry.execution(app, state)
     app._heartbeat.add(state)
     return state, Context(state)
@@ -97,16 +102,21 @@ def _call_args(
     return snapshot.entry_point(wf, run, ctx, snapshot.resume_point(run))
 
 
-def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False) -> Outcome:
+def execute(
+    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False,
+    unrecorded: NewRun | None = None,
+) -> Outcome:
     """Execute a claimed run (an async workflow runs on the process's event loop, see
     :mod:`outlast.aio`, so loop-bound clients survive from run to run).
 
-    ``fresh``: the run was created by this caller just now (its journal is empty)."""
+    ``fresh``: the run was created by this caller just now (its journal is empty).
+    ``unrecorded``: ``run`` is not stored yet; it is created with its first journal entry
+    (see :attr:`outlast.context.RunState.unrecorded`)."""
     if wf.is_async:
         from . import aio
 
-        return aio.run(execute_async(app, wf, run, fresh=fresh))
-    state, ctx = _prepare(app, wf, run, fresh)
+        return aio.run(execute_async(app, wf, run, fresh=fresh, unrecorded=unrecorded))
+    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
@@ -128,13 +138,16 @@ def execute(app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = F
 
 
 async def execute_async(
-    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False
+    app: App, wf: Workflow[Any, Any], run: RunRecord, *, fresh: bool = False,
+    unrecorded: NewRun | None = None,
 ) -> Outcome:
     """Execute a claimed run on the running event loop (a sync workflow goes to a thread)."""
     if not wf.is_async:
         import asyncio  # lazily: slow to import; sync users never need it
-        return await asyncio.to_thread(functools.partial(execute, app, wf, run, fresh=fresh))
-    state, ctx = _prepare(app, wf, run, fresh)
+        return await asyncio.to_thread(
+            functools.partial(execute, app, wf, run, fresh=fresh, unrecorded=unrecorded)
+        )
+    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
@@ -156,8 +169,17 @@ async def execute_async(
         state.telemetry.finish(None)  # ends the run span if settling raised
 
 
-def _stats(state: RunState) -> str:
-    """The run's accumulated figures, with what this execution served from the journal."""
+#: the stats of a run's first execution that spent nothing (most short runs): what
+#: :func:`_stats` computes for it, without the JSON round trip
+_NOTHING_SPENT = json.dumps({"last_cost": 0, "last_llm_calls": 0, "last_tokens": 0})
+
+
+def _stats(state: RunState, *, completed: bool = False) -> str:
+    """The run's accumulated figures, with what this execution served from the journal, and
+    where it stopped (the frontier ``ctx.patched`` needs; not kept for a completed run)."""
+    frontier = None if completed else state.journal.reached()
+    if not (state.run.stats or state.stats or state.run.recoveries or frontier is not None):
+        return _NOTHING_SPENT
     old: dict[str, Any] = json.loads(state.run.stats) if state.run.stats else {}
     stats = {**old}
     for name, amount in state.stats.items():
@@ -179,7 +201,6 @@ def _stats(state: RunState) -> str:
     # What this execution itself spent, beside the running totals (see run.accounting).
     for name in ("llm_calls", "tokens", "cost"):
         stats[f"last_{name}"] = state.stats.get(name, 0)
-    frontier = state.journal.reached()
     if frontier is not None:
         stats[FRONTIER] = frontier.dump()
     return json.dumps(stats, sort_keys=True)
@@ -203,7 +224,7 @@ def _settle_ok(state: RunState, value: Any) -> Outcome:
     try:
         state.write(
             state.store.finish, state.run_id, state.epoch, "completed", output=output,
-            stats=_stats(state), blobs=blobs or None,
+            stats=_stats(state, completed=True), blobs=blobs or None,
         )
     except LeaseLost:
         return Outcome("lost")
@@ -257,6 +278,12 @@ def _previous(state: RunState, counter: str) -> int:
 
 def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
     """A transient store fault stopped the run: hand it back after a back-off."""
+    if state.unrecorded is not None:  # the run was never recorded: nothing to hand back
+        return Outcome("faulted", error=StoreError(
+            f"{exc.message}. Nothing of the run was recorded; start it again",
+            transient=True, reason=getattr(exc.fault, "reason", exc.message),
+            url=getattr(exc.fault, "url", ""), run_id=state.run_id,
+        ))
     faults = 1 if state.wrote else _previous(state, "store_faults") + 1
     fault = getattr(exc, "fault", None)
     reason = getattr(fault, "reason", exc.message)
@@ -275,6 +302,8 @@ def _stopped(state: RunState, exc: StoreUnavailable) -> Outcome:
 def _settle_error(state: RunState, exc: BaseException) -> Outcome:
     store, run_id, epoch = state.store, state.run_id, state.epoch
     try:
+        if state.unrecorded is not None and isinstance(exc, Exception | Suspend | Pause):
+            state.created()  # a run that ends before its first entry is recorded all the same
         if isinstance(exc, Suspend):
             store.release(
                 run_id, epoch, "suspended",
@@ -300,9 +329,11 @@ def _settle_error(state: RunState, exc: BaseException) -> Outcome:
         if isinstance(exc, UnreadableValue):
             return _deferred(state, exc)
         if not isinstance(exc, Exception):
-            # KeyboardInterrupt, SystemExit: leave the run for another process, at once.
-            with contextlib.suppress(StoreError):
-                store.release(run_id, epoch, "pending", stats=_stats(state))
+            # KeyboardInterrupt, SystemExit: leave the run for another process, at once
+            # (a run never recorded leaves nothing).
+            if state.unrecorded is None:
+                with contextlib.suppress(StoreError):
+                    store.release(run_id, epoch, "pending", stats=_stats(state))
             raise exc
         _fail(state, exc)
         _notify_parent(state)

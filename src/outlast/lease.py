@@ -12,6 +12,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from .errors import Interrupt, OutlastError
+
 if TYPE_CHECKING:
     from .context import RunState
     from .store.base import Store
@@ -26,7 +28,7 @@ def confirm(state: RunState) -> None:
     cancel (or a takeover) from another process reaches this process only at the next
     heartbeat, up to ``lease / 3`` seconds later, and the wait wrote nothing that fencing
     could have refused. One read per wait."""
-    if not state.interrupted:
+    if not state.interrupted and state.unrecorded is None:  # unrecorded: nobody else knows it
         run = state.store.get_run(state.run_id)
         if run is None or run.epoch != state.epoch or run.status != "running":
             state.interrupted = True
@@ -75,7 +77,19 @@ class Heartbeat:
     def beat(self) -> None:
         """Renew all leases once (also called directly by tests and the worker)."""
         with self._lock:
-            ids = list(self._runs)
+            states = list(self._runs.values())
+        ids = []
+        for state in states:
+            if state.unrecorded is not None:
+                # A run app.run records with its first entry, still running its first step:
+                # record it now, so a long first step leaves it unlisted (not cancellable,
+                # not recoverable) for one beat at most.
+                try:
+                    state.created()
+                except (OutlastError, Interrupt):  # its own next write meets the fault too
+                    log.warning("run %s: could not record it yet", state.run_id, exc_info=True)
+                    continue
+            ids.append(state.run_id)
         if not ids:
             return
         lost = self.store.heartbeat(self.owner, ids, self.lease)

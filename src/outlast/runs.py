@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .app import App
     from .workflow import Workflow
 
-__all__ = ["create", "new_run_id"]
+__all__ = ["claimed", "create", "deferrable", "here", "new_run_id", "prepare"]
 
 #: the longest run id accepted (ids go into every journal row and index)
 MAX_RUN_ID = 200
@@ -52,26 +52,82 @@ def create(
     With ``claim`` a new run outside a flow-controlled queue is created already claimed by
     ``app`` (it starts here); a run in a limited queue waits for its turn through claim().
     """
-    if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID):
-        raise ConfigurationError(
-            f"run_id must be a non-empty string of at most {MAX_RUN_ID} characters, got {run_id!r}"
-        )
-    calls.check_arguments(wf, args, kwargs)  # before anything is recorded: the id stays free
-    rid = run_id or new_run_id()
-    data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
-    queue_name = queue or wf.queue
-    new = NewRun(
-        run_id=rid, workflow=wf.name, input=data, input_hash=serde.fingerprint(data),
-        queue=queue_name, priority=wf.priority if priority is None else priority,
+    new = prepare(
+        wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
         concurrency_key=concurrency_key, parent_id=parent_id,
     )
-    owned = claim and queue_name not in app.queues
+    owned = claim and new.queue not in app.queues
     record, created = app.store.create_run(
         new, owner=app.owner if owned else None, lease=app.lease
     )
     if not created:
         _check_same(record, new, wf.name)
     return record, created and owned, created
+
+
+def prepare(
+    wf: Workflow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    run_id: str | None,
+    queue: str | None,
+    priority: int | None,
+    concurrency_key: str | None,
+    parent_id: str | None = None,
+) -> NewRun:
+    """The run to record, checked (its id, its arguments against the workflow) and encoded."""
+    if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID):
+        raise ConfigurationError(
+            f"run_id must be a non-empty string of at most {MAX_RUN_ID} characters, got {run_id!r}"
+        )
+    calls.check_arguments(wf, args, kwargs)  # before anything is recorded: the id stays free
+    data = serde.encode_args(args, kwargs, what=f"arguments of workflow {wf.name!r}")
+    return NewRun(
+        run_id=run_id or new_run_id(), workflow=wf.name, input=data,
+        input_hash=serde.fingerprint(data), queue=queue or wf.queue,
+        priority=wf.priority if priority is None else priority,
+        concurrency_key=concurrency_key, parent_id=parent_id,
+    )
+
+
+def here(
+    app: App, wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+    run_id: str | None, queue: str | None, priority: int | None, concurrency_key: str | None,
+) -> tuple[RunRecord, bool, NewRun | None]:
+    """A run for ``app.run`` to execute in this process: ``(run, claimed here, unrecorded)``.
+
+    A fresh id (see :func:`deferrable`) is not stored yet: ``unrecorded`` is recorded with
+    the run's first journal entry, in one commit. Otherwise the run is created (or found)."""
+    if deferrable(app, wf, run_id, queue):
+        new = prepare(
+            wf, args, kwargs, run_id=None, queue=queue, priority=priority,
+            concurrency_key=concurrency_key,
+        )
+        return claimed(new, app.owner, app.lease), True, new
+    record, owned = app._create(
+        wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
+        concurrency_key=concurrency_key, claim=True,
+    )
+    return record, owned, None
+
+
+def deferrable(app: App, wf: Workflow[Any, Any], run_id: str | None, queue: str | None) -> bool:
+    """Whether ``app.run`` may record this run with its first journal entry (one commit less):
+    a fresh id (nobody else knows it, so nobody else can create, claim or cancel it) outside
+    flow-controlled queues."""
+    return run_id is None and (queue or wf.queue) not in app.queues and not app.readonly
+
+
+def claimed(new: NewRun, owner: str, lease: float) -> RunRecord:
+    """The run ``new`` as :meth:`~outlast.store.base.Store.create_run` stores it claimed by
+    ``owner``, built here for a run whose creation is deferred."""
+    now = time.time()
+    return RunRecord(
+        new.run_id, new.workflow, "running", new.input, new.input_hash, None, None, new.queue,
+        new.priority, new.concurrency_key, new.parent_id, owner, 1, now + lease, None, None,
+        None, None, None, None, 0, now, now, None,
+    )
 
 
 def _check_same(record: RunRecord, new: NewRun, workflow: str) -> None:

@@ -176,7 +176,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create_run(
-        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+        self,
+        run: NewRun,
+        *,
+        owner: str | None = None,
+        lease: float = 0.0,
+        first: Entry | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> tuple[RunRecord, bool]:
         """Insert the run unless its id exists; return ``(stored run, created)``.
 
@@ -184,6 +190,11 @@ class Store(abc.ABC):
         all get the same stored row. With ``owner`` the new run is created already claimed by
         it (status ``running``, epoch 1, lease ``lease`` seconds) in the same statement; an
         existing run is returned untouched. Wakes idle workers when the run is ``pending``.
+
+        With ``first`` (which needs ``owner``) the new run's first journal entry, and the
+        ``blobs`` it refers to (as :meth:`record` stores them), are written in the same
+        transaction as the run: one commit for a run and its first durable call (a short run
+        pays for one commit less). When the run exists already, nothing of it is written.
         """
 
     @abc.abstractmethod

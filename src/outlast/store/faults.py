@@ -81,6 +81,26 @@ def guard_public(cls: type[T]) -> type[T]:
     return cls
 
 
+def _unclassified(exc: BaseException) -> StoreError | None:
+    return None
+
+
+def unguarded(
+    store: Any, name: str
+) -> tuple[Callable[..., Any], Callable[[BaseException], StoreError | None]]:
+    """``store.<name>`` without its guard, and the store's classifier, for a caller that
+    applies the rule itself on a hot path (:meth:`outlast.context.RunState.write_entry`).
+    A store that is not guarded gives its method as it is, and a classifier that passes
+    every error through."""
+    method = getattr(store, name)
+    raw = getattr(type(store), name, None)
+    inner = getattr(raw, "__wrapped__", None)
+    classify = getattr(store, "_classify", None)
+    if inner is None or not getattr(raw, "__outlast_guarded__", False) or classify is None:
+        return method, _unclassified
+    return inner.__get__(store, type(store)), classify
+
+
 def fault(
     store: Any, exc: BaseException, *, transient: bool, reason: str | None = None
 ) -> StoreError:

@@ -240,18 +240,32 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     # -- runs -------------------------------------------------------------------------------
 
     def create_run(
-        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+        self,
+        run: NewRun,
+        *,
+        owner: str | None = None,
+        lease: float = 0.0,
+        first: Entry | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> tuple[RunRecord, bool]:
         claimed = owner is not None
+        if first is not None and not claimed:
+            raise ValueError("create_run(first=...) records a journal entry: it needs an owner")
         params = {
             **_fields(run),
             **{"owner": owner, "claimed": claimed, "lease": float(lease)},
             **({"status": "running", "epoch": 1} if claimed else {"status": "pending", "epoch": 0}),
         }
+        sql = self._q.create_run
+        if first is not None:
+            params.update(_fields(first), entry_status=first.status, status="running")
+            sql = self._q.create_run_first
+            if blobs:
+                return self._create_with_blobs(params, blobs)
 
         def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
             while True:
-                row = conn.execute(self._q.create_run, params).fetchone()
+                row = conn.execute(sql, params).fetchone()
                 if row is not None:
                     if not claimed:
                         self._notify(conn)
@@ -263,6 +277,28 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 # our own earlier attempt, if it committed, is the run we hold at epoch 1
                 ours = maybe_applied and claimed and stored.owner == owner and stored.epoch == 1
                 return stored, ours
+
+        return self._run(op)
+
+    def _create_with_blobs(
+        self, params: dict[str, Any], blobs: Mapping[str, bytes]
+    ) -> tuple[RunRecord, bool]:
+        """A new claimed run, its first entry and the entry's blobs, in one transaction (the
+        blobs only when the run is new; see :meth:`_with_blobs` for the lock)."""
+        hashes = sorted(blobs)
+        blob_params = {"run_id": params["run_id"], "hashes": hashes, "datas": [blobs[h] for h in hashes]}
+
+        def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
+            with conn.transaction():
+                conn.execute(self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+                row = conn.execute(self._q.create_run_first, params).fetchone()
+                if row is not None:
+                    conn.execute(self._q.insert_blobs, blob_params)
+                    conn.execute(self._q.insert_blob_refs, blob_params)
+                    return RunRecord(*row), True
+            stored = RunRecord(*_one(conn, self._q.get_run, params))
+            ours = maybe_applied and stored.owner == params["owner"] and stored.epoch == 1
+            return stored, ours
 
         return self._run(op)
 

@@ -298,6 +298,13 @@ class Queries:
                       AND status = 'running' FOR SHARE)
         ON CONFLICT (run_id, key) DO UPDATE SET {_ENTRY_REPLACE}
         WHERE j.status = 'intent'"""
+    # A new claimed run and its first journal entry in one statement (one commit): the entry
+    # is written only when the run is (its status parameter is renamed: the run has one too).
+    _FIRST_VALUES = _ENTRY_VALUES.replace("%(status)s", "%(entry_status)s")
+    create_run_first = f"""WITH run AS ({create_run}),
+        first AS (INSERT INTO {{s}}.journal (run_id, {ENTRY_COLUMNS})
+            SELECT {_FIRST_VALUES} FROM run)
+        SELECT {RUN_COLUMNS} FROM run"""
     # an operator's entry (resolve) replaces whatever the key held
     put_entry = f"""INSERT INTO {{s}}.journal AS j (run_id, {ENTRY_COLUMNS})
         SELECT {_ENTRY_VALUES}

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..encryption import Encryption, open_sealed, sealed_kid
-from ..errors import SerializationError, UnreadableValue
+from ..errors import ConfigurationError, SerializationError, UnreadableValue
 from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
 from .blobs import BlobCodec, compress, decompress
 
@@ -116,10 +116,14 @@ class SealedStore(Store):
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, run: NewRun, *, owner: str | None = None,
-                   lease: float = 0.0) -> tuple[RunRecord, bool]:
+    def create_run(self, run: NewRun, *, owner: str | None = None, lease: float = 0.0,
+                   first: Entry | None = None,
+                   blobs: Mapping[str, bytes] | None = None) -> tuple[RunRecord, bool]:
         sealed = dataclasses.replace(run, input=self.seal(run.input, run_aad(run.run_id, "input")))
-        record, created = self.inner.create_run(sealed, owner=owner, lease=lease)
+        if first is not None:
+            first = self._seal_entry(run.run_id, first)
+        record, created = self.inner.create_run(sealed, owner=owner, lease=lease, first=first,
+                                                blobs=blobs)
         return self._run(record), created
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -201,8 +205,33 @@ class SealedStore(Store):
     def prune(self, older_than: float) -> int:
         return self.inner.prune(older_than)
 
-    def wait_for_work(self, timeout: float) -> None:
-        self.inner.wait_for_work(timeout)
+    def wait_for_work(self, timeout: float) -> bool:
+        return self.inner.wait_for_work(timeout)
+
+    def wake_waiters(self) -> None:
+        self.inner.wake_waiters()
+
+    def attach(self, owner: str, on_cancel: Callable[[str], None]) -> str:
+        return self.inner.attach(owner, on_cancel)
+
+    def dead_owners(self) -> list[str] | None:
+        return self.inner.dead_owners()
+
+    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
+        self.inner.set_trace_context(run_id, epoch, context)
+
+    # -- evolution -------------------------------------------------------------------------
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        # The copied payloads are bound to the source run: they would not open under the fork.
+        raise ConfigurationError(
+            f"cannot fork run {source_id!r}: forking a run whose payloads are encrypted is not "
+            "supported yet (the copied values are bound to the run they were written for); "
+            "retry the run instead (`outlast retry`), or start a new one"
+        )
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        return self._run(self.inner.retry_run(run_id, cut, stats))
 
     def close(self) -> None:
         self.inner.close()

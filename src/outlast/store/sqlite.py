@@ -225,8 +225,16 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     # -- runs -----------------------------------------------------------------------------------
 
     def create_run(
-        self, run: NewRun, *, owner: str | None = None, lease: float = 0.0
+        self,
+        run: NewRun,
+        *,
+        owner: str | None = None,
+        lease: float = 0.0,
+        first: Entry | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> tuple[RunRecord, bool]:
+        if first is not None and owner is None:
+            raise ValueError("create_run(first=...) records a journal entry: it needs an owner")
         if self.readonly:
             # INSERT ... ON CONFLICT DO NOTHING would still need the write lock: look first.
             stored = self.get_run(run.run_id)
@@ -244,8 +252,9 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             run.parent_id, owner, 1 if claimed else 0, now + lease if claimed else None,
             None, None, None, None, None, None, 0, now, now if claimed else None, None, None,
         )
-        with self._lock:
-            cur = self._conn.execute(
+        # One statement in autocommit; with a first entry, one transaction (one commit).
+        with self._tx() if first is not None else self._lock_only() as conn:
+            cur = conn.execute(
                 "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, queue, "
                 "priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, "
                 "created_at, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
@@ -258,6 +267,10 @@ class SQLiteStore(SQLiteCheckpoints, Store):
                 ),
             )
             if cur.rowcount == 1:
+                if first is not None:
+                    if blobs:
+                        self._put_blobs(conn, run.run_id, blobs)
+                    conn.execute(_RECORD_SQL, (run.run_id, *_entry_row(first), run.run_id, 1))
                 # Built here rather than read back: every other column starts empty.
                 return record, True
             stored = self._one(run.run_id)

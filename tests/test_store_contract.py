@@ -185,7 +185,7 @@ def test_create_run_with_a_first_entry_writes_both_or_neither(store: Store) -> N
             first=entry("x:1", position=5), blobs=blobs,
         )
         assert not created and again == store.get_run("r1") and again.owner == "w1"
-    assert [e.key for e in store.load_journal("r1")] == ["s:1", "s:2"]
+    assert [(e.key, e.epoch) for e in store.load_journal("r1")] == [("s:1", 1), ("s:2", 1)]
     assert store.get_blobs(["hx"]) == {}
     with pytest.raises(ValueError, match="owner"):
         store.create_run(new_run("r2"), first=entry("s:1"))

@@ -258,7 +258,8 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         }
         sql = self._q.create_run
         if first is not None:
-            params.update(_fields(first), entry_status=first.status, status="running")
+            # the entry takes the new run's epoch (1), never the caller's
+            params.update(_fields(first), entry_status=first.status, status="running", epoch=1)
             sql = self._q.create_run_first
             if blobs:
                 return self._create_with_blobs(params, blobs)

@@ -270,7 +270,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
                 if first is not None:
                     if blobs:
                         self._put_blobs(conn, run.run_id, blobs)
-                    conn.execute(_RECORD_SQL, (run.run_id, *_entry_row(first), run.run_id, 1))
+                    conn.execute(_RECORD_SQL, (run.run_id, *_entry_row(first), 1, run.run_id, 1))
                 # Built here rather than read back: every other column starts empty.
                 return record, True
             stored = self._one(run.run_id)

@@ -184,7 +184,8 @@ def test_fork_a_plain_run_from_its_checkpoints_panel(served: tuple[outlast.App, 
 
 
 def test_a_big_run_lists_the_checkpoints_of_its_steps_page(tmp_path: Path) -> None:
-    app = outlast.App(f"sqlite:///{tmp_path / 'big.db'}")
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    app = outlast.App(url)
 
     @app.step
     def s(i: int) -> int:
@@ -205,12 +206,20 @@ def test_a_big_run_lists_the_checkpoints_of_its_steps_page(tmp_path: Path) -> No
         last = c.get("/api/runs/big-1?offset=400").json()
         assert [cp["id"] for cp in last["checkpoints"]] == [str(i) for i in range(401, 451)]
         page = c.get("/runs/big-1?page=2").text
-        assert page.count("Fork from here") == 50 and "50 of 451" in page
+        assert page.count("Fork from here") == 50 and "50 of 451, after the steps shown" in page
         assert page.count("Fork from checkpoint") == 1  # one form for any other checkpoint
         r = c.post("/api/runs/big-1/fork", json={"checkpoint": "7", "run_id": "big-7"})
         assert r.status_code == 200, r.text
         assert app.handle("big-7").result(timeout=20) == sum(range(450))
         assert len(app.get_run("big-7").steps) == 450
+    with (  # `outlast ui --db`: no workflows here, the fork is recorded for a worker
+        uikit.serve(create_app(url, allow_actions=True)) as base,
+        httpx.Client(base_url=base, timeout=10) as c,
+    ):
+        r = c.post("/api/runs/big-1/fork", json={"checkpoint": "449", "run_id": "big-449"})
+        assert r.status_code == 200, r.text
+        assert app.get_run("big-449", steps=False).status == "pending"
+    assert app.handle("big-449").result(timeout=20) == sum(range(450))
     app.close()
 
 

@@ -344,8 +344,9 @@ def _checkpoints(run: dict[str, Any], cps: list[dict[str, Any]], root: str, fork
         heads, title, opened = "<th>Node</th><th>Recorded by</th><th>At</th><th>Update</th><th>Next</th>", "", " open"
     else:
         heads, opened = "<th>After</th><th>Kind</th><th>At</th><th>Outcome</th>", ""
-        title = (f' <small>{len(cps)} of {int(run.get("checkpoints_total") or 0)}: '
-                 "the ones after the steps shown (a fork keeps the calls up to its checkpoint)</small>")
+        total = int(run.get("checkpoints_total") or 0)
+        shown = f"{total}, one after each call" if len(cps) == total else f"{len(cps)} of {total}, after the steps shown"
+        title = f" <small>{shown} (a fork keeps the calls up to its checkpoint)</small>"
     return (f'<details class="io checkpoints"{opened}><summary>Checkpoints{title}</summary><table class=panel>'
             f'<thead><tr><th>Id</th>{heads}<th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>')
 

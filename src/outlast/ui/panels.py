@@ -46,13 +46,13 @@ def fork_origin(forked_from: str | None, forked_at: str | None, run_input: Any) 
 def checkpoints(
     app: App, record: RunRecord, journal: list[Entry], shown: set[int], first: bool
 ) -> dict[str, Any]:
-    """The run's checkpoints (:meth:`outlast.App.checkpoints`), as ``{"graph", "total",
+    """The run's checkpoints (those of :meth:`outlast.App.checkpoints`), as ``{"graph", "total",
     "list"}``: a graph run's all (its nodes, a fork's inherited ones first); any other run's,
     one after each journaled call, only those after the steps at the positions in ``shown``
     (the steps page), and the start (0) on the ``first`` page. A 10,000-step run lists a page."""
     graph = evolution.is_graph_run(app, record, journal)
     try:
-        found = app.checkpoints(record.run_id)
+        found = evolution.checkpoints_of(app, record, journal)  # app.checkpoints, journal read
     except OutlastError as exc:  # an origin pruned since, a graph this App does not know
         return {"graph": graph, "total": 0, "list": [{"id": None, "error": str(exc)}]}
     total = len(found)

@@ -56,6 +56,20 @@ def test_show_prints_the_step_timeline(app_with_runs: outlast.App, sqlite_url: s
     assert "work" in text and "completed" in text
 
 
+def test_show_and_runs_json_name_a_forks_origin_and_hide_the_frontier(
+    app_with_runs: outlast.App, sqlite_url: str
+) -> None:
+    assert '"frontier"' in (app_with_runs.store.get_run("done-1").stats or "")  # kept, not shown
+    app_with_runs.fork("done-1", 2, new_run_id="fork-1").result(timeout=20)
+    data = json.loads(cli("show", "fork-1", "--db", sqlite_url, "--json").stdout)
+    assert (data["forked_from"], data["forked_at"], data["result"]) == ("done-1", "2", 14)
+    assert "frontier" not in data["stats"] and "forked_from" not in data["stats"]
+    rows = {r["run_id"]: r for r in json.loads(cli("runs", "--db", sqlite_url, "--json").stdout)}
+    assert rows["fork-1"]["forked_from"] == "done-1" and rows["done-1"]["forked_from"] is None
+    assert all("frontier" not in r["stats"] for r in rows.values())
+    assert "forked from done-1 at checkpoint 2" in cli("show", "fork-1", "--db", sqlite_url).stdout
+
+
 def test_cancel_then_worker_skips_it(app_with_runs: outlast.App, sqlite_url: str, tmp_path: Path) -> None:
     assert "cancelled: queued-1" in cli("cancel", "queued-1", "--db", sqlite_url).stdout
     assert "already ended" in cli("cancel", "queued-1", "--db", sqlite_url).stdout

@@ -70,9 +70,23 @@ def test_start_send_and_show(app: outlast.App, client: httpx.Client) -> None:
     r = client.post("/runs/a1/events/approve", content=b'"yes"')
     assert r.status_code == 202
     assert app.handle("a1").result(timeout=20) == "mail: yes"
-    assert client.get("/runs/a1").json() == {
+    shown = client.get("/runs/a1").json()
+    assert {k: shown[k] for k in ("run_id", "workflow", "status", "result", "forked_from")} == {
         "run_id": "a1", "workflow": "approval", "status": "completed", "result": "mail: yes",
+        "forked_from": None,
     }
+
+
+def test_show_names_a_forks_origin_and_hides_the_frontier(app: outlast.App, client: httpx.Client) -> None:
+    client.post("/runs", json={"workflow": "approval", "args": ["mail"], "run_id": "f0"})
+    client.post("/runs/f0/events/approve", content=b'"yes"')
+    assert app.handle("f0").result(timeout=20) == "mail: yes"
+    app.fork("f0", "1", new_run_id="f1").result(timeout=20)
+    shown = client.get("/runs/f1").json()
+    assert (shown["forked_from"], shown["forked_at"], shown["result"]) == ("f0", "1", "mail: yes")
+    assert "frontier" not in shown["stats"] and "forked_from" not in shown["stats"]
+    origin = client.get("/runs/f0").json()
+    assert origin["forked_from"] is None and "frontier" not in origin["stats"]
 
 
 def test_bad_input_gets_clear_4xx_and_leaves_data_intact(app: outlast.App, client: httpx.Client) -> None:

@@ -201,3 +201,77 @@ def test_fork_a_graph_run_from_a_checkpoint_after_a_live_refresh(page: Any, db: 
         assert page.locator("a.origin").inner_text() == "graph-1"
         if SCREENSHOTS:
             page.screenshot(path=str(IMG / "ui-graph.png"), full_page=True)
+
+
+def test_fork_a_plain_run_from_a_checkpoint_and_from_the_form(page: Any, db: tuple[str, outlast.App]) -> None:
+    _, app = db  # long-1: 300 calls of one step, more than one page of steps
+    flash = page.locator("#flash")
+    with uikit.serve(create_app(app=app, allow_actions=True)) as base:
+        page.goto(f"{base}/runs/long-1")
+        panel = page.locator("details.checkpoints")
+        panel.locator("summary").click()
+        assert "201 of 301, after the steps shown" in panel.locator("summary").inner_text()  # the first page's only
+        assert panel.locator("tbody tr").count() == 201
+        row = panel.locator("tr[data-checkpoint='3']")
+        assert "tick:3" in row.inner_text()
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Fork from here").click()
+        sync_api.expect(flash).to_contain_text("forked from checkpoint 3: run ", timeout=10_000)
+        first = flash.inner_text().rsplit(" ", 1)[1]
+        assert app.handle(first).result(timeout=20) == sum(range(300))
+        # any checkpoint by its number, with a chosen id; refusals are said on the page
+        form = page.locator("form.fork")
+        form.get_by_label("Checkpoint").fill("250")
+        form.get_by_label("New run id (optional)").fill("long-fork")
+        for expected in ["forked from checkpoint 250: run long-fork",
+                         "Refused: run id 'long-fork' already exists; choose another id for the fork"]:
+            page.once("dialog", lambda dialog: dialog.accept())
+            form.get_by_role("button", name="Fork from checkpoint").click()
+            sync_api.expect(flash).to_have_text(expected, timeout=10_000)
+        form.get_by_label("Checkpoint").fill("999")
+        form.get_by_label("New run id (optional)").fill("")
+        page.once("dialog", lambda dialog: dialog.accept())
+        form.get_by_role("button", name="Fork from checkpoint").click()
+        sync_api.expect(flash).to_contain_text("Refused: run 'long-1' has no checkpoint '999'", timeout=10_000)
+        assert app.handle("long-fork").result(timeout=20) == sum(range(300))
+        page.goto(f"{base}/runs/long-fork")
+        assert page.locator("a.origin").inner_text() == "long-1"
+        assert "forked from long-1 at checkpoint 250" in page.locator("#live p.facts", has_text="forked").inner_text()
+        page.locator("a.origin").click()
+        page.wait_for_url(f"{base}/runs/long-1")
+
+
+def test_retry_a_failed_run_and_see_it_complete(page: Any, db: tuple[str, outlast.App]) -> None:
+    _, app = db
+    tries = {"n": 0}
+
+    @app.step
+    def flaky_once(topic: str) -> str:
+        tries["n"] += 1
+        if tries["n"] == 1:
+            raise outlast.TerminalError("the service said no, this once")
+        return f"done: {topic}"
+
+    @app.workflow
+    def fails_once(ctx: outlast.Context, topic: str) -> str:
+        return flaky_once(topic)
+
+    with pytest.raises(outlast.TerminalError):
+        app.run(fails_once, "retries", run_id="retry-b1")
+    with uikit.serve(create_app(app=app, allow_actions=True)) as base:
+        page.goto(f"{base}/runs/retry-b1")
+        chip = page.locator("#live h1 .chip")
+        assert chip.inner_text() == "failed"
+        if SCREENSHOTS:
+            page.screenshot(path=str(IMG / "ui-failed.png"), full_page=True)
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Retry run").click()
+        sync_api.expect(page.locator("#flash")).to_contain_text("retrying: run retry-b1", timeout=10_000)
+        sync_api.expect(chip).to_have_text("completed", timeout=20_000)  # live: no reload
+        assert '"done: retries"' in page.locator("pre.result").first.inner_text()
+        # the page still offers the retry it showed; the run is not failed any more: refused
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Retry run").click()
+        sync_api.expect(page.locator("#flash")).to_contain_text("Refused: run 'retry-b1' is completed, not failed",
+                                                                timeout=10_000)
+    assert tries["n"] == 2

@@ -52,13 +52,7 @@ STATUS_STYLE = {
 
 
 def _info_json(info: RunInfo, steps: bool) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "run_id": info.run_id, "workflow": info.workflow, "status": info.status,
-        "queue": info.queue, "created_at": info.created_at, "started_at": info.started_at,
-        "ended_at": info.ended_at, "reason": info.reason, "recoveries": info.recoveries,
-        "parent_id": info.parent_id, "stats": info.stats,
-        "forked_from": info.forked_from, "forked_at": info.forked_at,
-    }
+    data = jsonview.run_fields(info)
     if info.status == "completed":
         try:
             data["result"] = info.result  # viewed by jsonview.dumps

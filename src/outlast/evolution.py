@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .app import App
     from .run import Run
 
-__all__ = ["checkpoints", "fork", "retry"]
+__all__ = ["checkpoints", "checkpoints_of", "fork", "retry"]
 
 
 def _run(app: App, run_id: str) -> RunRecord:
@@ -64,7 +64,13 @@ def _summary(entry: Entry) -> str:
 def checkpoints(app: App, run_id: str) -> list[Checkpoint]:
     """The run's checkpoints in order (a graph run's are its nodes)."""
     run = _run(app, run_id)
-    entries = app.store.load_journal(run_id)
+    return checkpoints_of(app, run, app.store.load_journal(run_id))
+
+
+def checkpoints_of(app: App, run: RunRecord, entries: list[Entry]) -> list[Checkpoint]:
+    """:func:`checkpoints` of a run whose record and journal are already loaded (the
+    dashboard has them: a 10,000-step journal is not read twice)."""
+    run_id = run.run_id
     if is_graph_run(app, run, entries):
         return timetravel.checkpoints(app, run_id)
     cps = []

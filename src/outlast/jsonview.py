@@ -41,9 +41,12 @@ import math
 import uuid
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TAGS", "dumps", "to_json"]
+if TYPE_CHECKING:
+    from .run import RunInfo
+
+__all__ = ["TAGS", "dumps", "run_fields", "to_json"]
 
 #: the tag keys this view writes; a user dict with one of them as a key is written as $map
 TAGS = frozenset({
@@ -64,6 +67,21 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
 def to_json(value: Any) -> Any:
     """``value`` as plain JSON data (see the module docstring for the tagged forms)."""
     return _view(value, 0)
+
+
+def run_fields(info: RunInfo) -> dict[str, Any]:
+    """A run's own fields, the same keys for ``outlast show --json`` and ``runs --json``,
+    ``GET /runs/{id}`` of ``outlast serve`` and the dashboard's API (plain values: view them
+    with the rest through :func:`to_json` or :func:`dumps`). ``stats`` holds figures only (the
+    engine's bookkeeping is not shown); a fork names its origin in ``forked_from`` (a run id)
+    and ``forked_at`` (a checkpoint id), None for other runs."""
+    return {
+        "run_id": info.run_id, "workflow": info.workflow, "status": info.status,
+        "queue": info.queue, "created_at": info.created_at, "started_at": info.started_at,
+        "ended_at": info.ended_at, "reason": info.reason, "recoveries": info.recoveries,
+        "parent_id": info.parent_id, "stats": info.stats,
+        "forked_from": info.forked_from, "forked_at": info.forked_at,
+    }
 
 
 def _view(v: Any, depth: int) -> Any:

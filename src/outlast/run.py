@@ -88,6 +88,28 @@ def accounting(stored: str | None, entries: list[Entry] | None) -> dict[str, Any
     return stats
 
 
+def shown_stats(
+    stored: str | None, entries: list[Entry] | None = None
+) -> tuple[dict[str, Any], str | None, str | None]:
+    """The run's stats as people and scripts see them, and its fork origin.
+
+    The stats column also holds bookkeeping that is not a figure: the engine's frontier
+    (dropped here) and a fork's origin ``{"run", "checkpoint"}`` (returned apart, as
+    ``forked_from`` and ``forked_at``). The one reader of that column for :class:`RunInfo`,
+    ``outlast show --json``, ``outlast serve`` and ``outlast ui``. Figures: :func:`accounting`.
+    """
+    try:
+        stats = accounting(stored, entries)
+    except (ValueError, TypeError, AttributeError):  # an unreadable column must not hide the run
+        stats = {}
+    stats.pop(FRONTIER, None)
+    origin = stats.pop(FORKED_FROM, None)
+    if not isinstance(origin, dict):
+        return stats, None, None
+    run, at = origin.get("run"), origin.get("checkpoint")
+    return stats, run if isinstance(run, str) else None, None if at is None else str(at)
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """A run as stored, with its steps when loaded by ``app.get_run``."""
@@ -141,16 +163,12 @@ class RunInfo:
         entries: list[Entry] | None = None,
         blobs: Callable[[Iterable[str]], Mapping[str, bytes]] | None = None,
     ) -> RunInfo:
-        stats = accounting(run.stats, entries)
-        stats.pop(FRONTIER, None)  # the engine's bookkeeping, not a figure
-        origin = stats.pop(FORKED_FROM, None)
-        if not isinstance(origin, dict):
-            origin = {}
+        stats, forked_from, forked_at = shown_stats(run.stats, entries)
         return cls(
             run.run_id, run.workflow, run.status, run.created_at, run.started_at, run.ended_at,
             run.queue, run.parent_id, run.reason, run.recoveries, stats,
             [StepInfo.from_entry(e) for e in entries or []],
-            run.output, run.error, blobs, origin.get("run"), origin.get("checkpoint"),
+            run.output, run.error, blobs, forked_from, forked_at,
         )
 
 

@@ -11,8 +11,9 @@ Routes (JSON in and out; request bodies must be ``Content-Type: application/json
   ``priority`` an integer from -1000 to 1000. ``201 {"run_id", "status"}`` for a new run;
   ``200`` with the run's view (``result`` when completed) when ``run_id`` names an existing run
   with the same arguments.
-- ``GET /runs/{run_id}``: ``{"run_id", "workflow", "status", "result"?, "error"?}``; the result
-  is shown through :mod:`outlast.jsonview` (valid JSON always).
+- ``GET /runs/{run_id}``: the run's fields (:func:`outlast.jsonview.run_fields`: ``"run_id",
+  "workflow", "status", "stats", "forked_from"``...) with ``"result"`` or ``"error"``; shown
+  through :mod:`outlast.jsonview` (valid JSON always).
 
 Every request passes :mod:`outlast.websec` first (Host, cross-site, content type, token).
 Errors are 4xx with ``{"error": message}``: 400 bad JSON or fields (NaN, lone surrogates,
@@ -163,18 +164,17 @@ def create_app(
 def _view(info: RunInfo) -> dict[str, Any]:
     """The run as ``GET /runs/{id}`` shows it; a result this process cannot read is reported,
     not a 500 (its class may live in a module the server did not import)."""
-    data: dict[str, Any] = {"run_id": info.run_id, "workflow": info.workflow, "status": info.status}
+    data = jsonview.run_fields(info)
     try:
         if info.status == "completed":
-            data["result"] = jsonview.to_json(info.result)
+            data["result"] = info.result
         elif info.status == "failed":
             err = info.error
             data["error"] = None if err is None else f"{type(err).__name__}: {err}"
-        elif info.reason:
-            data["reason"] = info.reason
     except OutlastError as exc:
         data["unreadable"] = str(exc)
-    return data
+    viewed: dict[str, Any] = jsonview.to_json(data)
+    return viewed
 
 
 def check_binding(host: str, token: str | None) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import jsonview
+from ..run import RunInfo
 from ..store.base import STATUSES, Page, RunQuery, RunRecord, Store
 from . import panels
 from .steps import StepCache, decode, error_doc, last_execution, mark
@@ -114,26 +115,17 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 def run_summary(record: RunRecord, steps: int | None = None) -> dict[str, Any]:
-    """A run as one row of the runs list (``steps``: its journal entries, when counted)."""
-    stats = _stats(record)
+    """A run as one row of the runs list (``steps``: its journal entries, when counted): the
+    fields every JSON view of a run has (:func:`outlast.jsonview.run_fields`) and the list's."""
+    out = jsonview.run_fields(RunInfo.from_record(record))
+    stats = out["stats"]
     end = record.ended_at or (time.time() if record.status == "running" else None)
-    return {
-        "run_id": record.run_id, "workflow": record.workflow, "status": record.status,
-        "created_at": record.created_at, "started_at": record.started_at, "ended_at": record.ended_at,
+    out.update({
         "duration": None if record.started_at is None or end is None else max(0.0, end - record.started_at),
         "steps": steps, "tokens": stats.get("tokens"), "cost": stats.get("cost"),
-        "queue": record.queue, "parent_id": record.parent_id, "reason": record.reason,
-        "wait_event": record.wait_event, "recoveries": record.recoveries,
-        "error": error_excerpt(record),
-    }
-
-
-def _stats(record: RunRecord) -> dict[str, Any]:
-    try:
-        stats = json.loads(record.stats) if record.stats else {}
-    except ValueError:
-        return {}
-    return stats if isinstance(stats, dict) else {}
+        "wait_event": record.wait_event, "error": error_excerpt(record),
+    })
+    return out
 
 
 def error_excerpt(record: RunRecord) -> str | None:
@@ -174,7 +166,6 @@ def run_detail(
         return None
     journal = store.load_journal(run_id)
     out = run_summary(record, len(journal))
-    out["stats"] = _stats(record)
     out["epoch"] = record.epoch
     out["steps_total"] = len(journal)
     out["offset"] = offset
@@ -190,20 +181,23 @@ def run_detail(
     out["t1"] = max([t0, *ends]) if record.ended_at or record.status != "running" else max([time.time(), *ends])
     out["kinds"] = sorted({e.kind for e in journal})
     out["children"] = _children(store, run_id)
-    out["fork_origin"] = panels.fork_origin(record, run_input)
+    out["fork_origin"] = panels.fork_origin(out["forked_from"], out["forked_at"], run_input)
     out["snapshot"] = panels.snapshot(record)
     # the run's own fields, viewed once; the steps and panels below come viewed
     viewed: dict[str, Any] = jsonview.to_json(out)
     last = last_execution(record, journal)
     viewed["last_execution"] = last
     viewed["replayed_steps"] = sum(1 for e in journal if mark(e, last) == "replayed")
-    viewed["checkpoints"] = panels.checkpoints(app, record, journal, viewed["fork_origin"] is not None)
     viewed["events"] = panels.events(app, journal)
     chosen = [e for e in journal if (kind is None or e.kind == kind) and (status is None or e.status == status)]
     viewed["steps_matching"] = len(chosen)
+    page = chosen[offset : offset + limit]
+    cps = panels.checkpoints(app, record, journal, {e.position for e in page},
+                             first=offset == 0 and kind is None and status is None)
+    viewed["graph"], viewed["checkpoints_total"], viewed["checkpoints"] = cps["graph"], cps["total"], cps["list"]
     cache = StepCache(entries=0) if cache is None else cache
     steps = []
-    for entry in chosen[offset : offset + limit]:
+    for entry in page:
         step = cache.get(run_id, entry, store)
         step["mark"] = mark(entry, last)
         steps.append(step)

@@ -128,8 +128,8 @@ def _path(run_id: str) -> str:
 
 
 def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: int, message: str = "",
-             chosen: dict[str, str | None] | None = None, extra: frozenset[str] = frozenset()) -> str:
-    """The run page; ``extra``: the optional actions the App offers (``retry``, ``fork``)."""
+             chosen: dict[str, str | None] | None = None) -> str:
+    """The run page (``actions``: with the action forms and the fork buttons)."""
     rid = run["run_id"]
     head = (
         f'<h1 data-status="{e(run["status"])}" data-epoch="{e(run["epoch"])}">'
@@ -168,9 +168,9 @@ def run_page(run: dict[str, Any], *, root: str, csrf: str, actions: bool, page: 
         outcome += f"<details class=io open><summary>Result</summary><pre class=result>{pretty(run['result'])}</pre></details>"
     if run.get("error_detail"):
         outcome += f"<details class=io open><summary>Error</summary><pre class=error>{pretty(run['error_detail'])}</pre></details>"
-    outcome += _panels(run, root, csrf if actions and "fork" in extra else None)
+    outcome += _panels(run, root, csrf if actions else None)
     body = (f'<div id=live>{head}{outcome}{_steps(run, root, page, chosen or {})}</div>'
-            + (_actions(run, root, csrf, extra) if actions else ""))
+            + (_actions(run, root, csrf) if actions else ""))
     if message:
         body = f'<p class=message>{e(message)}</p>' + body
     return layout(rid, body, root=root, csrf=csrf, live="run", state=f"{root}/api/runs/{_path(rid)}/state")
@@ -233,17 +233,20 @@ def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | No
             f'{_step_filters(run, chosen)}{pager}<div class=waterfall>{"".join(rows)}</div>{pager}')
 
 
-def _actions(run: dict[str, Any], root: str, csrf: str, extra: frozenset[str]) -> str:
+def _actions(run: dict[str, Any], root: str, csrf: str) -> str:
+    """The action forms, outside the live part of the page (a refresh never clears a field
+    being typed in). Retry: failed runs only (``app.retry`` refuses the others)."""
     api = f'{root}/api/runs/{_path(run["run_id"])}'
     hidden = f'<input type=hidden name=csrf value="{e(csrf)}">'
     status = run["status"]
     if status in ("completed", "failed", "cancelled"):
         retry = ""
-        if status != "completed" and "retry" in extra:
+        if status == "failed":
             retry = (f'<form class=action method=post action="{e(api)}/retry" '
-                     f'data-confirm="Retry this run from its last completed step?">{hidden}'
+                     f'data-confirm="Retry this run from its failure (the calls before it are kept)?">{hidden}'
                      '<button type=submit>Retry run</button></form>')
-        return f'<section class=actions><h2>Actions</h2><p>This run has ended.</p>{retry}</section>'
+        return (f'<section class=actions><h2>Actions</h2><p>This run has ended.</p>{retry}'
+                f'{_fork_form(run, api, hidden)}</section>')
     out = ['<section class=actions><h2>Actions</h2>']
     out.append(
         f'<form class=action method=post action="{e(api)}/events" data-confirm="Send this event to the run?">{hidden}'
@@ -259,11 +262,25 @@ def _actions(run: dict[str, Any], root: str, csrf: str, extra: frozenset[str]) -
             f'<form class=action method=post action="{e(api)}/resolve" data-confirm="Run the step again?">{hidden}'
             '<input type=hidden name=decision value=redo><button type=submit>Run again</button></form>'
         )
+    out.append(_fork_form(run, api, hidden))
     out.append(
         f'<form class=action method=post action="{e(api)}/cancel" data-confirm="Cancel this run and its children?">{hidden}'
         '<button type=submit class=danger>Cancel run</button></form></section>'
     )
     return "".join(out)
+
+
+def _fork_form(run: dict[str, Any], api: str, hidden: str) -> str:
+    """One form forking from any checkpoint by its number (a big run lists a page of them)."""
+    total = int(run.get("checkpoints_total") or 0)
+    hint = ("a graph run's checkpoints are its nodes" if run.get("graph")
+            else "checkpoint N keeps the first N calls; 0 keeps none")
+    return (f'<form class="action fork" method=post action="{e(api)}/fork" '
+            f'data-confirm="Fork a new run from this checkpoint?">{hidden}'
+            f'<label for=fork-checkpoint>Checkpoint</label><input id=fork-checkpoint name=checkpoint '
+            f'type=number min=0 step=1 required placeholder="{e(f"0 to {total - 1}" if total else "0")}">'
+            '<label for=fork-id>New run id (optional)</label><input id=fork-id name=run_id maxlength=200>'
+            f'<small>{e(hint)}</small><button type=submit>Fork from checkpoint</button></form>')
 
 
 def _mark(step: dict[str, Any]) -> str:
@@ -277,7 +294,7 @@ def _mark(step: dict[str, Any]) -> str:
 
 
 def _panels(run: dict[str, Any], root: str, fork_csrf: str | None) -> str:
-    """Snapshot, events received and a graph run's checkpoints (with fork buttons)."""
+    """Snapshot, events received and the run's checkpoints (with fork buttons)."""
     out = ""
     snap = run.get("snapshot")
     if snap:
@@ -298,25 +315,40 @@ def _panels(run: dict[str, Any], root: str, fork_csrf: str | None) -> str:
 
 
 def _checkpoints(run: dict[str, Any], cps: list[dict[str, Any]], root: str, fork_csrf: str | None) -> str:
+    """A graph run's checkpoints (node, recording run, update, next node), or any other run's
+    after the steps on this page (the call each one follows), each with "Fork from here"."""
     if cps[0].get("error"):
         return f'<p class="error">checkpoints: {e(cps[0]["error"])}</p>'
     api = f'{root}/api/runs/{_path(run["run_id"])}/fork'
+    graph = bool(run.get("graph"))
     rows = []
     for c in cps:
-        origin = (f'<a href="{e(root)}/runs/{e(_path(c["run_id"]))}">{e(c["run_id"])}</a>'
-                  if c["inherited"] else "")
         button = ""
         if fork_csrf is not None:
             button = (f'<form class=action method=post action="{e(api)}" data-confirm="Fork a new run from '
                       f'checkpoint {e(c["id"])}?"><input type=hidden name=csrf value="{e(fork_csrf)}">'
                       f'<input type=hidden name=checkpoint value="{e(c["id"])}">'
                       '<button type=submit>Fork from here</button></form>')
-        rows.append(f'<tr data-checkpoint="{e(c["id"])}"><td>{e(c["id"])}</td><td>{e(c["node"])}</td>'
-                    f'<td>{origin}</td><td>{when(c["at"])}</td><td>{e(c["summary"])}</td>'
-                    f'<td>{e(c["next"])}</td><td>{button}</td></tr>')
-    return ('<details class="io checkpoints" open><summary>Checkpoints</summary><table class=panel>'
-            '<thead><tr><th>Id</th><th>Node</th><th>Recorded by</th><th>At</th><th>Update</th>'
-            f'<th>Next</th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>')
+        if graph:
+            origin = (f'<a href="{e(root)}/runs/{e(_path(c["run_id"]))}">{e(c["run_id"])}</a>'
+                      if c["inherited"] else "")
+            cells = (f'<td>{e(c["node"])}</td><td>{origin}</td><td>{when(c["at"])}</td>'
+                     f'<td>{e(c["summary"])}</td><td>{e(c["next"])}</td>')
+        else:
+            after = ("the input" if c["kind"] == "start" else
+                     f'<a href="#step-{int(c["position"])}">{e(c["node"])}</a>')
+            cells = (f'<td>{after}</td><td>{e(c["kind"])}</td><td>{when(c["at"])}</td>'
+                     f'<td>{e(c["summary"])}</td>')
+        rows.append(f'<tr data-checkpoint="{e(c["id"])}"><td>{e(c["id"])}</td>{cells}<td>{button}</td></tr>')
+    if graph:
+        heads, title, opened = "<th>Node</th><th>Recorded by</th><th>At</th><th>Update</th><th>Next</th>", "", " open"
+    else:
+        heads, opened = "<th>After</th><th>Kind</th><th>At</th><th>Outcome</th>", ""
+        total = int(run.get("checkpoints_total") or 0)
+        shown = f"{total}, one after each call" if len(cps) == total else f"{len(cps)} of {total}, after the steps shown"
+        title = f" <small>{shown} (a fork keeps the calls up to its checkpoint)</small>"
+    return (f'<details class="io checkpoints"{opened}><summary>Checkpoints{title}</summary><table class=panel>'
+            f'<thead><tr><th>Id</th>{heads}<th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></details>')
 
 
 def error_page(status: int, message: str, *, root: str, csrf: str) -> str:

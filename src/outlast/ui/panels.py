@@ -1,4 +1,4 @@
-"""The run page's panels beside the steps: a graph run's checkpoints, the events the run
+"""The run page's panels beside the steps: the run's checkpoints, the events the run
 received, its snapshot (``ctx.stash`` / ``continue_as_new``) and where it was forked from.
 
 :func:`checkpoints` and :func:`events` give values in the JSON view (:mod:`outlast.jsonview`),
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import jsonview, serde
+from .. import evolution, jsonview, serde
 from ..errors import OutlastError
-from ..graph import NODE_KIND
 from ..store.base import Entry, RunRecord
 from .steps import decode
 
@@ -23,17 +22,15 @@ if TYPE_CHECKING:
 EVENTS_SHOWN = 100
 
 
-def fork_origin(record: RunRecord, run_input: Any) -> dict[str, Any] | None:
+def fork_origin(forked_from: str | None, forked_at: str | None, run_input: Any) -> dict[str, Any] | None:
     """``{"run", "checkpoint"}`` of the run this one was forked from, or None.
 
-    A graph fork names its origin in its input (``fork={"run", "checkpoint", "update"}``, see
-    :mod:`outlast.timetravel`).
+    A fork of any run (``app.fork``) is known by its ``forked_from`` and ``forked_at``
+    (:func:`outlast.run.shown_stats`); a graph fork names its origin in its input
+    (``fork={"run", "checkpoint", "update"}``, see :mod:`outlast.timetravel`).
     """
-    # FORKED_FROM: forks of any run (the evolution issue) record ``forked_from`` on the run;
-    # prefer it here once it exists, then fall back to a graph fork's input below.
-    forked_from = getattr(record, "forked_from", None)
-    if isinstance(forked_from, str) and forked_from:
-        return {"run": forked_from, "checkpoint": getattr(record, "forked_at", None)}
+    if forked_from is not None:
+        return {"run": forked_from, "checkpoint": forked_at}
     if not (isinstance(run_input, list) and len(run_input) == 2 and isinstance(run_input[1], dict)):
         return None
     fork = run_input[1].get("fork")
@@ -47,29 +44,35 @@ def fork_origin(record: RunRecord, run_input: Any) -> dict[str, Any] | None:
 
 
 def checkpoints(
-    app: App, record: RunRecord, journal: list[Entry], forked: bool
-) -> list[dict[str, Any]] | None:
-    """A graph run's checkpoints (a fork's inherited ones first), or None for other runs."""
-    if not forked and not any(e.kind == NODE_KIND for e in journal):
-        return None
-    from ..timetravel import checkpoints as listed
-
+    app: App, record: RunRecord, journal: list[Entry], shown: set[int], first: bool
+) -> dict[str, Any]:
+    """The run's checkpoints (those of :meth:`outlast.App.checkpoints`), as ``{"graph", "total",
+    "list"}``: a graph run's all (its nodes, a fork's inherited ones first); any other run's,
+    one after each journaled call, only those after the steps at the positions in ``shown``
+    (the steps page), and the start (0) on the ``first`` page. A 10,000-step run lists a page."""
+    graph = evolution.is_graph_run(app, record, journal)
     try:
-        found = listed(app, record.run_id)
-    except OutlastError as exc:  # an origin pruned since, or an unreadable input
-        return [{"id": None, "error": str(exc)}]
-    return [
+        found = evolution.checkpoints_of(app, record, journal)  # app.checkpoints, journal read
+    except OutlastError as exc:  # an origin pruned since, a graph this App does not know
+        return {"graph": graph, "total": 0, "list": [{"id": None, "error": str(exc)}]}
+    total = len(found)
+    if not graph:
+        found = [c for c in found if c.position in shown or (first and c.kind == "start")]
+    listed = [
         {
             "id": c.id,
             "run_id": c.run_id,
             "inherited": c.run_id != record.run_id,
             "node": c.node,
+            "kind": c.kind,
+            "position": c.position,
             "at": c.at,
             "summary": c.summary,
             "next": c.next,
         }
         for c in found
     ]
+    return {"graph": graph, "total": total, "list": jsonview.to_json(listed)}
 
 
 def events(app: App, journal: list[Entry]) -> list[dict[str, Any]]:

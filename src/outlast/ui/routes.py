@@ -3,7 +3,11 @@
 Pages: ``/`` (redirects to ``/runs``), ``/runs``, ``/runs/{run_id}``. API: ``GET /api/runs``,
 ``GET /api/runs/{id}``, ``GET /api/runs/{id}/state`` (cheap, for live updates), and
 ``POST /api/runs/{id}/cancel|events|resolve|retry|fork`` taking JSON (scripts) or the pages'
-form encoding with their CSRF token (retry and fork when the App has them). Starlette is imported by :func:`outlast.ui.create_app` only.
+form encoding with their CSRF token. Starlette is imported by :func:`outlast.ui.create_app` only.
+
+A refused action is an error, never a 500: 400 bad input (an unknown checkpoint), 403 actions
+off or a cross-site request, 404 an unknown run, 409 the run's state or ids forbid it (retrying
+a run that is not failed, a fork's id already taken, an event for an ended run).
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote
 
 from .. import jsonview
-from ..errors import ConfigurationError, NotPaused, OutlastError, RunNotFound
+from ..errors import (
+    ConfigurationError,
+    NotFailed,
+    NotPaused,
+    OutlastError,
+    RunConflict,
+    RunNotFound,
+)
+from ..run import shown_stats
 from ..webinput import BadInput, parse_json
 from ..websec import FORM_TYPE, Refused, WebPolicy
 from . import data, pages
@@ -41,9 +53,6 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
     from starlette.staticfiles import StaticFiles
 
     cache = StepCache()  # viewed steps: a run's recorded outcomes never change
-    # Retry and fork come from the App when it has them (retry: the evolution issue; fork:
-    # graph runs today, any run with the evolution issue): no button, and 404, otherwise.
-    extra = frozenset(name for name in ("retry", "fork") if callable(getattr(app, name, None)))
 
     def policy(request: Request) -> WebPolicy:
         found: WebPolicy = request.scope["state"]["outlast_policy"]
@@ -60,7 +69,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         return HTMLResponse(text, status_code=status, headers=HEADERS)
 
     def failure(request: Request, status: int, message: str) -> Response:
-        if request.url.path.startswith(root(request) + "/api/") or _wants_json(request):
+        api = request.url.path.startswith(root(request) + "/api/")
+        if _wants_json(request) or (api and not _a_page_form(request)):
             return js({"error": message}, status)
         return page(request, pages.error_page(status, message, root=root(request),
                                               csrf=policy(request).csrf_token()), status)
@@ -75,7 +85,7 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
                 return failure(request, 400, str(exc))
             except RunNotFound as exc:
                 return failure(request, 404, str(exc))
-            except (NotPaused, ConfigurationError) as exc:
+            except (NotPaused, NotFailed, RunConflict, ConfigurationError) as exc:
                 return failure(request, 409, str(exc))
             except OutlastError as exc:
                 return failure(request, 400, str(exc))
@@ -119,8 +129,7 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         chosen = step_filters(request)
         run = await load_run(request.path_params["run_id"], number * data.STEP_PAGE, data.STEP_PAGE, chosen)
         text = pages.run_page(run, root=root(request), csrf=policy(request).csrf_token(), actions=allow_actions,
-                              page=number, message=request.query_params.get("msg", "")[:300], chosen=chosen,
-                              extra=extra)
+                              page=number, message=request.query_params.get("msg", "")[:300], chosen=chosen)
         return page(request, text)
 
     async def run_api(request: Request) -> Response:
@@ -136,7 +145,8 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         if record is None:
             raise RunNotFound(request.path_params["run_id"])
         return js({"status": record.status, "epoch": record.epoch, "ended_at": record.ended_at,
-                   "wake_at": record.wake_at, "wait_event": record.wait_event, "stats": record.stats})
+                   "wake_at": record.wake_at, "wait_event": record.wait_event,
+                   "stats": shown_stats(record.stats)[0]})
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -194,27 +204,26 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
         await run_in_threadpool(lambda: app.resolve(run_id, done=doc["done"]))
         return done(request, doc, run_id, "recorded the result; the run resumes")
 
-    def offered(name: str) -> None:
-        if name not in extra:
-            raise Refused(404, f"this version of outlast has no app.{name}(): nothing to {name}")
-
     async def retry(request: Request) -> Response:
         doc = await action_input(request)
-        offered("retry")
         run_id = request.path_params["run_id"]
-        new = await run_in_threadpool(lambda: app.retry(run_id))
-        again = str(getattr(new, "run_id", run_id))
-        return done(request, doc, again, f"retrying: run {again}")
+        await run_in_threadpool(lambda: app.retry(run_id))  # NotFailed (409) unless failed
+        return done(request, doc, run_id, f"retrying: run {run_id} runs again from its failure")
 
     async def fork(request: Request) -> Response:
         doc = await action_input(request)
-        offered("fork")
-        run_id, checkpoint, new_id = request.path_params["run_id"], doc.get("checkpoint"), doc.get("run_id") or None
+        run_id, checkpoint = request.path_params["run_id"], doc.get("checkpoint")
+        new_id = doc.get("run_id") or None
+        if isinstance(checkpoint, str):
+            checkpoint = checkpoint.strip()
         if not isinstance(checkpoint, str | int) or isinstance(checkpoint, bool) or not 0 < len(str(checkpoint)) <= 200:
             raise BadInput('give the checkpoint to fork from: {"checkpoint": "3"} (see the run\'s checkpoints)')
         if new_id is not None and (not isinstance(new_id, str) or len(new_id) > 200):
             raise BadInput("run_id (the fork's id) must be a string of at most 200 characters")
-        new = await run_in_threadpool(lambda: app.fork(run_id, str(checkpoint), new_run_id=new_id))
+        try:
+            new = await run_in_threadpool(lambda: app.fork(run_id, str(checkpoint), new_run_id=new_id))
+        except ConfigurationError as exc:  # no such checkpoint, a bad id: the request's fault
+            raise BadInput(str(exc)) from None
         return done(request, doc, new.run_id, f"forked from checkpoint {checkpoint}: run {new.run_id}")
 
     return [
@@ -235,6 +244,12 @@ def build(app: App, *, allow_actions: bool) -> list[Any]:
 
 def _wants_json(request: Request) -> bool:
     return "application/json" in (request.headers.get("accept") or "")
+
+
+def _a_page_form(request: Request) -> bool:
+    """A page's form posted without JavaScript: its refusal is a page, not JSON."""
+    kind = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return request.method == "POST" and kind == FORM_TYPE
 
 
 async def _read(request: Request) -> bytes:

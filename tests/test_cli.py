@@ -59,7 +59,8 @@ def test_show_prints_the_step_timeline(app_with_runs: outlast.App, sqlite_url: s
 def test_show_and_runs_json_name_a_forks_origin_and_hide_the_frontier(
     app_with_runs: outlast.App, sqlite_url: str
 ) -> None:
-    assert '"frontier"' in (app_with_runs.store.get_run("done-1").stats or "")  # kept, not shown
+    # a completed run keeps no frontier (only runs that may run again need it)
+    assert '"frontier"' not in (app_with_runs.store.get_run("done-1").stats or "")
     app_with_runs.fork("done-1", 2, new_run_id="fork-1").result(timeout=20)
     data = json.loads(cli("show", "fork-1", "--db", sqlite_url, "--json").stdout)
     assert (data["forked_from"], data["forked_at"], data["result"]) == ("done-1", "2", 14)

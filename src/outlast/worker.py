@@ -217,6 +217,7 @@ class Worker:
         now = time.monotonic()
         if now - self._last_orphan_scan < ORPHAN_SCAN:
             return []
+        rescan = self._last_orphan_scan == 0.0
         self._last_orphan_scan = now
         taken: list[RunRecord] = []
         dead = self.app.store.dead_owners()
@@ -230,7 +231,11 @@ class Worker:
                     workflows=list(self.app.workflows), queues=self.app.queues or None,
                     limit=free - len(taken),
                 )
-            return taken
+            # Sessions answer for any host, but not during this worker's start-up grace (see
+            # postgres_session); a process of this host that is gone is certain at once: a
+            # worker about to decide that nothing is left (``--burst``) looks for those too.
+            if not rescan or len(taken) >= free:
+                return taken
         for run in self.app.store.list_runs(Page(status="running", limit=500)):
             if len(taken) >= free:
                 break

@@ -58,18 +58,22 @@ def test_a_worker_frozen_in_its_claim_does_not_stop_the_fleet(
     ids = [app.enqueue(fleet_app.gated, ["llm", "llm-{pid}"], 0.03).run_id for _ in range(300)]
     ids += [app.enqueue(fleet_app.slow, 1, 0.3).run_id for _ in range(100)]
     env = {"FLEET_LEASE": str(lease)}
-    name = "outlast_frozen_" + store_url.rsplit("=", 1)[1]
+    schema = store_url.rsplit("=", 1)[1]
+    name = "outlast_frozen_" + schema
     a = spawn_worker(f"{store_url}&application_name={name}", log, concurrency=2, env=env)
     # B has slots beyond the llm queue's 2, for the unlimited runs
     b = spawn_worker(store_url, log, concurrency=4, env=env)
     server = store_url.split("?")[0]
+    # claim locks only: the liveness and wake-token locks a worker holds for its whole life
+    # (store/postgres_session.py) live in namespaces of their own
     held_sql = """SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
-        WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s"""
+        WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s
+        AND l.classid = (hashtext(%s)::bigint & 4294967295)::oid"""
     try:
         with psycopg.connect(server, autocommit=True) as conn:
 
             def held() -> int:
-                return int(conn.execute(held_sql, (name,)).fetchone()[0])  # type: ignore[index]
+                return int(conn.execute(held_sql, (name, schema)).fetchone()[0])  # type: ignore[index]
 
             wait_until(lambda: _starts_by(log, a.pid, 0, 2e9)[0] > 3, 30, "A to claim", [a, b])
             # Freeze A at the moment it is seen holding a claim's lock, if it ever is: a claim

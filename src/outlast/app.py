@@ -9,22 +9,21 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from . import calls, effects, engine, evolution, replaycheck, runs, serde, timetravel
+from . import calls, effects, engine, runs, timetravel
 from .background import Background
 from .budget import Budget
 from .context import Context
 from .encryption import Encryption
-from .errors import ConfigurationError, RunNotFound
+from .errors import ConfigurationError
 from .graph import Graph
 from .lease import Heartbeat
 from .lifecycle import dropped_open, open_apps
+from .operate import Operations
 from .owner import new_owner_id
-from .replaycheck import ReplayResult
 from .retry import Retry
-from .run import Run, RunInfo
+from .run import Run
 from .step import Step
-from .store import Page, QueueSpec, RunRecord, Store, open_store
-from .store.base import TERMINAL
+from .store import QueueSpec, RunRecord, Store, open_store
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
 from .workflow import Workflow, WorkflowDecorator
@@ -38,7 +37,7 @@ DEFAULT_URL = "sqlite:///outlast.db"
 MAX_LEASE = 15.0
 
 
-class App:
+class App(Operations):
     """A set of workflows and steps bound to one store.
 
     ``url``: the store; else ``$OUTLAST_DATABASE_URL``; else ``sqlite:///outlast.db``.
@@ -569,117 +568,6 @@ class App:
             concurrency_key=concurrency_key, claim=False,
         )
         return Run(self, record.run_id)
-
-    def checkpoints(self, run_id: str) -> list[Checkpoint]:
-        """The run's checkpoints in order: one per journaled durable call, 0 being the input
-        (a graph run's are its nodes; see :mod:`outlast.evolution`)."""
-        return evolution.checkpoints(self, run_id)
-
-    def state(self, run_id: str, checkpoint_id: str | int | None = None) -> dict[str, Any]:
-        """A graph run's state at a checkpoint (default: the latest)."""
-        return timetravel.state(self, run_id, checkpoint_id)
-
-    def fork(
-        self,
-        run_id: str,
-        checkpoint_id: str | int,
-        update: dict[str, Any] | None = None,
-        new_run_id: str | None = None,
-        *,
-        execute: bool = True,
-    ) -> Run[Any]:
-        """Start a new run that keeps ``run_id``'s journal up to and including the checkpoint
-        and executes the rest with the current code (its blobs shared; the origin untouched);
-        returns its handle like :meth:`start`. A graph run forks from the checkpoint's state,
-        edited by ``update``. ``execute=False``: only record it, for a worker."""
-        return evolution.fork(self, run_id, checkpoint_id, update, new_run_id, execute=execute)
-
-    def retry(self, run_id: str, *, execute: bool = True) -> Run[Any]:
-        """Run a failed run again from its failure with the current code: the failed call and
-        what follows it are dropped, the calls before it kept (a failure raised by workflow
-        code keeps the whole journal). Raises NotFailed for a run that is not failed.
-        ``execute=False``: only make it pending, for a worker."""
-        return evolution.retry(self, run_id, execute=execute)
-
-    def check_replay(
-        self,
-        run_ids: list[str] | None = None,
-        *,
-        statuses: list[str] | None = None,
-        workflow: str | None = None,
-        limit: int | None = None,
-    ) -> list[ReplayResult]:
-        """Replay recorded runs against this code without executing anything (see
-        :mod:`outlast.replaycheck`): every non-terminal run by default, or ``run_ids``, or
-        runs of ``statuses``. A result per run; ``all(r.ok for r in results)`` in CI."""
-        return replaycheck.check(self, run_ids, statuses=statuses, workflow=workflow, limit=limit)
-
-    def handle(self, run_id: str) -> Run[Any]:
-        """A handle on an existing run; raises RunNotFound."""
-        self.get_run(run_id, steps=False)
-        return Run(self, run_id)
-
-    # -- inspecting and steering --------------------------------------------------------------
-
-    def get_run(self, run_id: str, *, steps: bool = True) -> RunInfo:
-        """The run as stored, with its journaled steps; raises RunNotFound."""
-        record = self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        entries = self.store.load_journal(run_id) if steps else None
-        return RunInfo.from_record(record, entries, self.store.get_blobs)
-
-    def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
-    ) -> list[RunInfo]:
-        """Runs, newest first (without their steps)."""
-        return [
-            RunInfo.from_record(r, None, self.store.get_blobs)
-            for r in self.store.list_runs(Page(status=status, workflow=workflow, limit=limit))
-        ]
-
-    def cancel(self, run_id: str) -> list[str]:
-        """Cancel the run and its unfinished children; a running run stops at its next step
-        boundary. Returns the ids cancelled (empty when the run had already ended)."""
-        cancelled = self.store.cancel(run_id)
-        for rid in cancelled:
-            self._heartbeat.interrupt(rid)
-        self._notify()
-        return cancelled
-
-    def send(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Send event ``name`` with a JSON-like ``payload`` to a run (see ``ctx.wait_for``)."""
-        record = self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id, "events can only be sent to an existing run")
-        if record.status in TERMINAL:
-            raise ConfigurationError(
-                f"run {run_id!r} is {record.status}; it will never read event {name!r}"
-            )
-        self.store.send_event(run_id, name, serde.dumps(payload, what=f"payload of event {name!r}"))
-        self._notify()
-
-    def resolve(
-        self,
-        run_id: str,
-        *,
-        done: Any = effects._UNSET,
-        redo: bool = False,
-        retry: bool = False,
-        key: str | None = None,
-    ) -> RunInfo:
-        """Decide a paused run's unknown outcome and make it runnable again (give one of):
-
-        ``done=result``: the effect happened; record ``result`` as the step's outcome.
-        ``redo=True``: it did not; run the step again. ``retry=True``: decide nothing, ask the
-        step's ``reconcile`` again. ``key`` names the step when several await an outcome.
-        Raises NotPaused when the run is not paused; bad input leaves the run as it was.
-        """
-        return RunInfo.from_record(
-            effects.resolve(self, run_id, done=done, redo=redo, retry=retry, key=key),
-            None,
-            self.store.get_blobs,
-        )
 
     # -- waiting (shared by the engine) -------------------------------------------------------
 

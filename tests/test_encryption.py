@@ -116,7 +116,10 @@ def test_no_payload_is_stored_in_the_clear(store_url: str) -> None:
     assert again.run(again.workflows["w"], f"{MARK}-input", run_id="m").startswith(MARK)
 
 
-def test_without_encryption_the_markers_are_there(sqlite_url: str) -> None:
+def test_without_encryption_the_markers_are_there(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUTLAST_ENCRYPTION_KEYS", raising=False)  # the encrypted pass sets it
     # the check above can fail: the same workload unencrypted leaves every marker in the file
     app = markers_app(sqlite_url, None)
     run_markers(app)
@@ -234,3 +237,14 @@ def test_bad_keys_are_refused() -> None:
         outlast.Encryption({"k1": K1}, active="k2")
     assert "k1" in repr(outlast.Encryption({"k1": K1})) and str(K1) not in repr(
         outlast.Encryption({"k1": K1}))
+
+
+def test_the_sealed_store_forwards_every_store_method() -> None:
+    # a Store method the wrapper does not define would run the base class's default
+    # (a no-op or NotImplementedError) instead of the backend's
+    from outlast.store.base import Store
+    from outlast.store.sealed import SealedStore
+
+    missing = [name for name, value in vars(Store).items()
+               if callable(value) and not name.startswith("__") and name not in vars(SealedStore)]
+    assert missing == []

@@ -248,3 +248,19 @@ def test_the_sealed_store_forwards_every_store_method() -> None:
     missing = [name for name, value in vars(Store).items()
                if callable(value) and not name.startswith("__") and name not in vars(SealedStore)]
     assert missing == []
+
+
+def test_show_without_the_key_names_it(sqlite_url: str) -> None:
+    import subprocess
+    import sys
+
+    app = markers_app(sqlite_url, enc())
+    run_markers(app)
+    app.close()
+    env = {k: v for k, v in os.environ.items() if k != "OUTLAST_ENCRYPTION_KEYS"}
+    for run_id in ("m", "graph"):
+        out = subprocess.run(
+            [sys.executable, "-m", "outlast.cli", "show", run_id, "--db", sqlite_url],
+            capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "300"})
+        said = out.stdout + out.stderr  # a run's steps show; a graph's state cannot be folded
+        assert "'k1'" in said and "Traceback" not in said and MARK not in said

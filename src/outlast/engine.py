@@ -40,7 +40,7 @@ from .errors import (
 )
 from .journal import Frontier, Journal
 from .run import FRONTIER
-from .store.base import RunRecord
+from .store.base import RunRecord, entry_meta
 
 if TYPE_CHECKING:
     from .app import App
@@ -172,7 +172,7 @@ def _stats(state: RunState) -> str:
                     0.0, entry.ended_at - entry.started_at
                 )
             if entry.meta:
-                meta = json.loads(entry.meta)
+                meta = entry_meta(entry)
                 for field in ("tokens", "cost"):
                     if isinstance(meta.get(field), (int, float)):
                         stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]

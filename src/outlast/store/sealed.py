@@ -20,13 +20,23 @@ from typing import Any
 
 from ..encryption import Encryption, open_sealed, sealed_kid
 from ..errors import SerializationError, UnreadableValue
-from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from .base import (
+    SEALED_META,
+    Entry,
+    NewRun,
+    Page,
+    QueueSpec,
+    QueueStats,
+    RunQuery,
+    RunRecord,
+    Store,
+)
 from .blobs import BlobCodec, compress, decompress
 
 __all__ = ["META", "SealedStore", "entry_aad", "event_aad", "key_aad", "run_aad"]
 
 #: how a sealed ``meta`` (a text column) begins: then the base64 of the sealed value
-META = "~sealed:"
+META = SEALED_META
 
 
 def run_aad(run_id: str, column: str) -> bytes:

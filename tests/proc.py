@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
+
+
+def keys_env() -> dict[str, str]:
+    """What a subprocess started with a clean environment keeps: the encryption keys of the
+    encrypted pass (``OUTLAST_TEST_ENCRYPTION=1``), so it reads the stores the test wrote."""
+    keys = os.environ.get("OUTLAST_ENCRYPTION_KEYS")
+    return {"OUTLAST_ENCRYPTION_KEYS": keys} if keys else {}
 
 
 def wait_for_line(log: Path, line: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from tests.proc import keys_env
 
 import outlast
 import outlast.llm
@@ -65,7 +66,7 @@ def test_spent_in_all_counts_every_recorded_call(sqlite_url: str, llm: Any) -> N
     out = subprocess.run(
         [sys.executable, "-m", "outlast.cli", "show", "a", "--db", sqlite_url],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200", **keys_env()},
     )
     assert out.returncode == 0, out.stderr
     tokens, last = info.stats["tokens"], info.stats["last_tokens"]

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.proc import keys_env
+
 import outlast
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +37,7 @@ for i in range(int(sys.argv[2])):
 
 
 def _env(log: Path, hang: str | None) -> dict[str, str]:
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "CRASHY_LOG": str(log)}
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "CRASHY_LOG": str(log), **keys_env()}
     if hang is not None:
         env["CRASHY_HANG"] = hang
     return env

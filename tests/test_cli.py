@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.proc import keys_env
 
 import outlast
 from outlast.store import open_store
@@ -20,7 +21,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
         [sys.executable, "-m", "outlast.cli", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": "200", **keys_env()},
     )
     if check and out.returncode != 0:
         raise AssertionError(f"outlast {' '.join(args)} failed: {out.stderr}")

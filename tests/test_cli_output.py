@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.proc import keys_env
 
 import outlast
 
@@ -18,7 +19,7 @@ def cli(*args: str, columns: int = 200) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "outlast.cli", *args],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": str(columns)},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "COLUMNS": str(columns), **keys_env()},
     )
 
 
@@ -128,7 +129,7 @@ def test_a_paused_run_says_how_to_resolve_it_once(sqlite_url: str) -> None:
 def test_fork_wait_says_what_an_interrupted_graph_waits_for(sqlite_url: str, tmp_path: Path) -> None:
     from tests.apps import graphy
 
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GRAPHY_LOG": str(tmp_path / "log")}
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GRAPHY_LOG": str(tmp_path / "log"), **keys_env()}
     graphy.app.use(sqlite_url)
     graphy.app.hibernate_after = 0.0
     try:

@@ -116,7 +116,10 @@ def test_no_payload_is_stored_in_the_clear(store_url: str) -> None:
     assert again.run(again.workflows["w"], f"{MARK}-input", run_id="m").startswith(MARK)
 
 
-def test_without_encryption_the_markers_are_there(sqlite_url: str) -> None:
+def test_without_encryption_the_markers_are_there(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUTLAST_ENCRYPTION_KEYS", raising=False)  # the encrypted pass sets it
     # the check above can fail: the same workload unencrypted leaves every marker in the file
     app = markers_app(sqlite_url, None)
     run_markers(app)
@@ -237,11 +240,27 @@ def test_bad_keys_are_refused() -> None:
 
 
 def test_the_sealed_store_forwards_every_store_method() -> None:
-    # A method the wrapper does not define would fall back to Store's default (a no-op or
-    # NotImplementedError) and silently lose the backend's behaviour when encryption is on.
+    # a Store method the wrapper does not define would run the base class's default
+    # (a no-op or NotImplementedError) instead of the backend's
     from outlast.store.base import Store
     from outlast.store.sealed import SealedStore
 
-    public = {n for n in vars(Store) if not n.startswith("_") and callable(getattr(Store, n))}
-    missing = sorted(n for n in public if n not in vars(SealedStore))
-    assert not missing, f"SealedStore does not forward {missing}"
+    missing = [name for name, value in vars(Store).items()
+               if callable(value) and not name.startswith("__") and name not in vars(SealedStore)]
+    assert missing == []
+
+
+def test_show_without_the_key_names_it(sqlite_url: str) -> None:
+    import subprocess
+    import sys
+
+    app = markers_app(sqlite_url, enc())
+    run_markers(app)
+    app.close()
+    env = {k: v for k, v in os.environ.items() if k != "OUTLAST_ENCRYPTION_KEYS"}
+    for run_id in ("m", "graph"):
+        out = subprocess.run(
+            [sys.executable, "-m", "outlast.cli", "show", run_id, "--db", sqlite_url],
+            capture_output=True, text=True, timeout=60, env={**env, "COLUMNS": "300"})
+        said = out.stdout + out.stderr  # a run's steps show; a graph's state cannot be folded
+        assert "'k1'" in said and "Traceback" not in said and MARK not in said

@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.proc import keys_env
 
 import outlast
 from outlast.errors import ConfigurationError
 from outlast.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+ENV = {"PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'src'}", "PATH": "/usr/bin:/bin", "COLUMNS": "200",
+       **keys_env()}
 # root writes through file modes; dropping these capabilities makes the modes apply to it
 NO_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
                "--bounding-set=-dac_override,-dac_read_search,-fowner"]

@@ -16,6 +16,7 @@ import pytest
 
 from outlast import serde
 from outlast.errors import UnreadableValue
+from outlast.store import open_store
 
 SCRIPT = textwrap.dedent('''
     import dataclasses, json, os, sys
@@ -97,8 +98,9 @@ def test_runs_of_a_script_are_finished_by_the_worker_and_read_back_by_the_script
     )
     assert crashed.returncode == 1
     run([sys.executable, "script.py", "legacy"], tmp_path, sqlite_url)  # named __main__.Params
-    with contextlib.closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as db, db:
-        stored = {r: bytes(a) for r, a in db.execute("SELECT run_id, input FROM outlast_runs")}
+    store = open_store(sqlite_url)  # the stored bytes (opened, in the encrypted pass)
+    stored = {r: store.get_run(r).input for r in ("r1", "r3")}  # type: ignore[union-attr]
+    store.close()
     assert b'"script:Params"' in stored["r1"] and b'"__main__:Params"' in stored["r3"]
 
     run(outlast_cli() + ["worker", "script:app", "--burst"], tmp_path, sqlite_url)

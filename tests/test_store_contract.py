@@ -1123,7 +1123,8 @@ def test_pg_record_retry_after_unknown_outcome_does_not_conflict(
     import psycopg
 
     run = running(pg_store)
-    real = type(pg_store)._record_on  # type: ignore[attr-defined]
+    backend = type(getattr(pg_store, "inner", pg_store))  # the encrypted pass wraps it
+    real = backend._record_on  # type: ignore[attr-defined]
     calls = []
 
     def commit_then_fail(self: Store, conn: object, *args: object) -> None:
@@ -1132,7 +1133,7 @@ def test_pg_record_retry_after_unknown_outcome_does_not_conflict(
         if len(calls) == 1:
             raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(type(pg_store), "_record_on", commit_then_fail)
+    monkeypatch.setattr(backend, "_record_on", commit_then_fail)
     pg_store.record(run.run_id, run.epoch, entry("a:1"))
     assert len(calls) == 2
     assert pg_store.load_journal(run.run_id) == [entry("a:1")]

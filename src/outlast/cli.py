@@ -247,10 +247,11 @@ from .cli_effects import resolve  # noqa: E402
 from .cli_evolve import checkpoints, replay, retry  # noqa: E402
 from .cli_fleet import queues  # noqa: E402
 from .cli_graph import fork  # noqa: E402
+from .cli_keys import rekey  # noqa: E402
 from .cli_ui import ui  # noqa: E402
 from .cli_waits import prune, send, serve  # noqa: E402
 
-for _command in (resolve, send, prune, serve, queues, fork, ui, replay, retry, checkpoints):
+for _command in (resolve, send, prune, serve, queues, fork, ui, replay, retry, checkpoints, rekey):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from .errors import (
 )
 from .journal import Frontier, Journal
 from .run import FRONTIER
-from .store.base import NewRun, RunRecord
+from .store.base import NewRun, RunRecord, entry_meta
 
 if TYPE_CHECKING:
     from .app import App
@@ -194,7 +194,7 @@ def _stats(state: RunState, *, completed: bool = False) -> str:
                     0.0, entry.ended_at - entry.started_at
                 )
             if entry.meta:
-                meta = json.loads(entry.meta)
+                meta = entry_meta(entry)
                 for field in ("tokens", "cost"):
                     if isinstance(meta.get(field), (int, float)):
                         stats[f"saved_{field}"] = stats.get(f"saved_{field}", 0.0) + meta[field]

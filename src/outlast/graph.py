@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from . import serde, waits
 from .context import Context, RunState, current_run
 from .errors import ConfigurationError
-from .store.base import Entry
+from .store.base import Entry, entry_meta
 from .workflow import Workflow, _takes_ctx
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def _detached(value: Any) -> Any:
 
 def node_meta(entry: Entry) -> dict[str, Any]:
     """The facts a node entry carries (seq, next, journal mark, summary, snapshot flag)."""
-    return json.loads(entry.meta) if entry.meta else {}
+    return entry_meta(entry)
 
 
 def fold(graph: Graph, base: dict[str, Any], entries: list[Entry], fetch: serde.Blobs) -> dict[str, Any]:

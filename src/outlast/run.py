@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serde, serde_errors
-from .store.base import Entry, RunRecord
+from .errors import UnreadableValue
+from .store.base import Entry, RunRecord, entry_meta
 
 if TYPE_CHECKING:
     from .app import App
@@ -55,7 +56,10 @@ class StepInfo:
                 error = f"{type(exc).__name__}: {exc}"
             except Exception as bad:  # a corrupted row must not hide the rest of the run
                 error = f"<unreadable error: {bad}>"
-        meta = json.loads(entry.meta) if entry.meta else {}
+        try:
+            meta = entry_meta(entry)
+        except UnreadableValue as exc:  # encrypted, read without the key: the rest still shows
+            meta = {"unreadable": str(exc)}
         return cls(
             entry.name, entry.kind, entry.key, entry.position, entry.status, entry.attempts,
             entry.started_at, entry.ended_at, error, meta,
@@ -78,7 +82,10 @@ def accounting(stored: str | None, entries: list[Entry] | None) -> dict[str, Any
         stats["llm_calls"] = len(calls)
         stats["tokens"] = stats["cost"] = 0
         for entry in calls:
-            meta = json.loads(entry.meta) if entry.meta else {}
+            try:
+                meta = entry_meta(entry)
+            except UnreadableValue:  # encrypted, read without the key
+                continue
             for name in ("tokens", "cost"):
                 if isinstance(meta.get(name), int | float):
                     stats[name] += meta[name]

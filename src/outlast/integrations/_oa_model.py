@@ -19,7 +19,6 @@ Outside a workflow the wrapped model is called as it is.
 from __future__ import annotations
 
 import inspect
-import json
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -36,6 +35,7 @@ from ..context import RunState, current_run, current_step
 from ..llm import record
 from ..llm.pricing import cost_of
 from ..llm.shapes import API, APIS, class_path, dump, plain, rebuild, usage
+from ..store.base import entry_meta
 
 __all__ = ["DurableModel", "DurableProvider", "model_request"]
 
@@ -132,7 +132,7 @@ def _recorded(prep: record.Prepared) -> Any:
     entry = prep.call.entry
     if entry is None or entry.status == "intent":
         return record.AGAIN
-    meta = json.loads(entry.meta) if entry.meta else {}
+    meta = entry_meta(entry)
     fetch = prep.state.store.get_blobs
     if meta.get("fp") != prep.fp:
         raise record._changed(prep, entry, fetch)

@@ -31,7 +31,7 @@ from ..context import RunState
 from ..durable import DurableCall
 from ..errors import BudgetExceeded, NonDeterminismError
 from ..retry import NO_RETRY, Retry
-from ..store.base import Entry
+from ..store.base import Entry, entry_meta
 from .pricing import Price, cost_of
 from .shapes import (
     API,
@@ -80,7 +80,7 @@ def ledger(state: RunState) -> Ledger:
     found = Ledger()
     for entry in state.store.load_journal(state.run_id):
         if entry.kind == KIND and entry.meta:
-            meta = json.loads(entry.meta)
+            meta = entry_meta(entry)
             found.tokens += float(meta.get("tokens") or 0)
             found.cost += float(meta.get("cost") or 0)
     # The run's stats are written when an execution ends; one that was SIGKILLed never wrote
@@ -148,7 +148,7 @@ def replay(prep: Prepared) -> Any:
     entry = prep.call.entry
     if entry is None or entry.status == "intent":
         return AGAIN
-    meta = json.loads(entry.meta) if entry.meta else {}
+    meta = entry_meta(entry)
     fetch = prep.state.store.get_blobs
     if meta.get("fp") != prep.fp:
         if prep.options.on_change == "call":

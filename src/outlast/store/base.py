@@ -117,6 +117,32 @@ class Entry:
     epoch: int | None = field(default=None, compare=False)
 
 
+#: how an encrypted entry's ``meta`` begins (then the base64 of the sealed value; sealed.py)
+SEALED_META = "~sealed:"
+
+
+def entry_meta(entry: Entry) -> dict[str, Any]:
+    """The facts in ``entry.meta`` (JSON text), ``{}`` when there are none. Raises
+    UnreadableValue naming the key id when they are encrypted and the store has no key."""
+    meta = entry.meta
+    if not meta:
+        return {}
+    if meta.startswith(SEALED_META):
+        import base64
+
+        from ..encryption import missing_key
+        from ..errors import UnreadableValue
+
+        why = missing_key(base64.b64decode(meta[len(SEALED_META):]), None)
+        what = f"the facts of journal entry {entry.key!r}"
+        raise UnreadableValue(f"cannot read {what}: {why.message}", what=what,
+                              key_id=getattr(why, "key_id", None))
+    import json
+
+    found: dict[str, Any] = json.loads(meta)
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSpec:
     """Flow control for one named queue, enforced by :meth:`Store.claim` across all workers.

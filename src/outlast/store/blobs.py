@@ -146,6 +146,32 @@ class BlobCodec:
                 found[h] = self.unframe(h, address, bytes(stored))
         return found
 
+    def reseal(self, address: str, data: bytes) -> tuple[str, str, bytes] | None:
+        """``(hash, new address, new data)`` of the blob row ``(address, data)`` under the
+        active key, or None when it is already there (``outlast rekey``). A row written in the
+        clear has its hash as address; a sealed one names its key, whose keyed address of the
+        hash must be ``address`` (else the row is not where it belongs, and this raises)."""
+        from ..encryption import open_sealed, sealed_kid
+
+        assert self.encryption is not None
+        kid = sealed_kid(data)
+        if kid == self.encryption.active:
+            return None
+        if kid is None:
+            h = address
+            plain = self.unframe(h, address, data)
+        else:
+            inner = open_sealed(self.encryption, data, _blob_aad(address), f"blob at {address}")
+            plain = inner[1:] if inner[:1] == b"-" else decompress(inner[1], inner[2:])
+            h = _fingerprint(plain)
+            if self.address(h, kid) != address:
+                raise SerializationError(
+                    f"blob at {address} holds content whose address under key {kid!r} is "
+                    f"{self.address(h, kid)}: it was not written by outlast here; left as it is"
+                )
+        [(new_address, new_data)] = self.rows({h: plain})
+        return h, new_address, new_data
+
     def unframe(self, h: str, address: str, data: bytes) -> bytes:
         """The bytes of blob ``h`` from its stored ``data`` (raw when it is not a frame)."""
         if data[:1] != _FRAME or len(data) < 2:

@@ -106,6 +106,8 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         #: the blob protocol (addresses, compression, sealing): see blobs.py
         self.blobs = BlobCodec()
+        #: set by an encrypting wrapper: rebinds a fork's copied payloads (see sealed.py)
+        self.after_fork: Callable[..., None] | None = None
         conninfo, self.url, options = parse_url(url)
         self.schema = options["schema"]
         self.retry_for = options["retry_for"]
@@ -441,7 +443,8 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         def op(conn: Conn, maybe_applied: bool) -> RunRecord:
             with conn.transaction():
                 forked = postgres_evolve.fork_run(
-                    conn, self._eq, lock, source_id, new_run_id, upto, stats, maybe_applied
+                    conn, self._eq, lock, source_id, new_run_id, upto, stats, maybe_applied,
+                    self.after_fork,
                 )
                 self._notify(conn)
             return forked

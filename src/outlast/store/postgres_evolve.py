@@ -8,6 +8,7 @@ nothing of it behind. A fork references the source's blobs, so it holds the blob
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -55,6 +56,7 @@ class EvolveQueries:
 
     def __init__(self, schema: str) -> None:
         quoted = quote_ident(schema)
+        self.prefix = quoted + "."
         for name, value in vars(EvolveQueries).items():
             if isinstance(value, str) and not name.startswith("_"):
                 setattr(self, name, value.replace("{s}", quoted))
@@ -69,8 +71,10 @@ def fork_run(
     upto: int,
     stats: str | None,
     maybe_applied: bool,
+    after: Callable[[Callable[..., Any], Callable[[str], str], str, str], None] | None = None,
 ) -> RunRecord:
-    """Copy the run and its journal prefix, in the caller's transaction."""
+    """Copy the run and its journal prefix, in the caller's transaction; then ``after``
+    (an encrypting store's rebind, see sealed.py) with SQL written with ``?``."""
     params = {"new": new_run_id, "source": source_id, "upto": upto, "stats": stats}
     conn.execute(*blob_lock)
     row = conn.execute(q.fork_run, params).fetchone()
@@ -86,6 +90,13 @@ def fork_run(
         )
     conn.execute(q.fork_journal, params)
     conn.execute(q.fork_refs, params)
+    if after is not None:
+        def execute(sql: str, args: tuple[Any, ...] = ()) -> Any:
+            return conn.execute(sql.replace("?", "%s"), args)
+
+        after(execute, q.prefix.__add__, source_id, new_run_id)
+        row = conn.execute(q.get_run, {"run_id": new_run_id}).fetchone()
+        assert row is not None
     return RunRecord(*row)
 
 

@@ -19,14 +19,24 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..encryption import Encryption, open_sealed, sealed_kid
-from ..errors import ConfigurationError, SerializationError, UnreadableValue
-from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from ..errors import SerializationError, UnreadableValue
+from .base import (
+    SEALED_META,
+    Entry,
+    NewRun,
+    Page,
+    QueueSpec,
+    QueueStats,
+    RunQuery,
+    RunRecord,
+    Store,
+)
 from .blobs import BlobCodec, compress, decompress
 
-__all__ = ["SealedStore", "entry_aad", "run_aad"]
+__all__ = ["META", "SealedStore", "entry_aad", "event_aad", "key_aad", "run_aad"]
 
 #: how a sealed ``meta`` (a text column) begins: then the base64 of the sealed value
-_META = "~sealed:"
+META = SEALED_META
 
 
 def run_aad(run_id: str, column: str) -> bytes:
@@ -34,8 +44,13 @@ def run_aad(run_id: str, column: str) -> bytes:
 
 
 def entry_aad(run_id: str, entry: Entry) -> bytes:
+    return key_aad(run_id, entry.key)
+
+
+def key_aad(run_id: str, key: str) -> bytes:
+    """Where a journal entry's output belongs: its run and key."""
     return (b"outlast entry\x00" + run_id.encode("utf-8", "surrogatepass") + b"\x00"
-            + entry.key.encode("utf-8", "surrogatepass"))
+            + key.encode("utf-8", "surrogatepass"))
 
 
 def event_aad(run_id: str) -> bytes:
@@ -53,6 +68,8 @@ class SealedStore(Store):
         self.url = inner.url
         # the backend's blob rows: keyed addresses and sealed data
         inner.blobs = BlobCodec(encryption)  # type: ignore[attr-defined]
+        # rows a fork copies are bound again to the new run, in the fork's transaction
+        inner.after_fork = self.rebind_fork  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:  # backend extras (checkpoints, internals)
         return getattr(self.inner, name)
@@ -68,6 +85,33 @@ class SealedStore(Store):
             return data  # written before encryption was switched on
         inner = open_sealed(self.encryption, bytes(data), aad, what)
         return inner[1:] if inner[:1] == b"-" else decompress(inner[1], inner[2:])
+
+    def reseal(self, value: Any, places: Sequence[tuple[bytes, bytes]], what: str, *,
+               clear: bool | None = None, moving: bool = False) -> bytes | None:
+        """A stored ``value`` sealed again under the active key, or None when nothing changes.
+
+        ``places`` are ``(where it may be bound now, where it is bound after)`` pairs, tried in
+        turn. A value not yet under the active key is opened and sealed again (``outlast
+        rekey``); with ``moving`` (a fork copying rows to a new run) every sealed value is
+        bound to its new place. A value in the clear (``clear``, default: when it is not sealed)
+        is sealed at the first place when not ``moving``, else left as it is.
+        """
+        data = bytes(value)
+        kid = None if clear else sealed_kid(data)
+        if kid is None:
+            return None if moving else self.seal(data, places[0][1])
+        if kid == self.encryption.active and not moving:
+            return None
+        for i, (now, after) in enumerate(places):
+            try:
+                inner = open_sealed(self.encryption, data, now, what)
+            except SerializationError as exc:
+                if i == len(places) - 1 or isinstance(exc, UnreadableValue):
+                    raise
+                continue
+            plain = inner[1:] if inner[:1] == b"-" else decompress(inner[1], inner[2:])
+            return self.seal(plain, after)
+        return None  # pragma: no cover - the loop returns or raises
 
     def _seal_opt(self, data: bytes | None, aad: bytes) -> bytes | None:
         return None if data is None else self.seal(data, aad)
@@ -89,19 +133,19 @@ class SealedStore(Store):
         meta = e.meta
         if meta is not None:  # model call facts, a graph node's state summary: JSON text
             sealed = self.seal(meta.encode("utf-8", "surrogatepass"), aad + b"\x00meta")
-            meta = _META + base64.b64encode(sealed).decode("ascii")
+            meta = META + base64.b64encode(sealed).decode("ascii")
         place = event_aad(run_id) if e.kind == "event" else aad
         return dataclasses.replace(e, output=self._seal_opt(e.output, place), meta=meta)
 
     def _open_entry(self, run_id: str, e: Entry) -> Entry:
-        sealed_meta = e.meta is not None and e.meta.startswith(_META)
+        sealed_meta = e.meta is not None and e.meta.startswith(META)
         if not sealed_meta and (e.output is None or sealed_kid(e.output) is None):
             return e
         what = f"journal entry {e.key!r} of run {run_id!r}"
         aad = entry_aad(run_id, e)
         meta = e.meta
         if sealed_meta and meta is not None:
-            raw = self.open(base64.b64decode(meta[len(_META) :]), aad + b"\x00meta", what)
+            raw = self.open(base64.b64decode(meta[len(META) :]), aad + b"\x00meta", what)
             meta = (raw or b"").decode("utf-8", "surrogatepass")
         if e.kind == "event":
             output = self.open(e.output, event_aad(run_id), what)
@@ -155,6 +199,49 @@ class SealedStore(Store):
                 stats: str | None = None) -> None:
         self.inner.release(run_id, epoch, status, wake_at=wake_at, wait_event=wait_event,
                            reason=reason, stats=stats)
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        # the copied rows are bound to the source run: the backend calls rebind_fork (below)
+        # inside its fork transaction, so a fork is whole or absent, never half rebound
+        return self._run(self.inner.fork_run(source_id, new_run_id, upto, stats))
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        return self._run(self.inner.retry_run(run_id, cut, stats))
+
+    def rebind_fork(self, execute: Callable[..., Any], table: Callable[[str], str],
+                    source: str, new: str) -> None:
+        """Bind the payloads a fork copied from run ``source`` to run ``new`` (``execute``
+        runs SQL written with ``?`` in the fork's transaction; ``table`` names a table)."""
+        runs, journal = table("runs"), table("journal")
+        row = execute(f"SELECT input, snapshot FROM {runs} WHERE run_id = ?", (new,)).fetchone()
+        for column, value in zip(("input", "snapshot"), row or (), strict=False):
+            moved = None if value is None else self.reseal(
+                value, [(run_aad(source, column), run_aad(new, column))],
+                f"{column} of run {source!r}", moving=True)
+            if moved is not None:
+                execute(f"UPDATE {runs} SET {column} = ? WHERE run_id = ?", (moved, new))
+        rows = execute(f"SELECT key, kind, output, meta FROM {journal} WHERE run_id = ?",
+                       (new,)).fetchall()
+        for key, kind, output, meta in rows:
+            what = f"journal entry {key!r} of run {source!r}"
+            events = (event_aad(source), event_aad(new))
+            places = [events] if kind == "event" else [(key_aad(source, key), key_aad(new, key)),
+                                                        events]
+            out = None if output is None else self.reseal(output, places, what, moving=True)
+            new_meta = None
+            if meta is not None and str(meta).startswith(META):
+                tag = b"\x00meta"
+                moved = self.reseal(
+                    base64.b64decode(str(meta)[len(META):]),
+                    [(key_aad(source, key) + tag, key_aad(new, key) + tag)], what, moving=True)
+                new_meta = None if moved is None else META + base64.b64encode(moved).decode()
+            if out is not None or new_meta is not None:
+                execute(f"UPDATE {journal} SET output = COALESCE(?, output), "
+                        "meta = COALESCE(?, meta) WHERE run_id = ? AND key = ?",
+                        (out, new_meta, new, key))
+
+    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
+        self.inner.set_trace_context(run_id, epoch, context)
 
     def cancel(self, run_id: str) -> list[str]:
         return self.inner.cancel(run_id)
@@ -216,22 +303,6 @@ class SealedStore(Store):
 
     def dead_owners(self) -> list[str] | None:
         return self.inner.dead_owners()
-
-    def set_trace_context(self, run_id: str, epoch: int, context: str) -> None:
-        self.inner.set_trace_context(run_id, epoch, context)
-
-    # -- evolution -------------------------------------------------------------------------
-
-    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
-        # The copied payloads are bound to the source run: they would not open under the fork.
-        raise ConfigurationError(
-            f"cannot fork run {source_id!r}: forking a run whose payloads are encrypted is not "
-            "supported yet (the copied values are bound to the run they were written for); "
-            "retry the run instead (`outlast retry`), or start a new one"
-        )
-
-    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
-        return self._run(self.inner.retry_run(run_id, cut, stats))
 
     def close(self) -> None:
         self.inner.close()

@@ -84,6 +84,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         #: the blob protocol (addresses, compression, sealing): see blobs.py
         self.blobs = BlobCodec()
+        #: set by an encrypting wrapper: rebinds a fork's copied payloads (see sealed.py)
+        self.after_fork: Callable[..., None] | None = None
         self.url = url
         path, options = _parse_url(url)
         sync = options.get("synchronous", "normal").lower()
@@ -480,6 +482,8 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
         with self._tx() as conn:
             sqlite_evolve.fork_run(conn, source_id, new_run_id, upto, stats, time.time())
+            if self.after_fork is not None:
+                self.after_fork(conn.execute, "outlast_".__add__, source_id, new_run_id)
             forked = self._one(new_run_id)
         assert forked is not None
         return forked

@@ -15,15 +15,14 @@ the last one. Entries from before outlast 0.2.0 have no epoch and carry no mark.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 from .. import jsonview, serde
-from ..errors import OutlastError
-from ..store.base import Entry, RunRecord, Store
+from ..errors import OutlastError, UnreadableValue
+from ..store.base import Entry, RunRecord, Store, entry_meta
 
 #: statuses whose run's epoch is that of an execution (claim bumps it; finish keeps it)
 EXECUTING = frozenset({"running", "completed", "failed"})
@@ -122,7 +121,9 @@ class StepCache:
 def step_view(entry: Entry, store: Store) -> dict[str, Any]:
     """One journal entry as the API and the waterfall show it, values in the JSON view."""
     try:
-        meta = json.loads(entry.meta) if entry.meta else {}
+        meta = entry_meta(entry)
+    except UnreadableValue as exc:  # sealed under a key this dashboard was not given
+        meta = {"unreadable": str(exc)}
     except ValueError:
         meta = {"unreadable": entry.meta}
     step: dict[str, Any] = {

@@ -124,3 +124,22 @@ def test_next_action(record: RunRecord, detach: bool, expected: str) -> None:
 ])
 def test_store_fault_backoff(faults: int, lease: float, expected: float) -> None:
     assert backoff(faults, lease) == expected
+
+
+@pytest.mark.parametrize(
+    ("meta", "preview", "shown"),
+    [
+        ('{"args": "(1)"}', "(2)", "recorded with arguments (1), but the code passes (2) now"),
+        # written before previews existed (0.1.0), or sealed without the key: a fingerprint only
+        (None, "(2)", "other arguments than (2), which the code passes now (this entry keeps"),
+        ("~sealed:AAAA", "(2)", "(this entry keeps only their fingerprint)"),
+        ('{"args": "(1)"}', None, "recorded with other arguments than the code passes now"),
+    ],
+)
+def test_changed_arguments_name_both_previews(
+    meta: str | None, preview: str | None, shown: str
+) -> None:
+    journal = Journal("r", [replace(entry("a:1", 0), meta=meta)])
+    with pytest.raises(NonDeterminismError, match=None) as caught:
+        journal.next_call("step", "a", "other", None, (lambda: preview) if preview else None)
+    assert shown in str(caught.value)

@@ -211,8 +211,36 @@ def test_divergent_arguments_are_detected(store_url: str) -> None:
     with pytest.raises(Crash):
         app.run(flow, run_id="d2")
     arg["v"] = 2
-    with pytest.raises(outlast.NonDeterminismError, match="other arguments"):
+    with pytest.raises(outlast.NonDeterminismError) as caught:
         app.run(flow, run_id="d2")
+    # both the recorded and the new arguments are named (issue 12, item 3)
+    assert "recorded with arguments (1), but the code passes (2) now" in str(caught.value)
+    assert caught.value.recorded.startswith("step 'fetch'(1)")  # type: ignore[attr-defined]
+
+
+def test_divergent_arguments_show_bounded_previews(store_url: str) -> None:
+    app = outlast.App(store_url)
+    arg: dict[str, Any] = {"text": "a" * 5000, "flag": True}
+
+    @app.step
+    def write(text: str, *, flag: bool) -> int:
+        return len(text)
+
+    @app.workflow
+    def flow(ctx: Context) -> int:
+        n = write(arg["text"], flag=arg["flag"])
+        if arg["flag"]:
+            raise Crash()
+        return n
+
+    with pytest.raises(Crash):
+        app.run(flow, run_id="d3")
+    arg["flag"] = False
+    with pytest.raises(outlast.NonDeterminismError) as caught:
+        app.run(flow, run_id="d3")
+    message = str(caught.value)
+    assert "flag=True), but the code passes ('aaa" in message and "flag=False) now" in message
+    assert len(message) < 1500  # a 5,000-character argument is shown cut, not whole
 
 
 def test_retries_back_off_and_are_recorded(store_url: str, mode: str) -> None:

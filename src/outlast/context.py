@@ -194,16 +194,25 @@ class RunState:
         )
 
     def begin(
-        self, kind: str, name: str, args_hash: str | None = None, key: str | None = None
+        self,
+        kind: str,
+        name: str,
+        args_hash: str | None = None,
+        key: str | None = None,
+        preview: Callable[[], str] | None = None,
     ) -> DurableCall:
         """The next durable call of this run: its identity and recorded entry (see
         :mod:`outlast.durable`). Stops first if the run was cancelled or taken over; raises
-        NonDeterminismError when the journal recorded something else here."""
+        NonDeterminismError when the journal recorded something else here. ``preview`` makes
+        a short picture of the call's arguments (:mod:`outlast.previews`): recorded with the
+        call, and shown beside the recorded one when the arguments differ."""
         self.check()
-        c = self.journal.next_call(kind, name, args_hash, key)
+        c = self.journal.next_call(kind, name, args_hash, key, preview)
         if self.checking and (c.entry is None or c.entry.status == "intent"):
             raise self.end_of_journal(f"{kind} {name!r} ({c.key})", c.position)
-        return DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
+        call = DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
+        call.preview = preview
+        return call
 
     def begin_patch(self, patch_id: str) -> tuple[bool, DurableCall | None]:
         """``ctx.patched``'s decision (see :meth:`Journal.patch`), with the marker's durable

@@ -22,8 +22,9 @@ with its kind, name, key, whether it was replayed, and its outcome.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import serde, serde_errors
@@ -40,7 +41,9 @@ class DurableCall:
     """One durable call of a run: its identity, its recorded entry (if any), and how to
     record its outcome."""
 
-    __slots__ = ("state", "kind", "name", "key", "position", "occurrence", "args_hash", "entry")
+    __slots__ = (
+        "state", "kind", "name", "key", "position", "occurrence", "args_hash", "entry", "preview"
+    )
 
     def __init__(
         self,
@@ -63,6 +66,8 @@ class DurableCall:
         self.args_hash = args_hash
         #: the recorded entry, or None for a call made for the first time
         self.entry = entry
+        #: makes the arguments' preview (see :mod:`outlast.previews`), kept in the entry's facts
+        self.preview: Callable[[], str] | None = None
 
     # -- what the journal says ---------------------------------------------------------------
 
@@ -102,6 +107,8 @@ class DurableCall:
     ) -> Entry:
         """The journal entry for this call's outcome (``ended`` None for an intent)."""
         now = time.time()
+        if meta is None and self.preview is not None:
+            meta = json.dumps({"args": self.preview()}, ensure_ascii=False)
         return Entry(
             key=self.key,
             position=self.position,

@@ -23,6 +23,8 @@ it for the first time (new path).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +120,12 @@ class Journal:
         self._patches: dict[str, bool] = {}
 
     def next_call(
-        self, kind: str, name: str, args_hash: str | None, key: str | None = None
+        self,
+        kind: str,
+        name: str,
+        args_hash: str | None,
+        key: str | None = None,
+        preview: Callable[[], str] | None = None,
     ) -> Call:
         """Assign the next call its identity and find its recorded entry.
 
@@ -147,20 +154,39 @@ class Journal:
             if entry.kind != kind or entry.name != name:
                 raise self._diverged(position, entry, kind, name, full_key)
             if args_hash is not None and entry.args_hash is not None and entry.args_hash != args_hash:
-                raise NonDeterminismError(
-                    f"run {self.run_id!r} diverged from its journal at position {position}: "
-                    f"{kind} {name!r} ({full_key}) was recorded with other arguments than the "
-                    "code passes now. Calls must be deterministic given earlier results; if the "
-                    f"change is intended, start a new run (new run id). {self._fix()}",
-                    run_id=self.run_id,
-                    position=position,
-                    recorded=f"{entry.kind} {entry.name!r} args#{entry.args_hash}",
-                    called=f"{kind} {name!r} args#{args_hash}",
-                )
+                raise self._other_arguments(position, entry, kind, name, full_key, args_hash, preview)
             self._reached.add(full_key)
             if entry.status != "intent":
                 self.replayed.append(entry)
         return Call(position, full_key, occurrence, entry)
+
+    def _other_arguments(
+        self,
+        position: int,
+        entry: Entry,
+        kind: str,
+        name: str,
+        key: str,
+        args_hash: str,
+        preview: Callable[[], str] | None,
+    ) -> NonDeterminismError:
+        was, now = _recorded_preview(entry), preview() if preview is not None else None
+        if was is not None and now is not None:
+            shown = f"recorded with arguments {was}, but the code passes {now} now"
+        elif now is not None:
+            shown = (f"recorded with other arguments than {now}, which the code passes now "
+                     "(this entry keeps only their fingerprint)")
+        else:
+            shown = "recorded with other arguments than the code passes now"
+        return NonDeterminismError(
+            f"run {self.run_id!r} diverged from its journal at position {position}: "
+            f"{kind} {name!r} ({key}) was {shown}. Calls must be deterministic given earlier "
+            f"results; if the change is intended, start a new run (new run id). {self._fix()}",
+            run_id=self.run_id,
+            position=position,
+            recorded=f"{entry.kind} {entry.name!r}{was or ''} args#{entry.args_hash}",
+            called=f"{kind} {name!r}{now or ''} args#{args_hash}",
+        )
 
     def _diverged(
         self, position: int, entry: Entry, kind: str, name: str, key: str
@@ -297,3 +323,14 @@ class Journal:
             recorded=recorded,
             called="the end of the workflow",
         )
+
+
+def _recorded_preview(entry: Entry) -> str | None:
+    """The arguments' preview recorded with ``entry`` (None: none kept, or unreadable)."""
+    if not entry.meta or '"args"' not in entry.meta:
+        return None
+    try:
+        found = json.loads(entry.meta).get("args")
+    except (ValueError, AttributeError):  # sealed facts without the key, or not an object
+        return None
+    return found if isinstance(found, str) else None

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from . import effects, serde
+from . import effects, previews, serde
 from .context import RunState, _run_var, _step_var
 from .durable import DurableCall
 from .errors import SerializationError, StoreError
@@ -129,8 +129,10 @@ def begin(
     kwargs: dict[str, Any],
     key: str | None,
 ) -> DurableCall:
-    """The step call's identity and recorded entry (fingerprinting its arguments)."""
-    return state.begin(step.kind, step.name, _hash_args(step, args, kwargs), key)
+    """The step call's identity and recorded entry (fingerprinting its arguments; a preview
+    of them is recorded with the call, see :mod:`outlast.previews`)."""
+    shown = None if not (args or kwargs) else (lambda: previews.preview(args, kwargs))
+    return state.begin(step.kind, step.name, _hash_args(step, args, kwargs), key, shown)
 
 
 async def _replayed_async(call: DurableCall) -> Any:

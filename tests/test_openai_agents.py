@@ -302,3 +302,38 @@ def test_run_sync_in_a_sync_workflow_and_plain_runs_outside(app: outlast.App) ->
         "tool:echo:e1",
         "agents.model:2",
     ]
+
+
+def test_a_wait_inside_a_finished_tool_counts_as_replayed(
+    app: outlast.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay (forced after every recorded call) skips the finished tool: the wait it made is
+    # listed in the tool's entry, so the run does not end "without calling" it.
+    from outlast.integrations.openai_agents import wait_for
+    from outlast.worker import Worker
+
+    @function_tool
+    async def refund(order: str) -> str:
+        """Refund once a human approves."""
+        return f"refunded {order}: {await wait_for('approval', timeout=60)}"
+
+    script = [Reply(tool_calls=[ToolCall("refund", {"order": "A1"}, id="r1")]), Reply(text="ok")]
+    with FakeLLMServer(script) as server:
+        agent = Agent(name="a", tools=[refund], model=model(server))
+
+        @app.workflow
+        async def w(ctx: outlast.Context) -> Any:
+            return (await Runner.run(agent, "refund A1")).final_output
+
+        monkeypatch.setenv(REPLAY_EACH_STEP, "1")
+        app.enqueue(w, run_id="wt")
+        Worker(app, burst=True, poll=0.02).run()
+        assert app.get_run("wt", steps=False).status == "suspended"
+        app.send("wt", "approval", "yes")
+        Worker(app, burst=True, poll=0.02).run()
+        info = app.get_run("wt")
+        assert server.count() == 2
+    assert info.status == "completed", info.error
+    assert info.result == "ok"
+    tool = next(s for s in info.steps if s.key == "tool:refund:r1")
+    assert tool.status == "completed"

@@ -18,7 +18,9 @@ agents = pytest.importorskip("agents")
 from agents import (  # noqa: E402
     Agent,
     OpenAIChatCompletionsModel,
+    OpenAIProvider,
     OpenAIResponsesModel,
+    RunConfig,
     RunContextWrapper,
     function_tool,
 )
@@ -27,7 +29,7 @@ from openai import AsyncOpenAI  # noqa: E402
 import outlast  # noqa: E402
 from outlast import aio  # noqa: E402
 from outlast.context import REPLAY_EACH_STEP  # noqa: E402
-from outlast.integrations.openai_agents import Runner  # noqa: E402
+from outlast.integrations.openai_agents import Runner, durable_agent  # noqa: E402
 from outlast.testing.llm_server import FakeLLMServer  # noqa: E402
 from outlast.testing.llm_wire import LLMRequest, Reply, ToolCall  # noqa: E402
 
@@ -108,7 +110,73 @@ def test_a_handoff_and_an_agent_as_tool_replay_from_the_journal(
         "tool:summarize:t2",
         "agents.model:4",
     ]
-    assert app.get_run("s").stats["llm_calls"] == 4  # the writer's call is inside its tool
+    # the writer has a Model instance of its own (not durable_agent(writer)): a plain call
+    assert app.get_run("s").stats["llm_calls"] == 4
+
+
+@pytest.mark.parametrize("sub", ["as_tool", "durable_agent"])
+def test_an_agent_as_tool_journals_its_model_calls_one_by_one(
+    app: outlast.App, monkeypatch: pytest.MonkeyPatch, sub: str
+) -> None:
+    # The sub-agent's run takes the outer run's config, so its model (a name the run's
+    # provider resolves) is durable: each of its requests is journaled inside the tool and a
+    # replay inside the tool (forced after every recorded call) sends none of them again.
+    # durable_agent(writer) also makes its tools durable and its Model instance.
+    ran: Counter[str] = Counter()
+
+    @function_tool
+    def count_words(text: str) -> int:
+        """Count the words of a text."""
+        ran["count_words"] += 1
+        return len(text.split())
+
+    def reply(request: LLMRequest) -> Reply:
+        done = [m.text for m in request.messages if m.role == "tool"]
+        if "count_words" in request.tool_names:  # the writer, used as a tool
+            if not done:
+                return Reply(tool_calls=[ToolCall("count_words", {"text": "a b c"}, id="w1")])
+            return Reply(text=f"Summary ({done[0]} words)")
+        if not done:
+            return Reply(tool_calls=[ToolCall("summarize", {"input": "the order"}, id="t1")])
+        return Reply(text=f"orders: {done[0]}")
+
+    with FakeLLMServer(reply) as server:
+        client = AsyncOpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        CLIENTS.append(client)
+        writer: Agent[Any] = Agent(name="writer", instructions="Summarize.", tools=[count_words])
+        if sub == "durable_agent":
+            writer.model = model(server)  # a Model instance: wrapped by durable_agent
+            writer = durable_agent(writer)
+        else:
+            writer.model = "gpt-4o-mini"  # resolved by the run's (durable) provider
+        orders = Agent(
+            name="orders",
+            model="gpt-4o-mini",
+            tools=[writer.as_tool("summarize", "Summarize a text.")],
+        )
+        config = RunConfig(model_provider=OpenAIProvider(openai_client=client, use_responses=True))
+
+        @app.workflow
+        async def support(ctx: outlast.Context) -> Any:
+            return (await Runner.run(orders, "sum up", run_config=config)).final_output
+
+        monkeypatch.setenv(REPLAY_EACH_STEP, "1")
+        assert app.run(support, run_id="s") == "orders: Summary (3 words)"
+        assert server.count() == 4 and distinct_requests(server)
+    info = app.get_run("s")
+    nested = ["tool:count_words:w1"] if sub == "durable_agent" else []
+    assert [s.key for s in info.steps] == [  # in position order: a tool's calls follow it
+        "agents.model:1",
+        "tool:summarize:t1",
+        "agents.model:t1.1",
+        *nested,
+        "agents.model:t1.2",
+        "agents.model:2",
+    ]
+    assert info.stats["llm_calls"] == 4 and info.stats["tokens"] > 0
+    # the writer's own tool: durable with durable_agent; else it runs again each time the
+    # unfinished sub-agent is replayed (twice here: once per forced replay after w1)
+    assert ran == {"count_words": 1 if sub == "durable_agent" else 2}
 
 
 def test_tool_errors_replay_as_they_happened(
@@ -234,3 +302,38 @@ def test_run_sync_in_a_sync_workflow_and_plain_runs_outside(app: outlast.App) ->
         "tool:echo:e1",
         "agents.model:2",
     ]
+
+
+def test_a_wait_inside_a_finished_tool_counts_as_replayed(
+    app: outlast.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay (forced after every recorded call) skips the finished tool: the wait it made is
+    # listed in the tool's entry, so the run does not end "without calling" it.
+    from outlast.integrations.openai_agents import wait_for
+    from outlast.worker import Worker
+
+    @function_tool
+    async def refund(order: str) -> str:
+        """Refund once a human approves."""
+        return f"refunded {order}: {await wait_for('approval', timeout=60)}"
+
+    script = [Reply(tool_calls=[ToolCall("refund", {"order": "A1"}, id="r1")]), Reply(text="ok")]
+    with FakeLLMServer(script) as server:
+        agent = Agent(name="a", tools=[refund], model=model(server))
+
+        @app.workflow
+        async def w(ctx: outlast.Context) -> Any:
+            return (await Runner.run(agent, "refund A1")).final_output
+
+        monkeypatch.setenv(REPLAY_EACH_STEP, "1")
+        app.enqueue(w, run_id="wt")
+        Worker(app, burst=True, poll=0.02).run()
+        assert app.get_run("wt", steps=False).status == "suspended"
+        app.send("wt", "approval", "yes")
+        Worker(app, burst=True, poll=0.02).run()
+        info = app.get_run("wt")
+        assert server.count() == 2
+    assert info.status == "completed", info.error
+    assert info.result == "ok"
+    tool = next(s for s in info.steps if s.key == "tool:refund:r1")
+    assert tool.status == "completed"

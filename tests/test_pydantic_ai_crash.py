@@ -3,11 +3,15 @@ of two tool calls (one after the other, streamed, or in parallel), rerun in a ne
 agent sends no model request made before the crash again, does not run the first tool again,
 and ends with the output of an uninterrupted run. A human approval waits across a process
 restart. The model is the local server in this process; the agent is tests/apps/pai_agent.py.
+
+Only the process that is killed (or that leaves the run waiting) is started: the
+uninterrupted baseline and the run's end happen in this process, which imports pydantic_ai
+once. PostgreSQL runs the sequential case only; the other cases vary the adapter, not the
+store.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +29,7 @@ from tests.proc import wait_for_line  # noqa: E402
 
 import outlast  # noqa: E402
 from outlast.testing.llm_server import FakeLLMServer  # noqa: E402
+from outlast.worker import Worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,10 +54,17 @@ def _cmd(url: str, server: FakeLLMServer, run_id: str, mode: str) -> list[str]:
     return [sys.executable, "-m", "tests.apps.pai_agent", url, server.openai_base_url, run_id, mode]
 
 
-def _finish(cmd: list[str], log: Path) -> str:
-    done = subprocess.run(cmd, cwd=ROOT, env=_env(log), capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout))
+def _finish(url: str, server: FakeLLMServer, run_id: str, mode: str, log: Path) -> str:
+    """Finish ``run_id`` in this process, as a new process would."""
+    from tests.apps import pai_agent
+
+    pai_agent.LOG = str(log)
+    pai_agent.app.use(url)
+    try:
+        return str(pai_agent.app.run(pai_agent.shop, server.openai_base_url, mode, run_id=run_id))
+    finally:
+        pai_agent.app.close()
+        pai_agent.LOG = None
 
 
 def _recorded(url: str, run_id: str, key: str) -> bool:
@@ -95,7 +107,7 @@ def _crash_and_rerun(url: str, tmp_path: Path, server: FakeLLMServer, mode: str)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
-    assert _finish(cmd, log) == clean == "results: 3, 12"
+    assert _finish(url, server, f"crash-{mode}", mode, log) == clean == "results: 3, 12"
     counts = Counter(log.read_text().splitlines())
     assert counts["start add"] == counts["done add"] == 1, counts  # the first tool: once
     assert counts["start mul"] == 2 and counts["done mul"] == 1, counts
@@ -124,7 +136,7 @@ def test_sigkill_in_a_streamed_or_parallel_tool_call(
 
 
 def test_a_human_approval_waits_across_a_process_restart(
-    store_url: str, tmp_path: Path, server: FakeLLMServer
+    sqlite_url: str, tmp_path: Path, server: FakeLLMServer
 ) -> None:
     from pydantic_ai import DeferredToolResults
     from tests.apps import pai_agent
@@ -139,12 +151,12 @@ def test_a_human_approval_waits_across_a_process_restart(
         "worker",
         "tests.apps.pai_agent:app",
         "--db",
-        store_url,
+        sqlite_url,
         "--burst",
         "--poll",
         "0.05",
     ]
-    pai_agent.app.use(store_url)
+    pai_agent.app.use(sqlite_url)
     try:
         pai_agent.app.enqueue(pai_agent.shop, server.openai_base_url, "approve", run_id="hitl")
         first = subprocess.run(worker, cwd=ROOT, env=_env(log), capture_output=True, timeout=90)
@@ -156,10 +168,11 @@ def test_a_human_approval_waits_across_a_process_restart(
         assert server.count() == 1
 
         answer(pai_agent.app, token, DeferredToolResults(approvals={"call_refund": True}))
-        second = subprocess.run(worker, cwd=ROOT, env=_env(log), capture_output=True, timeout=90)
-        assert second.returncode == 0, second.stderr
+        pai_agent.LOG = str(log)  # the first worker has exited: this process finishes the run
+        Worker(pai_agent.app, burst=True, poll=0.05).run()
         info = pai_agent.app.get_run("hitl")
     finally:
+        pai_agent.LOG = None
         pai_agent.app.close()
     assert info.status == "completed", info.error
     assert info.result == "refund: refunded 1 for A7"

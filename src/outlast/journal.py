@@ -24,7 +24,7 @@ it for the first time (new path).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,6 +277,18 @@ class Journal:
         self._reached.add(key)
         self.replayed.append(entry)
         return entry
+
+    def skip(self, positions: int, keys: Iterable[str] = ()) -> None:
+        """Pass over calls made inside a replayed call that answers for them (a framework
+        tool whose result is journaled, with the waits and model calls it made): they keep
+        their ``positions``, and the entries of ``keys`` count as reached and replayed."""
+        self.position += positions
+        for key in keys:
+            entry = self._by_key.get(key)
+            if entry is not None and key not in self._reached:
+                self._reached.add(key)
+                if entry.status != "intent":
+                    self.replayed.append(entry)
 
     def counts(self) -> dict[str, int]:
         """Calls made so far per name (saved with a snapshot, so keys stay stable)."""

@@ -1,9 +1,13 @@
 """The OpenAI Agents SDK's model calls as durable calls: a ``Model`` and a ``ModelProvider``.
 
-Inside a workflow (not inside a step or a tool), each ``get_response`` / ``stream_response``
-is one journal entry of kind ``"llm"`` named ``agents.model``, keyed by its number among
-the run's agent model calls (``agents.model:3``), so a durable call made inside a tool (a
-wait) never shifts it. The entry has the shape of :mod:`outlast.llm.record`'s entries, so
+Inside a workflow (not inside a step), each ``get_response`` / ``stream_response`` is one
+journal entry of kind ``"llm"`` named ``agents.model``, keyed by its number among the run's
+agent model calls (``agents.model:3``), so a durable call made inside a tool (a wait) never
+shifts it. Inside a durable tool (an agent used as a tool, ``Agent.as_tool``, whose run
+takes the outer run's model provider), the call is keyed by the tool's call id and its
+number within that tool (``agents.model:call_abc.2``) and counted in the tool's nested
+calls, so a crash inside the sub-agent does not resend its earlier requests, and a replay
+that skips the finished tool keeps the later positions. The entry has the shape of :mod:`outlast.llm.record`'s entries, so
 spending, budgets and ``outlast show`` read it the same way:
 
 * ``output``: ``{"request": <the request, blob-encoded>, "response": <ModelResponse as
@@ -13,15 +17,19 @@ spending, budgets and ``outlast show`` read it the same way:
   ``fp``, the request's fingerprint. A replay whose request differs (instructions, input,
   tools, settings...) raises NonDeterminismError listing the difference.
 
-Outside a workflow the wrapped model is called as it is.
+A call that is sent (not one answered from the journal) gets a ``chat {model}`` span through
+:mod:`outlast.telemetry`, with its usage. Outside a workflow the wrapped model is called as
+it is.
 """
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.items import ModelResponse, TResponseStreamEvent
@@ -31,13 +39,21 @@ from agents.usage import Usage
 from pydantic import TypeAdapter
 
 from .. import serde, serde_errors
-from ..context import RunState, current_run, current_step
+from ..context import RunState, StepScope, current_run, current_step
 from ..llm import record
 from ..llm.pricing import cost_of
 from ..llm.shapes import API, APIS, class_path, dump, plain, rebuild, usage
 from ..store.base import entry_meta
+from ._spans import gen_ai_meta
 
-__all__ = ["DurableModel", "DurableProvider", "model_request"]
+__all__ = [
+    "DurableModel",
+    "DurableProvider",
+    "ToolFrame",
+    "journaled",
+    "model_request",
+    "tool_frame",
+]
 
 NAME = "agents.model"
 _API = API("openai", "agents")
@@ -59,9 +75,43 @@ _SHOWN = frozenset(
 _numbers: weakref.WeakKeyDictionary[RunState, int] = weakref.WeakKeyDictionary()
 
 
-def _journaled() -> RunState | None:
+@dataclass(slots=True)
+class ToolFrame:
+    """The durable tool call running in this task: its id, its step scope, the tool call it
+    runs in (a sub-agent's tool), the keys of the durable calls made inside it (its
+    sub-tools' included) and how many of them were model calls."""
+
+    call_id: str
+    scope: StepScope
+    parent: ToolFrame | None = None
+    keys: list[str] = field(default_factory=list)
+    models: int = 0
+
+    def took(self, *keys: str) -> None:
+        """Durable calls ``keys`` were made inside this tool call (and the ones it runs in)."""
+        frame: ToolFrame | None = self
+        while frame is not None:
+            frame.keys.extend(keys)
+            frame = frame.parent
+
+
+tool_frame: contextvars.ContextVar[ToolFrame | None] = contextvars.ContextVar(
+    "outlast_agents_tool", default=None
+)
+
+
+def journaled() -> tuple[RunState, ToolFrame | None] | None:
+    """The run whose journal takes this model call, with the durable tool it is made in
+    (None: in the workflow's own code); None when the call is a plain one (outside a run,
+    inside a step, or inside a step called from a tool)."""
     state = current_run()
-    return state if state is not None and current_step() is None else None
+    if state is None:
+        return None
+    step = current_step()
+    if step is None:
+        return state, None
+    frame = tool_frame.get()
+    return (state, frame) if frame is not None and frame.scope is step else None
 
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
@@ -105,14 +155,26 @@ def model_request(model: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 
 
 def _prepare(
-    state: RunState, model: str, args: tuple[Any, ...], kwargs: dict[str, Any], stream: bool
+    where: tuple[RunState, ToolFrame | None],
+    model: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    stream: bool,
 ) -> record.Prepared:
+    state, frame = where
     request = model_request(model, args, kwargs)
     blobs: dict[str, bytes] = {}
     encoded = serde.dumps(request, what=f"request of model call {NAME!r}", blobs=blobs)
-    number = _numbers.get(state, 0) + 1
-    _numbers[state] = number
-    call = state.begin(record.KIND, NAME, key=str(number))
+    if frame is None:
+        number = _numbers.get(state, 0) + 1
+        _numbers[state] = number
+        key = str(number)
+    else:
+        frame.models += 1
+        key = f"{frame.call_id}.{frame.models}"
+    call = state.begin(record.KIND, NAME, key=key)
+    if frame is not None:
+        frame.took(call.key)
     return record.Prepared(
         state,
         _API,
@@ -147,7 +209,11 @@ def _recorded(prep: record.Prepared) -> Any:
 
 
 def _record(
-    prep: record.Prepared, payload: dict[str, Any], tokens: tuple[int, int], started: float
+    prep: record.Prepared,
+    payload: dict[str, Any],
+    tokens: tuple[int, int],
+    started: float,
+    response_id: str | None = None,
 ) -> None:
     state = prep.state
     tokens_in, tokens_out = tokens
@@ -177,6 +243,10 @@ def _record(
     state.add_stat("tokens", tokens_in + tokens_out)
     state.add_stat("cost", cost)
     state.add_stat("llm_calls", 1)
+    if prep.span is not None:
+        events = payload.get("events")
+        answer = [e for _, e in events] if isinstance(events, list) else None
+        prep.span.response(gen_ai_meta(meta, response_id), answer)
     record._write(prep, "completed", output, 1, started, ended, meta, blobs)
 
 
@@ -221,14 +291,15 @@ class DurableModel(Model):
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
         """The recorded response on replay; else the wrapped model's, journaled."""
-        state = _journaled()
-        if state is None:
+        where = journaled()
+        if where is None:
             return await self.inner.get_response(*args, **kwargs)
-        prep = _prepare(state, self.name, args, kwargs, stream=False)
+        prep = _prepare(where, self.name, args, kwargs, stream=False)
         got = _recorded(prep)
         if got is not record.AGAIN:
             return _load_response(got["response"])
         record.check_budget(prep)
+        record.start_span(prep)
         started = time.time()
         try:
             response = await self.inner.get_response(*args, **kwargs)
@@ -237,7 +308,8 @@ class DurableModel(Model):
             raise
         dumped = _dump_response(response)
         u: Usage = response.usage
-        _record(prep, {"response": dumped}, (u.input_tokens, u.output_tokens), started)
+        tokens = (u.input_tokens, u.output_tokens)
+        _record(prep, {"response": dumped}, tokens, started, response.response_id)
         return response
 
     async def stream_response(
@@ -245,12 +317,12 @@ class DurableModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         """The recorded events on replay; else the wrapped model's, journaled once read to
         the end (or once the stream broke: a replay yields the same events, then raises)."""
-        state = _journaled()
-        if state is None:
+        where = journaled()
+        if where is None:
             async for event in self.inner.stream_response(*args, **kwargs):
                 yield event
             return
-        prep = _prepare(state, self.name, args, kwargs, stream=True)
+        prep = _prepare(where, self.name, args, kwargs, stream=True)
         got = _recorded(prep)
         if isinstance(got, record.BrokenStream):
             for event in got.events:
@@ -261,6 +333,7 @@ class DurableModel(Model):
                 yield event
             return
         record.check_budget(prep)
+        record.start_span(prep)
         started = time.time()
         events: list[Any] = []
         try:

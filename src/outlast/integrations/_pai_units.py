@@ -15,6 +15,13 @@ Each unit becomes one durable call of the run (:meth:`RunState.begin`):
 * anything else (MCP tool discovery, event-stream handlers, capability operations, message
   compaction) is a ``"step"`` numbered in call order.
 
+Telemetry (:mod:`outlast.telemetry`): a unit that runs, not one answered from the journal,
+gets outlast's span: ``chat {model}`` for a model request (with the GenAI attributes and
+usage), ``execute_tool {tool}`` for a tool call, ``step {name}`` for the other units. When
+Pydantic AI's own instrumentation is on for the agent run (:data:`framework_traces`), its
+spans report the same work, kept replay-safe by ``record_durable_unit``, and outlast adds
+none per unit (both would report each request's tokens).
+
 A unit's body runs in a step scope: ``outlast.idempotency_key()`` works inside a tool, and
 outlast steps or wrapped clients called from it are plain calls. A body that raises is
 journaled as failed and raises the same error on replay. Outlast's control flow (a
@@ -52,11 +59,18 @@ from ..errors import NonDeterminismError
 from ..llm import record
 from ..llm.pricing import Price, cost_of
 from ..llm.shapes import API, describe_diff
+from ..store.base import entry_meta
+from ..telemetry import NOOP
+from ._spans import executing, gen_ai_meta
 
-__all__ = ["OutlastBackend", "request_view"]
+__all__ = ["OutlastBackend", "framework_traces", "request_view"]
 
 #: the parameters of the unit being dispatched (set by the bound operation, read by execute)
 _params: ContextVar[object | None] = ContextVar("outlast_pydantic_ai_params", default=None)
+
+#: True while an agent run that Pydantic AI's instrumentation traces is executing (set by
+#: the capability's ``wrap_run``): outlast then emits no span per unit
+framework_traces: ContextVar[bool] = ContextVar("outlast_pydantic_ai_traced", default=False)
 
 #: message fields that change from one execution to the next without changing what the
 #: model is asked (when a part was made, which agent run made it)
@@ -118,8 +132,19 @@ class OutlastBackend(JournalCallableOperationBackend[None]):
         if isinstance(operation_id, ModelRequestId) and isinstance(params, ModelRequestParams):
             return await _model_request(state, name, operation_id, params, body, self.prices)
         if isinstance(operation_id, ToolsetCallToolId | ToolsetValidateToolArgumentsId):
-            return await _tool_call(state, name, params, body)
-        return await _unit(state, state.begin("step", name), body)
+            tool = isinstance(operation_id, ToolsetCallToolId)
+            return await _tool_call(state, name, params, body, tool)
+        call = state.begin("step", name)
+
+        def span() -> Any:
+            return _telemetry(state).step_span(name, call.key, 1)
+
+        return await _unit(state, call, body, span=span)
+
+
+def _telemetry(state: RunState) -> Any:
+    """This execution's telemetry hooks, or the no-op when the framework traces the run."""
+    return NOOP if framework_traces.get() else state.telemetry
 
 
 def _tool_config(operation_id: DurableOperationId, tool: object | None, tool_name: str) -> None:
@@ -135,15 +160,22 @@ async def _unit(
     body: Callable[[], Awaitable[object]],
     record_result: Callable[[object, float], None] | None = None,
     record_error: Callable[[Exception, float], None] | None = None,
+    *,
+    span: Callable[[], Any] | None = None,
 ) -> object:
-    """Replay ``call`` or run ``body`` in a step scope and journal its outcome."""
+    """Replay ``call`` or run ``body`` in a step scope and journal its outcome. ``span``:
+    makes the span current while the body runs (model requests end theirs when recorded)."""
     if call.replayed:
         record_durable_unit(executed=False)
         return call.value()
     started = time.time()
     token = _step_var.set(state.scope(call.name, call.key, 1))
     try:
-        value = await body()
+        if span is None:
+            value = await body()
+        else:
+            with executing(span()):
+                value = await body()
     except Exception as exc:
         (record_error or (lambda e, s: call.fail(e, started=s)))(exc, started)
         raise
@@ -158,7 +190,11 @@ async def _unit(
 
 
 async def _tool_call(
-    state: RunState, name: str, params: object, body: Callable[[], Awaitable[object]]
+    state: RunState,
+    name: str,
+    params: object,
+    body: Callable[[], Awaitable[object]],
+    executes: bool,
 ) -> object:
     ctx = getattr(params, "ctx", None)
     key = getattr(ctx, "tool_call_id", None)
@@ -168,7 +204,12 @@ async def _tool_call(
         encoded = json.dumps(to_jsonable_python(args, fallback=repr), sort_keys=True)
         args_hash = serde.fingerprint(encoded.encode())
     call = state.begin("step", name, args_hash, key if isinstance(key, str) and key else None)
-    return await _unit(state, call, body)
+    tool = getattr(params, "name", None) if executes else None
+
+    def span() -> Any:
+        return _telemetry(state).step_span(name, call.key, 1, tool=tool)
+
+    return await _unit(state, call, body, span=span)
 
 
 # -- model requests --------------------------------------------------------------------------
@@ -223,10 +264,13 @@ async def _model_request(
     if prep.call.replayed:
         entry = prep.call.entry
         assert entry is not None
-        if json.loads(entry.meta or "{}").get("fp") != prep.fp:
+        if entry_meta(entry).get("fp") != prep.fp:
             raise _changed(prep)
     else:
         record.check_budget(prep)
+        model = params.run_context.model
+        provider = str(getattr(model, "system", "") or "") or "pydantic-ai"
+        prep.span = _telemetry(state).model_span(provider, operation_id.model_name, request=view)
 
     def ok(value: object, started: float) -> None:
         _record_response(prep, value, started)
@@ -271,6 +315,11 @@ def _record_response(prep: record.Prepared, value: object, started: float) -> No
     state.add_stat("tokens", tokens_in + tokens_out)
     state.add_stat("cost", cost)
     state.add_stat("llm_calls", 1)
+    if prep.span is not None:
+        response = _response_of(value)
+        prep.span.response(
+            gen_ai_meta(meta, response.get("provider_response_id"), response.get("finish_reason"))
+        )
     new = {h: b for h, b in blobs.items() if h not in spent.stored}
     prep.call.record(
         "completed",
@@ -283,17 +332,24 @@ def _record_response(prep: record.Prepared, value: object, started: float) -> No
     spent.stored.update(new)
 
 
+def _response_of(value: object) -> dict[str, Any]:
+    """The dumped ModelResponse of a unit's result (a streamed request's holds it under
+    ``"response"``), or ``{}``."""
+    if isinstance(value, dict) and isinstance(value.get("response"), dict):
+        value = value["response"]
+    return value if isinstance(value, dict) else {}
+
+
 def _usage(value: object) -> tuple[tuple[int, int], str, str]:
     """``((input, output) tokens, model name, provider)`` of a dumped ModelResponse (a streamed
     request's result holds it under ``"response"``)."""
-    if isinstance(value, dict) and isinstance(value.get("response"), dict):
-        value = value["response"]
-    if not isinstance(value, dict):
+    response = _response_of(value)
+    if not response:
         return (0, 0), "", ""
-    usage = value.get("usage") if isinstance(value.get("usage"), dict) else {}
+    usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
     assert isinstance(usage, dict)
     tokens = (int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
-    return tokens, str(value.get("model_name") or ""), str(value.get("provider_name") or "")
+    return tokens, str(response.get("model_name") or ""), str(response.get("provider_name") or "")
 
 
 def _changed(prep: record.Prepared) -> NonDeterminismError:
@@ -317,6 +373,6 @@ def _changed(prep: record.Prepared) -> NonDeterminismError:
         "new one",
         run_id=run_id,
         position=prep.call.position,
-        recorded=f"llm {prep.name!r} fp#{json.loads(entry.meta or '{}').get('fp')}",
+        recorded=f"llm {prep.name!r} fp#{entry_meta(entry).get('fp')}",
         called=f"llm {prep.name!r} fp#{prep.fp}",
     )

@@ -20,11 +20,16 @@ the SDK's own runner on a durable copy of the agent, through the SDK's public se
   each ``FunctionTool.on_invoke_tool`` runs as a durable call named ``tool:<name>`` keyed by
   the model's ``call_id``, so parallel calls replay by identity whatever order they ran in.
   What a tool returned, or the exception it raised, replays as it happened. A tool body is
-  a step scope: an agent used as a tool (``agent.as_tool``) is one durable call whose
-  inner model calls are plain calls.
+  a step scope (``outlast.idempotency_key()`` works in it).
+* **Agents as tools** (``agent.as_tool``): the sub-agent's run takes the outer run's
+  config, so its model calls go through the durable provider too: each is journaled inside
+  the tool (keyed by the tool's call id, counted in the run's tokens and budget), and a
+  crash inside the sub-agent does not resend its earlier requests.
 * **Waits inside a tool**: :func:`wait_for` waits durably for an event (``app.send``),
   keyed by the tool's call id; a long wait hibernates the run and a later process resumes it.
 
+Telemetry (:mod:`outlast.telemetry`): a model call that is sent gets a ``chat {model}``
+span, a tool call that runs an ``execute_tool {tool}`` span; replayed ones get none.
 Outside a workflow, ``Runner`` is ``agents.Runner``. Needs ``pip install
 'outlast[openai-agents]'``. See docs/agents.md.
 """
@@ -32,11 +37,9 @@ Outside a workflow, ``Runner`` is ``agents.Runner``. Needs ``pip install
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -46,16 +49,20 @@ from agents.models.interface import Model
 from agents.tool_context import ToolContext
 
 from .. import serde, waits
-from ..context import RunState, _step_var, current_run, current_step
+from ..context import RunState, _step_var, current_run
 from ..errors import ConfigurationError
-from ._oa_model import DurableModel, DurableProvider
+from ..store.base import entry_meta
+from ._oa_model import DurableModel, DurableProvider, ToolFrame, journaled, tool_frame
+from ._spans import executing
 
 __all__ = ["DurableModel", "DurableProvider", "Runner", "durable_agent", "wait_for"]
 
 
 def _journaled() -> RunState | None:
-    state = current_run()
-    return state if state is not None and current_step() is None else None
+    """The run whose journal takes this call: in the workflow's own code, or directly in a
+    durable tool (a sub-agent's run); None outside a run and inside a step."""
+    where = journaled()
+    return None if where is None else where[0]
 
 
 class Runner:
@@ -147,31 +154,18 @@ def _durable_handoff(handoff: Handoff[Any, Any], done: dict[int, Agent[Any]]) ->
 # -- tools -------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _ToolCall:
-    """The tool call running in this task: its id, and how many durable calls it made."""
-
-    call_id: str
-    nested: int = 0
-
-
-_tool_var: contextvars.ContextVar[_ToolCall | None] = contextvars.ContextVar(
-    "outlast_agents_tool", default=None
-)
-
-
 def _durable_tool(tool: Any) -> Any:
     if not isinstance(tool, FunctionTool) or getattr(tool.on_invoke_tool, "_outlast", False):
         return tool
     invoke = tool.on_invoke_tool
-    name = f"tool:{tool.name}"
+    tool_name = tool.name
 
     async def on_invoke_tool(context: ToolContext[Any], input_json: str) -> Any:
         state = _journaled()
         call_id = getattr(context, "tool_call_id", None)
         if state is None or not call_id:
             return await invoke(context, input_json)
-        return await _run_tool(state, name, call_id, invoke, context, input_json)
+        return await _run_tool(state, tool_name, call_id, invoke, context, input_json)
 
     on_invoke_tool._outlast = True  # type: ignore[attr-defined]
     durable = copy.copy(tool)  # as the SDK copies tools: no __post_init__ again
@@ -180,31 +174,43 @@ def _durable_tool(tool: Any) -> Any:
 
 
 async def _run_tool(
-    state: RunState, name: str, call_id: str, invoke: Any, context: Any, input_json: str
+    state: RunState, tool: str, call_id: str, invoke: Any, context: Any, input_json: str
 ) -> Any:
+    name = f"tool:{tool}"
+    outer = tool_frame.get()  # a sub-agent's tool runs inside the outer agent's tool call
     call = state.begin("step", name, serde.fingerprint(input_json.encode()), key=call_id)
+    if outer is not None:
+        outer.took(call.key)
     if call.replayed:
         entry = call.entry
         assert entry is not None
-        # Durable calls the tool made (waits) are not made again: keep later positions.
-        state.journal.position += json.loads(entry.meta or "{}").get("nested", 0)
+        # Durable calls the tool made (waits, a sub-agent's calls) are not made again: they
+        # keep their positions, and their entries count as replayed.
+        meta = entry_meta(entry)
+        keys = [str(k) for k in meta.get("keys", ())]
+        state.journal.skip(int(meta.get("nested", 0)), keys)
+        if outer is not None:
+            outer.took(*keys)
         return call.value()
-    frame = _ToolCall(call_id)
-    tool_token = _tool_var.set(frame)
-    step_token = _step_var.set(state.scope(name, call.key, 1))
+    scope = state.scope(name, call.key, 1)
+    frame = ToolFrame(call_id, scope, outer)
+    tool_token = tool_frame.set(frame)
+    step_token = _step_var.set(scope)
     try:
-        value = await invoke(context, input_json)
+        with executing(state.telemetry.step_span(name, call.key, 1, tool=tool)):
+            value = await invoke(context, input_json)
     except Exception as exc:
         call.fail(exc, meta=_nested(frame))
         raise
     finally:
         _step_var.reset(step_token)
-        _tool_var.reset(tool_token)
+        tool_frame.reset(tool_token)
     return call.complete(value, meta=_nested(frame), what=f"result of tool {name!r}")
 
 
-def _nested(frame: _ToolCall) -> str | None:
-    return json.dumps({"nested": frame.nested}) if frame.nested else None
+def _nested(frame: ToolFrame) -> str | None:
+    """The tool entry's meta: the durable calls made inside it (how many, and their keys)."""
+    return json.dumps({"nested": len(frame.keys), "keys": frame.keys}) if frame.keys else None
 
 
 async def wait_for(name: str, timeout: float | timedelta | None = None) -> Any:
@@ -221,11 +227,13 @@ async def wait_for(name: str, timeout: float | timedelta | None = None) -> Any:
             f"wait_for({name!r}) was called outside an outlast workflow; call it from a tool of "
             "an agent run by outlast.integrations.openai_agents.Runner inside a workflow"
         )
-    frame = _tool_var.get()
+    frame = tool_frame.get()
     key = None
     if frame is not None:
         key = frame.call_id
-        frame.nested += 2 if timeout is not None else 1  # the wait and its deadline
+        if timeout is not None:  # the wait's deadline, then the wait (waits.wait_for's keys)
+            frame.took(f"timeout:{name}:{key}")
+        frame.took(f"{name}:{key}")
     if state.is_async:
         return await waits.wait_for(state, name, timeout, key=key)
     # A sync workflow's wait blocks: off the event loop, in a thread with this context.

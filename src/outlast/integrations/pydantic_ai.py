@@ -26,7 +26,9 @@ Inside a workflow's own code (not inside a step) the capability also installs
   answer hibernate the run until ``app.send`` / ``outlast send`` / the HTTP endpoint
   answers (:func:`answer`, :func:`refuse`);
 * a ``replay_scope``, and each unit reports with ``record_durable_unit`` whether it ran or
-  was replayed, so Pydantic AI's spans and metrics of replayed work are not exported again;
+  was replayed, so Pydantic AI's spans and metrics of replayed work are not exported again.
+  Units that run also get outlast's spans (``chat {model}``, ``execute_tool {tool}``) unless
+  Pydantic AI's own instrumentation traces the run (it then reports them itself);
 * a replay-stable ``run_id`` (and conversation id) and run start time.
 
 Outside a workflow (or inside a step) it is transparent: the agent runs as usual. Needs
@@ -41,6 +43,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from opentelemetry.trace import NoOpTracer
 from pydantic_ai.capabilities.abstract import WrapRunHandler
 from pydantic_ai.durable_exec import (
     JSON_CODEC,
@@ -57,7 +60,7 @@ from pydantic_ai.tools import AgentDepsT, RunContext
 from ..context import RunState, _step_var, current_run
 from ..llm.pricing import Price
 from ._pai_events import OutlastEventWaiter, answer, parse_token, refuse
-from ._pai_units import OutlastBackend
+from ._pai_units import OutlastBackend, framework_traces
 
 __all__ = ["OutlastDurability", "answer", "parse_token", "refuse"]
 
@@ -119,8 +122,14 @@ class OutlastDurability(BaseDurabilityCapability[AgentDepsT]):
         state = current_run()
         if state is None or not self.in_durable_context:
             return await handler()
-        with replay_scope(), external_event_scope(OutlastEventWaiter(state, self.name)):
-            return await super().wrap_run(ctx, handler=handler)
+        # Pydantic AI's instrumentation reports the units of a traced run itself (outlast then
+        # adds no span per unit, see _pai_units); replay_scope keeps it from reporting them again.
+        traced = framework_traces.set(not isinstance(ctx.tracer, NoOpTracer))
+        try:
+            with replay_scope(), external_event_scope(OutlastEventWaiter(state, self.name)):
+                return await super().wrap_run(ctx, handler=handler)
+        finally:
+            framework_traces.reset(traced)
 
     def get_default_run_id(self) -> str | None:
         state = current_run()

@@ -66,6 +66,12 @@ def response_attributes(meta: Mapping[str, Any], payload: Any, content: bool) ->
         attrs["gen_ai.usage.output_tokens"] = meta["output_tokens"]
     events = payload if isinstance(payload, list) else [payload]
     ident, reasons = _identity(events)
+    # A framework adapter hands these in beside the journaled meta (its response objects
+    # are not the SDKs' shapes that _identity reads).
+    if isinstance(meta.get("response_id"), str):
+        ident = meta["response_id"]
+    if isinstance(meta.get("finish_reasons"), list):
+        reasons = [str(r) for r in meta["finish_reasons"]]
     if ident:
         attrs["gen_ai.response.id"] = ident
     if reasons:

@@ -1,0 +1,44 @@
+"""Spans of the work the framework adapters execute (see :mod:`outlast.telemetry`).
+
+The adapters call outlast's telemetry hooks only for units they run: a unit answered from
+the journal reaches none of this, so a resumed run reports only its new work. No framework
+or OpenTelemetry import here: with telemetry off every hook is the shared no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["executing", "gen_ai_meta"]
+
+
+@contextmanager
+def executing(span: Any) -> Iterator[None]:
+    """``span`` is current while the body runs. An exception marks it failed (``error.type``);
+    outlast's control flow (a hibernating wait, a cancel: BaseExceptions) ends it plainly,
+    since the unit did not fail."""
+    span.__enter__()
+    try:
+        yield
+    except Exception as exc:
+        span.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    except BaseException:
+        span.__exit__(None, None, None)
+        raise
+    span.__exit__(None, None, None)
+
+
+def gen_ai_meta(
+    meta: dict[str, Any], response_id: object = None, finish_reason: object = None
+) -> dict[str, Any]:
+    """A journaled model call's ``meta`` with what its span reports beside it: the response's
+    id and finish reason (read from the framework's response, not journaled in ``meta``)."""
+    out = dict(meta)
+    if isinstance(response_id, str) and response_id:
+        out["response_id"] = response_id
+    if isinstance(finish_reason, str) and finish_reason:
+        out["finish_reasons"] = [finish_reason]
+    return out

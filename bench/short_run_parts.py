@@ -7,7 +7,10 @@ SQLite: WAL pages (frames) each store operation of a 10-step run writes, counted
 file's size with automatic checkpoints off: the run's creation with its first journal entry,
 the nine further entries, the finish; beside a raw single-row INSERT + COMMIT on a file of
 SQLite's default page size and of outlast's. With ``synchronous=normal`` a commit costs what
-it writes, page by page, so these counts are the commit cost without the timing noise.
+it writes, page by page, so these counts are the commit cost without the timing noise. Then
+the CPU time of a step with no file at all (``sqlite:///:memory:``: the engine and the SQL,
+no WAL), beside a raw INSERT in memory and a raw INSERT + COMMIT on a file: the part of a
+step's cost that no page layout can remove.
 
 PostgreSQL: server execution time of each statement (``EXPLAIN (ANALYZE)``: the executor,
 without parsing, the network or the commit's WAL flush, which every statement pays alike),
@@ -98,6 +101,59 @@ def sqlite_parts(runs: int) -> None:
         print(f"  raw INSERT + COMMIT, {size // 1024} KB pages: {raw_pages(size):.2f} per commit")
 
 
+def cpu_per_step(rounds: int = 5) -> None:
+    import outlast
+
+    def raw(path: str, n: int = 3000) -> float:
+        conn = sqlite3.connect(path, isolation_level=None)
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = normal")
+        conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, v BLOB)")
+        start = time.process_time()
+        for _ in range(n):
+            conn.execute("INSERT INTO raw (v) VALUES (?)", (b"1",))
+        elapsed = time.process_time() - start
+        conn.close()
+        return elapsed / n
+
+    def steps(runs: int = 300) -> float:
+        app = outlast.App("sqlite:///:memory:")
+
+        @app.step
+        def noop() -> None:
+            return None
+
+        @app.workflow
+        def chain(ctx: outlast.Context, n: int) -> int:
+            for _ in range(n):
+                noop()
+            return n
+
+        app.run(chain, 1)
+        start = time.process_time()
+        for _ in range(runs):
+            app.run(chain, 10)
+        elapsed = time.process_time() - start
+        app.close()
+        return elapsed / (runs * 10)
+
+    found: dict[str, list[float]] = {"memory": [], "steps": [], "file": []}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            found["file"].append(raw(f"{tmp}/raw.db"))
+        found["memory"].append(raw(":memory:"))
+        found["steps"].append(steps())
+    med = {k: statistics.median(v) * 1e6 for k, v in found.items()}
+    print(f"\nCPU time, medians of {rounds} rounds:")
+    print(f"  raw INSERT + COMMIT, file (4 KB pages)   {med['file']:6.1f} us")
+    print(f"  raw INSERT, in memory                   {med['memory']:6.1f} us")
+    print(
+        f"  10-step runs in memory, per step        {med['steps']:6.1f} us"
+        f"  ({med['steps'] / med['file']:.2f}x the raw commit on a file)"
+    )
+
+
 def postgres_parts(url: str, runs: int) -> None:
     import psycopg
 
@@ -163,6 +219,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     sqlite_parts(args.runs)
+    cpu_per_step()
     if args.postgres:
         postgres_parts(args.postgres, args.runs)
 

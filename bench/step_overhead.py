@@ -1,12 +1,16 @@
 """Journaled no-op step overhead beside a raw single-row INSERT+COMMIT, same file settings.
 
     python bench/step_overhead.py [--quick] [--sync normal|full|both] [--postgres URL]
-    python bench/step_overhead.py --against /tmp/outlast-main/src [--rounds 20] ...
+    python bench/step_overhead.py --against /tmp/outlast-main/src [--rounds 20] [--cpu] ...
 
 ``--against SRC`` compares this tree with another outlast source tree (e.g. main's, from
 ``git archive main | tar -x -C /tmp/outlast-main``) side by side: each round measures both, in
 alternating child processes on separate database files, and the medians over all rounds are
-printed with each side's ratios to its own raw commit.
+printed with each side's ratios to the raw commit, and (SQLite) the WAL pages each side writes
+per step. ``--cpu`` times SQLite with the process's CPU time (user + system) instead of the
+wall clock: with ``synchronous=normal`` nothing waits for the disk except a checkpoint's fsync
+(every ~1000 pages), so CPU time is the cost without that luck and without the other processes
+of a loaded machine taking the CPU away.
 
 For each setting, interleaved over several rounds (medians reported, with the spread):
 - raw: a single-row INSERT + COMMIT on a fresh connection with the same pragmas (SQLite) or
@@ -33,6 +37,9 @@ sys.path.insert(0, os.environ.get("OUTLAST_BENCH_SRC") or os.path.join(os.path.d
 
 import outlast  # noqa: E402
 
+#: the clock: the wall clock, or process CPU time (--cpu; SQLite only)
+clock = time.perf_counter
+
 
 def raw_sqlite(path: str, sync: str, n: int) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
@@ -40,10 +47,10 @@ def raw_sqlite(path: str, sync: str, n: int) -> float:
     conn.execute(f"PRAGMA synchronous = {sync}")
     conn.execute("CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, v BLOB)")
     payload = b"1"
-    start = time.perf_counter()
+    start = clock()
     for _ in range(n):
         conn.execute("INSERT INTO raw (v) VALUES (?)", (payload,))
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     conn.close()
     return elapsed / n
 
@@ -83,9 +90,9 @@ def make_app(url: str) -> tuple[outlast.App, Callable[..., object]]:
 def outlast_long(url: str, n: int) -> float:
     app, chain = make_app(url)
     app.run(chain, 1)  # open and migrate the store outside the timing
-    start = time.perf_counter()
+    start = clock()
     app.run(chain, n)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     app.close()
     return elapsed / n
 
@@ -93,12 +100,31 @@ def outlast_long(url: str, n: int) -> float:
 def outlast_many(url: str, runs: int, steps: int) -> float:
     app, chain = make_app(url)
     app.run(chain, 1)
-    start = time.perf_counter()
+    start = clock()
     for _ in range(runs):
         app.run(chain, steps)
-    elapsed = time.perf_counter() - start
+    elapsed = clock() - start
     app.close()
     return elapsed / (runs * steps)
+
+
+def wal_pages(path: str, runs: int, steps: int) -> float:
+    """WAL pages (frames) written per step by ``runs`` runs of ``steps`` steps on a new file.
+
+    Automatic checkpoints are off on the store's connection while counting, so the WAL file
+    holds every frame written (not timed; the same count on every machine).
+    """
+    app, chain = make_app(f"sqlite:///{path}?synchronous=normal")
+    app.run(chain, 1)
+    conn = app.store._conn  # type: ignore[attr-defined]  # a benchmark may look inside
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    for _ in range(runs):
+        app.run(chain, steps)
+    frames = (os.path.getsize(path + "-wal") - 32) / (page + 24)
+    app.close()
+    return frames / (runs * steps)
 
 
 def fmt(values: list[float]) -> str:
@@ -159,6 +185,8 @@ def one_round(store: str, n: int, runs: int) -> dict[str, float]:
                 "raw": raw_sqlite(f"{tmp}/raw.db", store, n),
                 "long": outlast_long(f"sqlite:///{tmp}/o1.db?synchronous={store}", n),
                 "many": outlast_many(f"sqlite:///{tmp}/o2.db?synchronous={store}", runs, 10),
+                "pages long": wal_pages(f"{tmp}/p1.db", 1, n),
+                "pages many": wal_pages(f"{tmp}/p2.db", runs, 10),
             }
     import psycopg
 
@@ -176,7 +204,7 @@ def one_round(store: str, n: int, runs: int) -> dict[str, float]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema}b CASCADE")
 
 
-def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> None:
+def compare(other: str, stores: list[str], rounds: int, n: int, runs: int, cpu: bool = False) -> None:
     """This tree against ``other`` (an outlast src folder), rounds alternating between them."""
     import json
     import subprocess
@@ -189,7 +217,8 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> No
             for side, src in (sides.items() if i % 2 == 0 else reversed(sides.items())):
                 env = {**os.environ, "OUTLAST_BENCH_SRC": src}
                 out = subprocess.run(
-                    [sys.executable, __file__, "--one", store, "--n", str(size), "--runs", str(count)],
+                    [sys.executable, __file__, "--one", store, "--n", str(size), "--runs", str(count)]
+                    + (["--cpu"] if cpu else []),
                     env=env, capture_output=True, text=True, check=True,
                 ).stdout
                 for key, value in json.loads(out.splitlines()[-1]).items():
@@ -197,12 +226,18 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int) -> No
         # The raw commit is the same code on both sides: its median over all rounds is the unit.
         raw = statistics.median(found["this tree"]["raw"] + found["against"]["raw"])
         label = f"SQLite synchronous={store}" if store in ("normal", "full") else "PostgreSQL"
-        print(f"\n{label}: {rounds} rounds alternating, medians in us per step (x raw commit)")
+        timed = "CPU time" if cpu and store in ("normal", "full") else "wall clock"
+        print(f"\n{label}: {rounds} rounds alternating, {timed}, medians in us per step (x raw commit)")
         print(f"  raw INSERT+COMMIT {raw * 1e6:.1f} us (both sides)")
         print(f"  {'side':10s} {'long run':>18s} {f'{count} x 10-step runs':>22s}")
         for side in sides:
             long, many = (statistics.median(found[side][k]) for k in ("long", "many"))
-            print(f"  {side:10s} {long * 1e6:9.1f} ({long / raw:4.2f}x) {many * 1e6:13.1f} ({many / raw:4.2f}x)")
+            pages = ""
+            if "pages many" in found[side]:
+                pl, pm = (statistics.median(found[side][k]) for k in ("pages long", "pages many"))
+                pages = f"   WAL pages per step: {pl:.2f} long, {pm:.2f} 10-step"
+            print(f"  {side:10s} {long * 1e6:9.1f} ({long / raw:4.2f}x) {many * 1e6:13.1f} ({many / raw:4.2f}x)"
+                  f"{pages}")
 
 
 def main() -> None:
@@ -212,10 +247,14 @@ def main() -> None:
     parser.add_argument("--postgres", help="also measure on this PostgreSQL URL")
     parser.add_argument("--against", metavar="SRC", help="compare with another outlast src tree")
     parser.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
+    parser.add_argument("--cpu", action="store_true", help="time SQLite with process CPU time (see above)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child of --against: one round
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu:
+        global clock
+        clock = time.process_time
     if args.one:
         import json
 
@@ -225,7 +264,7 @@ def main() -> None:
     rounds = args.rounds or rounds
     if args.against:
         stores = ["normal", "full"] if args.sync == "both" else [args.sync]
-        compare(args.against, stores + ([args.postgres] if args.postgres else []), rounds, n, runs)
+        compare(args.against, stores + ([args.postgres] if args.postgres else []), rounds, n, runs, args.cpu)
         return
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, outlast {outlast.__version__}")
     for sync in (["normal", "full"] if args.sync == "both" else [args.sync]):

@@ -18,6 +18,11 @@ PostgreSQL ``pg_total_relation_size`` summed over outlast's tables (heap, TOAST,
     python bench/disk_size.py                     # conversation 60 turns, graph 100 nodes
     python bench/disk_size.py --turns 10 50 200   # the table in docs/benchmarks.md
     python bench/disk_size.py --sqlite-only
+    python bench/disk_size.py --turns 10 50 200 --peers   # + LangGraph SqliteSaver, DBOS
+
+``--peers``: the same conversation (a 2 KB user message and a 2 KB reply per turn, pseudo-random
+letters: bench/peers.py) through LangGraph's SqliteSaver and DBOS (SQLite system database),
+their file after the same checkpoint, beside the same unique payload (turns x 2 x 2,048).
 """
 
 from __future__ import annotations
@@ -174,10 +179,13 @@ def main() -> None:
     )
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--kinds", nargs="*", default=["random", "english"])
+    parser.add_argument("--peers", action="store_true",
+                        help="also LangGraph SqliteSaver and DBOS, conversation, SQLite file")
+    parser.add_argument("--workloads", nargs="*", default=["conversation", "graph"])
     args = parser.parse_args()
     backends = ["sqlite"] if args.sqlite_only else ["sqlite", "postgres"]
     plan = (
-        [("conversation", n) for n in args.turns] + [("graph", n) for n in args.turns]
+        [(w, n) for w in args.workloads for n in args.turns]
         if args.turns
         else [("conversation", 60), ("graph", 100)]
     )
@@ -195,6 +203,34 @@ def main() -> None:
                         f"{disk:>10,} {disk / payload:>6.2f}",
                         flush=True,
                     )
+        if args.peers:
+            for n in args.turns or [60]:
+                for name, size in peer_sizes(n, folder):
+                    payload = n * 2 * MESSAGE
+                    print(
+                        f"{'peer ' + name:<13} {n:>4} {'random':<8} {'sqlite':<9} {payload:>9,} "
+                        + (f"{size:>10,} {size / payload:>6.2f}" if size else "  not available"),
+                        flush=True,
+                    )
+
+
+def peer_sizes(turns: int, folder: str) -> list[tuple[str, int | None]]:
+    """File size (after a WAL checkpoint) of LangGraph's SqliteSaver and DBOS for the chat."""
+    import peers
+
+    out: list[tuple[str, int | None]] = []
+    for name, run in (
+        ("langgraph", lambda p: peers.langgraph_conversation("sqlite", turns, path=p)),
+        ("dbos", lambda p: peers.dbos_conversation(turns, p)),
+    ):
+        path = os.path.join(folder, f"{name}-{turns}-{uuid.uuid4().hex[:6]}.db")
+        try:
+            run(path)
+            out.append((name, sqlite_size(path)))
+        except Exception as exc:  # a peer missing or failing is reported, not fatal
+            print(f"  {name}: {peers.failed(name, exc)}", flush=True)
+            out.append((name, None))
+    return out
 
 
 if __name__ == "__main__":

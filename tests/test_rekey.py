@@ -222,3 +222,44 @@ def test_rekey_killed_halfway_then_rerun(store_url: str, tmp_path: Path) -> None
     check_all(store_url, runs, NEW)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert "rekey done: 0 value(s)" in again.stdout
+
+
+def test_rekey_moves_framework_checkpoints(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the LangGraph saver's and the Agent Framework storage's rows and writes (their own tables)
+    pytest.importorskip("langgraph")
+    pytest.importorskip("agent_framework")
+    from tests.test_encryption_checkpoints import chat, maf_checkpoint, row_values
+
+    from outlast.integrations.langgraph import OutlastSaver
+
+    monkeypatch.delenv("OUTLAST_ENCRYPTION_KEYS", raising=False)
+    for keys, thread in ((None, "clear"), (OLD, "old")):  # before encryption, then under k1
+        app = outlast.App(store_url, encryption=keys)
+        chat(OutlastSaver(app), thread, 4)
+        app.close()
+    app = outlast.App(store_url, encryption=OLD)
+    import asyncio
+
+    from outlast.integrations.agent_framework import OutlastCheckpointStorage
+
+    asyncio.run(OutlastCheckpointStorage(app).save(maf_checkpoint(2)))
+    app.close()
+    assert {sealed_kid(v) for v in row_values(store_url) if v} == {None, "k1"}
+    store = open_store(store_url, encryption=BOTH)
+    report = rekey(store, batch=3)
+    assert report.rewritten["lg_checkpoints"] > 0 and report.rewritten["lg_writes"] > 0
+    assert rekey(store, batch=3).total == 0
+    store.close()
+    assert {sealed_kid(v) for v in row_values(store_url) if v} == {"k2"}
+    assert kids(store_url) == {"k2"}  # their blobs too
+    app = outlast.App(store_url, encryption=NEW)
+    try:
+        saver = OutlastSaver(app)
+        for thread in ("clear", "old"):
+            got = saver.get_tuple({"configurable": {"thread_id": thread}})
+            assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == 4
+        saver.prune(["old"], keep=1)  # deletes read the moved rows and blobs
+        cp = asyncio.run(OutlastCheckpointStorage(app).load("c2"))
+        assert len(cp.state["_executor_state"]["a"]["history"]) == 3
+    finally:
+        app.close()

@@ -78,3 +78,27 @@ def test_a_010_database_reads_whole_and_continues(
     again = open_store(f"sqlite:///{path}", encryption=encryption)
     assert again.get_run("waiting-1").status == "completed"  # type: ignore[union-attr]
     again.close()
+
+
+def test_the_blob_table_becomes_a_rowid_table_keeping_every_blob(tmp_path: Path) -> None:
+    # migration 5: blobs in insertion order (full pages), same rows, hash still unique
+    import sqlite3
+
+    path = tmp_path / "v010.db"
+    shutil.copy(DATA, path)
+
+    def blobs() -> tuple[list[tuple[Any, ...]], str]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows = conn.execute("SELECT hash, data FROM outlast_blobs ORDER BY hash").fetchall()
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'outlast_blobs'")
+            return rows, sql.fetchone()[0]
+
+    before, old_sql = blobs()
+    assert before and "WITHOUT ROWID" in old_sql
+    open_store(f"sqlite:///{path}").close()
+    after, new_sql = blobs()
+    assert after == before and "WITHOUT ROWID" not in new_sql and "UNIQUE" in new_sql
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # the writers' statement
+        conn.execute("INSERT INTO outlast_blobs (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                     (before[0][0], b"again"))
+    assert blobs()[0] == before  # stored once: the hash is still unique

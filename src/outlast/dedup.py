@@ -72,6 +72,7 @@ from .errors import ConfigurationError, OutlastError, SerializationError, Timeou
 
 if TYPE_CHECKING:
     from .dedup_asgi import IdempotencyMiddleware
+    from .encryption import Encryption
 
 __all__ = [
     "Deduplicator",
@@ -177,6 +178,11 @@ class Deduplicator:
     response is honoured: after it the key counts as unused (use :meth:`prune` to delete rows).
     Both must be finite and positive (``ValueError`` otherwise).
 
+    ``encryption`` (an :class:`outlast.Encryption`; default: the keys in
+    ``$OUTLAST_ENCRYPTION_KEYS``, if set) seals each stored response (AES-256-GCM, bound to its
+    table and row), as outlast's own store seals payloads; responses stored in the clear are
+    still read (docs/security.md).
+
     See the module docstring for the exact guarantee. Safe to share between threads; each process
     opens its own connections. A context manager: :meth:`close` (also run when the object is
     collected or the interpreter exits) closes its pooled connections.
@@ -189,6 +195,7 @@ class Deduplicator:
         table: str = "outlast_idempotency",
         in_flight_timeout: float = 60.0,
         ttl: float | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ConfigurationError(
@@ -209,6 +216,11 @@ class Deduplicator:
             )
         self.url = url
         self.table = table
+        if encryption is None:
+            from .encryption import from_env
+
+            encryption = from_env()
+        self.encryption = encryption
         # Closes the pool when this object is collected or at interpreter exit, whichever is
         # first; it holds the backend, not self, so it keeps nothing alive.
         self._finalizer = weakref.finalize(self, self._backend.close)
@@ -283,7 +295,7 @@ class Deduplicator:
             # take, so a duplicate that waited out the timeout reports it rather than re-running.
             rows = run(sql.read, (row,))[1]
             if rows:
-                return _classify(key, fingerprint, rows[0])
+                return self._classify(row, key, fingerprint, rows[0])
         token = uuid.uuid4().hex
         if not first:
             claimed = run(sql.claim, (row, fingerprint, token))[0]
@@ -297,10 +309,26 @@ class Deduplicator:
             return _Claimed(token)
         rows = run(sql.read, (row,))[1]
         # No row: its claimant failed and released it between our two statements; poll again.
-        return _classify(key, fingerprint, rows[0]) if rows else None
+        return self._classify(row, key, fingerprint, rows[0]) if rows else None
+
+    def _classify(self, row: str, key: str, fingerprint: str,
+                  stored: tuple[str, str, bytes | None]) -> _Done | None:
+        done = _classify(key, fingerprint, stored)
+        if done is None or done.response[:2] != b"\xffe":
+            return done
+        from .encryption import open_sealed
+
+        what = f"the stored response of idempotency key {key!r}"
+        return _Done(open_sealed(self.encryption, done.response, self._aad(row), what))
+
+    def _aad(self, row: str) -> bytes:
+        return b"outlast dedup\x00" + self.table.encode() + b"\x00" + row.encode()
 
     def _finish(self, row: str, key: str, token: str, response: bytes) -> bytes:
-        if self._backend.run(self._backend.sql.finish, (response, row, token))[0] != 1:
+        stored = response
+        if self.encryption is not None:
+            stored = self.encryption.seal(response, self._aad(row))
+        if self._backend.run(self._backend.sql.finish, (stored, row, token))[0] != 1:
             # Our claim outlived in_flight_timeout and another request took it over: the handler
             # ran twice. Its stored response stays; this caller gets what its own run produced.
             logger.warning(

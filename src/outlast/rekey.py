@@ -134,9 +134,44 @@ _TABLES = (
 )
 
 
+def _reseal_checkpoints(sealed: Any, row: Row) -> dict[str, Any]:
+    from .store.checkpoint_seal import checkpoint_aad
+
+    thread_id, ns, checkpoint_id, *values = row
+    what = f"checkpoint {checkpoint_id} of thread {thread_id!r}"
+    out = {}
+    for column, value in zip(("checkpoint", "metadata"), values, strict=True):
+        if value is None or not bytes(value):
+            continue  # empty metadata (Agent Framework rows) stays empty
+        place = checkpoint_aad(thread_id, ns, checkpoint_id, column)
+        new = sealed.reseal(value, [(place, place)], f"{column} of {what}")
+        if new is not None:
+            out[column] = new
+    return out
+
+
+def _reseal_writes(sealed: Any, row: Row) -> dict[str, Any]:
+    from .store.checkpoint_seal import write_aad
+
+    thread_id, ns, checkpoint_id, task_id, idx, value = row
+    place = write_aad(thread_id, ns, checkpoint_id, task_id, idx)
+    what = f"write {task_id}/{idx} to checkpoint {checkpoint_id} of thread {thread_id!r}"
+    new = sealed.reseal(value, [(place, place)], what)
+    return {} if new is None else {"value": new}
+
+
+#: the framework checkpointers' tables (LangGraph saver, Agent Framework storage)
+_CHECKPOINT_TABLES = (
+    _Table("lg_checkpoints", ("thread_id", "ns", "checkpoint_id"), ("checkpoint", "metadata"),
+           _reseal_checkpoints),
+    _Table("lg_writes", ("thread_id", "ns", "checkpoint_id", "task_id", "idx"), ("value",),
+           _reseal_writes),
+)
+
+
 def _extra_tables(db: _Db) -> Sequence[_Table]:
     """Tables of integrations whose rows are sealed too (the checkpointer savers)."""
-    return []
+    return _CHECKPOINT_TABLES
 
 
 # -- batches -------------------------------------------------------------------------------

@@ -137,8 +137,8 @@ class CheckpointStore(abc.ABC):
 
 def checkpoint_store(store: Any) -> CheckpointStore:
     """``store`` as a checkpoint store, or a ConfigurationError naming what is missing."""
-    # an encrypted store (store/sealed.py) keeps checkpoints in its backend; their blobs are
-    # sealed there, the checkpoint rows themselves are not (docs/security.md)
+    # an encrypted store (store/sealed.py) keeps checkpoints in its backend, which it gave
+    # its keys: the backend seals blobs and rows (store/checkpoint_seal.py)
     store = getattr(store, "inner", store)
     if not isinstance(store, CheckpointStore):
         raise ConfigurationError(

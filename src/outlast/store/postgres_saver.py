@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from .blobs import BlobCodec
+from .checkpoint_seal import CheckpointSeal
 from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 from .postgres_sql import Queries, quote_ident
 
@@ -52,6 +53,8 @@ class PostgresCheckpoints(CheckpointStore):
     _q: Queries
     _run: Callable[..., Any]
     blobs: BlobCodec
+    #: seals rows on the way in, opens them on the way out (an encrypting store sets its own)
+    rowseal = CheckpointSeal()
 
     def _saver_sql(self, sql: str) -> str:
         return sql.replace("{s}", quote_ident(self.schema))
@@ -75,7 +78,8 @@ class PostgresCheckpoints(CheckpointStore):
         def op(conn: Conn, _: bool) -> None:  # an upsert: applying it twice is harmless
             with conn.transaction():
                 self._put_thread_blobs(conn, checkpoint_owner(checkpoint.thread_id), blobs)
-                conn.execute(self._saver_sql(_PUT_CP), astuple(checkpoint))
+                conn.execute(self._saver_sql(_PUT_CP),
+                             astuple(self.rowseal.seal_checkpoint(checkpoint)))
 
         self._run(op)
 
@@ -88,7 +92,8 @@ class PostgresCheckpoints(CheckpointStore):
                 for thread_id in sorted({w.thread_id for w in writes}):
                     self._put_thread_blobs(conn, checkpoint_owner(thread_id), blobs)
                 for w in writes:
-                    conn.execute(self._saver_sql(_REPLACE_W if w.idx < 0 else _KEEP_W), astuple(w))
+                    conn.execute(self._saver_sql(_REPLACE_W if w.idx < 0 else _KEEP_W),
+                                 astuple(self.rowseal.seal_write(w)))
 
         self._run(op)
 
@@ -113,7 +118,8 @@ class PostgresCheckpoints(CheckpointStore):
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._run(lambda c, _: c.execute(self._saver_sql(sql), params).fetchall())
-        return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
+        return [self.rowseal.open_checkpoint(SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)))
+                for t, n, i, p, r, cp, md in rows]
 
     def find_checkpoints(
         self, *, run_id: str | None = None, thread_prefix: str = "", before: str | None = None
@@ -126,7 +132,8 @@ class PostgresCheckpoints(CheckpointStore):
         sql = (f"SELECT {_CP_COLUMNS} FROM {{s}}.lg_checkpoints WHERE {' AND '.join(where)} "
                'ORDER BY checkpoint_id COLLATE "C" DESC, thread_id, ns')
         rows = self._run(lambda c, _: c.execute(self._saver_sql(sql), params).fetchall())
-        return [SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)) for t, n, i, p, r, cp, md in rows]
+        return [self.rowseal.open_checkpoint(SavedCheckpoint(t, n, i, p, r, bytes(cp), bytes(md)))
+                for t, n, i, p, r, cp, md in rows]
 
     def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
         sql = self._saver_sql(f"""SELECT {_W_COLUMNS} FROM {{s}}.lg_writes
@@ -134,7 +141,8 @@ class PostgresCheckpoints(CheckpointStore):
             ORDER BY checkpoint_id COLLATE "C", task_path COLLATE "C", task_id COLLATE "C", idx""")
         ids = list(dict.fromkeys(checkpoint_ids))
         rows = self._run(lambda c, _: c.execute(sql, (thread_id, ns, ids)).fetchall())
-        return [SavedWrite(t, n, i, k, x, ch, bytes(v), p) for t, n, i, k, x, ch, v, p in rows]
+        return [self.rowseal.open_write(SavedWrite(t, n, i, k, x, ch, bytes(v), p))
+                for t, n, i, k, x, ch, v, p in rows]
 
     def delete_checkpoints(
         self,
@@ -168,16 +176,20 @@ class PostgresCheckpoints(CheckpointStore):
     def _release_thread(self, conn: Conn, thread_id: str, reachable: Reachable | None) -> None:
         """Drop the thread's blob references its remaining rows do not use, then free blobs."""
         owner = checkpoint_owner(thread_id)
-        left = [bytes(r[0]) for r in conn.execute(self._saver_sql(
-            "SELECT checkpoint FROM {s}.lg_checkpoints WHERE thread_id = %s"), (thread_id,))]
+        # each row opened with its key: the walk below reads what the rows hold
+        seal = self.rowseal
+        left = [seal.open_checkpoint(SavedCheckpoint(*r)).checkpoint for r in conn.execute(
+            self._saver_sql(f"SELECT {_CP_COLUMNS} FROM {{s}}.lg_checkpoints WHERE thread_id = %s"),
+            (thread_id,))]
         if not left:  # a thread with no checkpoint keeps no writes either
             conn.execute(self._saver_sql("DELETE FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))
             live: set[str] = set()
         elif reachable is None:
             return
         else:
-            left += [bytes(r[0]) for r in conn.execute(self._saver_sql(
-                "SELECT value FROM {s}.lg_writes WHERE thread_id = %s"), (thread_id,))]
+            left += [seal.open_write(SavedWrite(*r)).value for r in conn.execute(
+                self._saver_sql(f"SELECT {_W_COLUMNS} FROM {{s}}.lg_writes WHERE thread_id = %s"),
+                (thread_id,))]
 
             def fetch(hashes: list[str]) -> dict[str, bytes]:
                 lookup = self.blobs.lookup(hashes)

@@ -7,7 +7,8 @@ journal entry's output (run id and entry key); an event's payload (run id only, 
 :meth:`take_event` moves the sent payload into the journal as it is: an entry's output is
 also accepted under its run's event binding); blobs (their keyed address, by :class:`~outlast.store.blobs.BlobCodec`). Run
 entry's ``meta`` (model call facts, a graph node's state summary) is sealed too, as base64
-text. Run ids, names, statuses, times and ``stats`` stay in the clear. Values written before
+text. Framework checkpoint rows are sealed by the backend (:mod:`.checkpoint_seal`), which
+this sets up. Run ids, names, statuses, times and ``stats`` stay in the clear. Values written before
 encryption was switched on are read as they are.
 """
 
@@ -32,6 +33,7 @@ from .base import (
     Store,
 )
 from .blobs import BlobCodec, compress, decompress
+from .checkpoint_seal import CheckpointSeal
 
 __all__ = ["META", "SealedStore", "entry_aad", "event_aad", "key_aad", "run_aad"]
 
@@ -70,6 +72,9 @@ class SealedStore(Store):
         inner.blobs = BlobCodec(encryption)  # type: ignore[attr-defined]
         # rows a fork copies are bound again to the new run, in the fork's transaction
         inner.after_fork = self.rebind_fork  # type: ignore[attr-defined]
+        # framework checkpoint rows (LangGraph saver, Agent Framework storage): see
+        # checkpoint_seal.py; the backend seals and opens them, knowing each row's key
+        inner.rowseal = CheckpointSeal(encryption)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:  # backend extras (checkpoints, internals)
         return getattr(self.inner, name)

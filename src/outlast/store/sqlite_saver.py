@@ -15,6 +15,7 @@ from dataclasses import astuple
 from typing import Any
 
 from .blobs import BlobCodec
+from .checkpoint_seal import CheckpointSeal
 from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
 
 _CP_COLUMNS = "thread_id, ns, checkpoint_id, parent_id, run_id, checkpoint, metadata"
@@ -35,6 +36,8 @@ class SQLiteCheckpoints(CheckpointStore):
     _conn: sqlite3.Connection
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     blobs: BlobCodec
+    #: seals rows on the way in, opens them on the way out (an encrypting store sets its own)
+    rowseal = CheckpointSeal()
 
     def _put_thread_blobs(self, conn: sqlite3.Connection, owner: str, blobs: Mapping[str, bytes]) -> None:
         rows = self.blobs.rows(blobs)
@@ -52,7 +55,7 @@ class SQLiteCheckpoints(CheckpointStore):
             conn.execute(
                 f"INSERT OR REPLACE INTO outlast_lg_checkpoints ({_CP_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                astuple(checkpoint),
+                astuple(self.rowseal.seal_checkpoint(checkpoint)),
             )
 
     def put_writes(self, writes: Sequence[SavedWrite], blobs: Mapping[str, bytes]) -> None:
@@ -68,7 +71,7 @@ class SQLiteCheckpoints(CheckpointStore):
             for thread_id in {w.thread_id for w in writes}:
                 self._put_thread_blobs(conn, checkpoint_owner(thread_id), blobs)
             for w in writes:
-                conn.execute(replace if w.idx < 0 else keep, astuple(w))
+                conn.execute(replace if w.idx < 0 else keep, astuple(self.rowseal.seal_write(w)))
 
     def get_checkpoints(
         self,
@@ -91,7 +94,7 @@ class SQLiteCheckpoints(CheckpointStore):
             sql += f" LIMIT {int(limit)}"
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        return [SavedCheckpoint(*row) for row in rows]
+        return [self.rowseal.open_checkpoint(SavedCheckpoint(*row)) for row in rows]
 
     def find_checkpoints(
         self, *, run_id: str | None = None, thread_prefix: str = "", before: str | None = None
@@ -105,7 +108,7 @@ class SQLiteCheckpoints(CheckpointStore):
                "ORDER BY checkpoint_id DESC, thread_id, ns")
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
-        return [SavedCheckpoint(*row) for row in rows]
+        return [self.rowseal.open_checkpoint(SavedCheckpoint(*row)) for row in rows]
 
     def get_writes(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[SavedWrite]:
         rows: list[Any] = []
@@ -116,7 +119,7 @@ class SQLiteCheckpoints(CheckpointStore):
                     f"AND checkpoint_id IN ({', '.join('?' * len(chunk))})",
                     (thread_id, ns, *chunk),
                 ).fetchall()
-        writes = [SavedWrite(*row) for row in rows]
+        writes = [self.rowseal.open_write(SavedWrite(*row)) for row in rows]
         writes.sort(key=lambda w: (w.checkpoint_id, w.task_path, w.task_id, w.idx))
         return writes
 
@@ -154,16 +157,17 @@ class SQLiteCheckpoints(CheckpointStore):
     def _release_thread(self, conn: sqlite3.Connection, thread_id: str, reachable: Reachable | None) -> None:
         """Drop the thread's blob references its remaining rows do not use, then free blobs."""
         owner = checkpoint_owner(thread_id)
-        left = [bytes(r[0]) for r in conn.execute(
-            "SELECT checkpoint FROM outlast_lg_checkpoints WHERE thread_id = ?", (thread_id,))]
+        # each row opened with its key: the walk below reads what the rows hold
+        left = [self.rowseal.open_checkpoint(SavedCheckpoint(*r)).checkpoint for r in conn.execute(
+            f"SELECT {_CP_COLUMNS} FROM outlast_lg_checkpoints WHERE thread_id = ?", (thread_id,))]
         if not left:  # a thread with no checkpoint keeps no writes either
             conn.execute("DELETE FROM outlast_lg_writes WHERE thread_id = ?", (thread_id,))
             live: set[str] = set()
         elif reachable is None:
             return
         else:
-            left += [bytes(r[0]) for r in conn.execute(
-                "SELECT value FROM outlast_lg_writes WHERE thread_id = ?", (thread_id,))]
+            left += [self.rowseal.open_write(SavedWrite(*r)).value for r in conn.execute(
+                f"SELECT {_W_COLUMNS} FROM outlast_lg_writes WHERE thread_id = ?", (thread_id,))]
             found = reachable(left, lambda hashes: _fetch(self.blobs, conn, hashes))
             live = set(self.blobs.lookup(found))
         refs = [r[0] for r in conn.execute(

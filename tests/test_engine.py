@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -421,6 +422,26 @@ def test_unknown_run_and_bad_url() -> None:
         _ = outlast.App("mysql://nope").store
     with pytest.raises(outlast.ConfigurationError, match="does not exist"):
         _ = outlast.App("sqlite:////nonexistent-dir/x.db").store
+
+
+def test_sqlite_page_size_is_chosen_for_a_new_file_only(tmp_path: Path) -> None:
+    import sqlite3
+
+    from outlast.store import open_store
+
+    def size(path: Path) -> int:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+    small, default = tmp_path / "small.db", tmp_path / "default.db"
+    open_store(f"sqlite:///{small}?page_size=4096").close()
+    open_store(f"sqlite:///{default}").close()
+    assert (size(small), size(default)) == (4096, 16384)
+    open_store(f"sqlite:///{small}?page_size=8192").close()  # an existing file keeps its own
+    assert size(small) == 4096
+    for bad in ("1000", "x", "131072"):
+        with pytest.raises(outlast.ConfigurationError, match="power of two"):
+            open_store(f"sqlite:///{tmp_path / 'bad.db'}?page_size={bad}")
 
 
 def test_unknown_run_id_is_reported(store_url: str) -> None:

@@ -61,7 +61,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, str]]:
         )
     path, _, query = rest[1:].partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
-    known = {"synchronous", "busy_timeout"}
+    known = {"synchronous", "busy_timeout", "page_size"}
     unknown = set(options) - known
     if unknown:
         raise ConfigurationError(
@@ -98,6 +98,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             busy_ms = int(options.get("busy_timeout", "30000"))
         except ValueError:
             raise ConfigurationError(f"busy_timeout must be milliseconds in {url!r}") from None
+        page_size = sqlite_open.page_size(options.get("page_size"), url)
         self.path = path
         self._lock = threading.RLock()
         self._closed = False
@@ -126,7 +127,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path != ":memory:":
                 # a new file only (SQLite ignores it once the file has pages): see PAGE_SIZE
-                self._conn.execute(f"PRAGMA page_size = {sqlite_open.PAGE_SIZE}")
+                self._conn.execute(f"PRAGMA page_size = {page_size}")
                 sqlite_open.enable_wal(self._conn, busy_ms)
             self._conn.execute(f"PRAGMA synchronous = {sync}")
             self._conn.execute("PRAGMA foreign_keys = OFF")

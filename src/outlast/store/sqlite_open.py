@@ -27,7 +27,26 @@ from ..errors import ConfigurationError
 #: (2 KB messages, compressed or not) exceed the ~1 KB a WITHOUT ROWID row may keep on a
 #: 4 KB page, so on the default page size each spilled to an overflow page left mostly empty
 #: (3.1-3.5x the payload on disk). Measured with bench/disk_size.py (docs/benchmarks.md).
+#: ``?page_size=4096`` (or 8192) in the URL chooses another for a new file: about a quarter
+#: less CPU per step in short runs, for a larger file when payloads are large
+#: (docs/benchmarks.md, "Layout experiments").
 PAGE_SIZE = 16384
+
+
+def page_size(given: str | None, url: str) -> int:
+    """The page size for a new file: ``given`` (from the URL) checked, else :data:`PAGE_SIZE`."""
+    if given is None:
+        return PAGE_SIZE
+    try:
+        size = int(given)
+    except ValueError:
+        size = 0
+    if size < 512 or size > 65536 or size & (size - 1):
+        raise ConfigurationError(
+            f"bad page_size={given!r} in {url!r}: a power of two from 512 to 65536 "
+            f"(default {PAGE_SIZE}); it applies when the file is created"
+        )
+    return size
 
 #: files up to this size are checked (PRAGMA quick_check) when opened read-only
 CHECK_LIMIT = 64 * 1024 * 1024

@@ -147,7 +147,7 @@ def measure(
     """(unique payload bytes, bytes on disk) for one run on a fresh database."""
     if backend == "sqlite":
         path = os.path.join(folder, f"{workload}-{n}-{kind}-{uuid.uuid4().hex[:6]}.db")
-        url = f"sqlite:///{path}"
+        url = f"sqlite:///{path}" + os.environ.get("DISK_SIZE_SQLITE_OPTIONS", "")
     else:
         schema = f"bench_{uuid.uuid4().hex[:8]}"
         url = f"{PG}?schema={schema}"

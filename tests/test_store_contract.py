@@ -284,6 +284,19 @@ def test_claim_filters_by_run_id_and_workflow(store: Store) -> None:
     assert ids(store.claim("w1", LONG, limit=5)) == ["b"]
 
 
+def test_claim_filters_by_queue_with_and_without_limits(store: Store) -> None:
+    store.create_run(new_run("a", queue="fast"))
+    store.create_run(new_run("b", queue="slow"))
+    store.create_run(new_run("c", queue="fast"))
+    store.create_run(new_run("d"))
+    limited = {"slow": QueueSpec("slow", concurrency=1)}
+    assert store.claim("w1", LONG, in_queues=[], limit=5) == []
+    assert ids(store.claim("w1", LONG, in_queues=["slow"], queues=limited, limit=5)) == ["b"]
+    assert ids(store.claim("w1", LONG, in_queues=["fast", "none"], limit=5)) == ["a", "c"]
+    assert ids(store.claim("w1", LONG, in_queues=["slow", "fast"], queues=limited)) == []
+    assert ids(store.claim("w1", LONG, queues=limited, limit=5)) == ["d"]
+
+
 def test_claim_is_exclusive_under_concurrent_claimers(store_factory: Callable[..., Store]) -> None:
     stores = [store_factory(), store_factory()]
     for i in range(30):

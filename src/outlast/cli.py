@@ -87,15 +87,20 @@ def main() -> None:
               help="Runs executed at once.")
 @click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
               help="Idle poll interval, seconds.")
-def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: float) -> None:
-    """Run every runnable run (new, orphaned, due) of the app MODULE:APP."""
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="Only runs of this queue (repeatable; default: every queue).")
+def worker(
+    target: str, db: str | None, burst: bool, concurrency: int, poll: float, queues: tuple[str, ...]
+) -> None:
+    """Run every runnable run (new, orphaned, due) of the app MODULE:APP, or with --queue
+    only those of the named queues (split a fleet by queue)."""
     import logging
 
     from .worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = load_app(target, db)
-    w = Worker(app, concurrency=concurrency, burst=burst, poll=poll)
+    w = Worker(app, concurrency=concurrency, burst=burst, poll=poll, queues=queues or None)
     w.install_signal_handlers()
     count = w.run()
     click.echo(f"worker done: {count} run(s) executed", err=True)

@@ -666,12 +666,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             self._session = session
             return session.start(owner)
 
-    def wait_for_work(self, timeout: float) -> bool:
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
         session = self._own_session()
         if session is None:
             time.sleep(max(0.0, timeout))
             return True
-        return session.wait(timeout, poll=max(timeout, 0.05))
+        return session.wait(timeout, poll=max(timeout, 0.05), group=group)
 
     def wake_waiters(self) -> None:
         session = self._session

@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import ConfigurationError
 from .base import Entry, RunRecord
 from .migrations import Migration
-from .postgres_admission import CLAIM_LIMITED
+from .postgres_admission import CLAIM_LIMITED, CLAIM_LIMITED_QUEUES
 
 #: the server's clock, in seconds; clock_timestamp() (not now()) so a long transaction does not
 #: stamp rows with the time it began
@@ -166,6 +166,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
         ("ALTER TABLE {s}.journal ADD COLUMN IF NOT EXISTS epoch integer",),
     ),
+    Migration(
+        7,
+        "claim_limited() with a queue filter (workers started with --queue)",
+        (CLAIM_LIMITED_QUEUES,),
+    ),
 )
 
 
@@ -243,7 +248,7 @@ class Queries:
     claim_limited = f"""SELECT {RUN_COLUMNS} FROM {{s}}.claim_limited(%(schema)s, %(owner)s,
         %(lease)s::float8, %(limit)s::integer, %(workflows)s::text[], %(run_id)s::text,
         %(steal_from)s::text, %(names)s::text[], %(conc)s::integer[], %(worker)s::integer[],
-        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[])"""
+        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[], %(in_queues)s::text[])"""
     heartbeat = f"""UPDATE {{s}}.runs SET lease_expires_at = {NOW} + %(lease)s
         WHERE run_id = ANY(%(run_ids)s) AND owner = %(owner)s AND status = 'running'
         RETURNING run_id"""

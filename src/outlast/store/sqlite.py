@@ -323,6 +323,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         workflows: Iterable[str] | None = None,
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
+        in_queues: Iterable[str] | None = None,
     ) -> list[RunRecord]:
         now = time.time()
         runnable = (
@@ -343,6 +344,11 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             marks = ", ".join(f":w{i}" for i in range(len(names)))
             where.append(f"workflow IN ({marks})" if names else "0")
             params.update({f"w{i}": name for i, name in enumerate(names)})
+        if in_queues is not None:
+            only = list(in_queues)
+            marks = ", ".join(f":q{i}" for i in range(len(only)))
+            where.append(f"queue IN ({marks})" if only else "0")
+            params.update({f"q{i}": name for i, name in enumerate(only)})
         with self._tx() as conn:
             if queues:
                 ids = sqlite_queues.pick(conn, " AND ".join(where), params, queues, limit)
@@ -628,7 +634,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             )
         return len(ids)
 
-    def wait_for_work(self, timeout: float) -> bool:
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.
         time.sleep(max(0.0, min(timeout, 0.2)))
         return True

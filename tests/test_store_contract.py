@@ -945,6 +945,28 @@ def test_find_checkpoints_by_framework_id_prefix_and_age(store: Store) -> None:
     assert store.find_checkpoints(run_id="missing") == []
 
 
+def test_prune_in_batches_takes_the_oldest_ended_first(store: Store) -> None:
+    ended = []
+    for i in range(5):
+        run = running(store)
+        store.record(run.run_id, run.epoch, entry("s:1"), blobs={f"b{i}": b"x", "all": b"a"})
+        store.finish(run.run_id, run.epoch, "completed")
+        ended.append(run.run_id)
+    live = running(store)
+    store.record(live.run_id, live.epoch, entry("s:1"), blobs={"all": b"a"})
+    cutoff = time.time() + 3600
+
+    assert store.prune(cutoff, limit=2) == 2
+    assert [store.get_run(r) is None for r in ended] == [True, True, False, False, False]
+    assert store.get_blobs(["b0", "b1", "b2"]) == {"b2": b"x"}
+    assert store.prune(cutoff, limit=2) == 2
+    assert store.prune(cutoff, limit=2) == 1
+    assert store.prune(cutoff, limit=2) == 0
+    assert all(store.get_run(r) is None for r in ended)
+    assert store.get_blobs(["b4", "all"]) == {"all": b"a"}  # the live run still refers to it
+    assert len(store.load_journal(live.run_id)) == 1
+
+
 def test_core_prune_never_frees_checkpoint_blobs(store: Store) -> None:
     store.put_checkpoint(saved("t", "1"), {"cp": b"c"})
     store.prune(time.time() + 3600)

@@ -23,8 +23,8 @@ from .replaycheck import ReplayResult
 from .retry import Retry
 from .run import Run, RunInfo
 from .step import Step
-from .store import Page, QueueSpec, RunRecord, Store, open_store
-from .store.base import TERMINAL
+from .store import QueueSpec, RunRecord, Store, open_store
+from .store.base import TERMINAL, RunQuery
 from .timetravel import Checkpoint
 from .transaction import TransactionStep
 from .workflow import Workflow, WorkflowDecorator
@@ -630,12 +630,26 @@ class App:
         return RunInfo.from_record(record, entries, self.store.get_blobs)
 
     def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first (without their steps)."""
+        """Runs, newest first (without their steps). ``after``: the last run id of the
+        previous page; the page goes on from there (a keyset: as fast on the millionth page
+        as on the first, and no run is shown twice when new ones arrive meanwhile)."""
+        cursor = None
+        if after is not None:
+            last = self.store.get_run(after)
+            if last is None:
+                raise RunNotFound(after, "the page cursor must be the id of a listed run")
+            cursor = (last.created_at, last.run_id)
+        query = RunQuery(status=status, workflow=workflow, after=cursor, limit=limit)
         return [
             RunInfo.from_record(r, None, self.store.get_blobs)
-            for r in self.store.list_runs(Page(status=status, workflow=workflow, limit=limit))
+            for r in self.store.browse_runs(query)
         ]
 
     def cancel(self, run_id: str) -> list[str]:

@@ -112,16 +112,25 @@ def worker(
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="Most runs shown.")
+@click.option("--after", metavar="RUN_ID",
+              help="The next page: runs listed after this one (the previous page's last).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    db: str | None, status: str | None, workflow: str | None, limit: int, after: str | None,
+    as_json: bool,
+) -> None:
     """List runs, newest first."""
-    infos = _app(db, readonly=True).list_runs(status=status, workflow=workflow, limit=limit)
+    infos = _app(db, readonly=True).list_runs(
+        status=status, workflow=workflow, limit=limit, after=after
+    )
     if as_json:
         click.echo(jsonview.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} run(s)")
+    if len(infos) == limit:
+        table.caption = f"next page: --after {infos[-1].run_id}"
     # The run id is what users copy: its column never shrinks below the longest id.
     widest = max((len(i.run_id) for i in infos), default=6)
     table.add_column("run id", no_wrap=True, min_width=widest)

@@ -369,10 +369,16 @@ class Store(abc.ABC):
         suspended run may be left out."""
 
     @abc.abstractmethod
-    def prune(self, older_than: float) -> int:
-        """Delete terminal runs that ended before ``older_than`` with their journals and
-        events, then blobs no longer referenced; never a run that is not terminal. Returns
-        the number of runs deleted."""
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        """Delete terminal runs that ended before ``older_than`` with their journals,
+        events and blob references, then the blobs they referenced that nothing references
+        any more; never a run that is not terminal, nor a finished child of a live parent.
+        Returns the number of runs deleted.
+
+        One transaction for at most ``limit`` runs, those that ended first (None: all of
+        them at once). Callers with millions of runs call it in a loop until it returns less
+        than ``limit`` (``outlast prune --batch``): each batch commits on its own, so workers
+        are never blocked for long and an interrupted prune resumes where it stopped."""
 
     @abc.abstractmethod
     def wait_for_work(self, timeout: float, group: str = "") -> bool:

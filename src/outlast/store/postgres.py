@@ -626,10 +626,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             for name, pending, running, suspended in rows
         ]
 
-    def prune(self, older_than: float) -> int:
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        params = {"older_than": older_than, "limit": limit}
+
         def op(conn: Conn, _: bool) -> int:
             with conn.transaction():
-                row = conn.execute(self._q.prune_runs, {"older_than": older_than}).fetchone()
+                row = conn.execute(self._q.prune_runs, params).fetchone()
                 assert row is not None
                 count, hashes = row
                 if hashes:

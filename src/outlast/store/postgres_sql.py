@@ -171,6 +171,23 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "claim_limited() with a queue filter (workers started with --queue)",
         (CLAIM_LIMITED_QUEUES,),
     ),
+    Migration(
+        8,
+        "runs at scale: list indexes by status and by workflow; live-only queue index",
+        (
+            # `outlast runs --status/--workflow` and the dashboard's filters, in page order,
+            # so a rare status among millions of finished runs is read, not searched for
+            """CREATE INDEX IF NOT EXISTS runs_status_created
+                ON {s}.runs (status, created_at DESC, run_id DESC)""",
+            """CREATE INDEX IF NOT EXISTS runs_workflow_created
+                ON {s}.runs (workflow, created_at DESC, run_id DESC)""",
+            # queue limits and `outlast queues` count live runs only: finished runs (almost
+            # all rows) leave the index, and a finishing run's update writes one entry less
+            """CREATE INDEX IF NOT EXISTS runs_queue_live ON {s}.runs (queue, status)
+                WHERE status IN ('pending', 'running', 'suspended')""",
+            "DROP INDEX IF EXISTS {s}.runs_queue_status",
+        ),
+    ),
 )
 
 
@@ -377,12 +394,21 @@ class Queries:
             count(*) FILTER (WHERE status = 'suspended')
         FROM {s}.runs WHERE status IN ('pending', 'running', 'suspended')
         GROUP BY queue ORDER BY queue"""
+    # One batch: the oldest-ended ``limit`` runs (NULL: all), read from the partial index
+    # runs_ended; rows someone else holds (a retry turning a failed run pending) are skipped.
     prune_runs = """WITH doomed AS (
             DELETE FROM {s}.runs AS r
-            WHERE status IN ('completed', 'failed', 'cancelled') AND ended_at < %(older_than)s
-              -- a live parent has not necessarily collected its finished child's result yet
-              AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = r.parent_id
-                              AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+            WHERE r.run_id IN (
+                SELECT c.run_id FROM {s}.runs AS c
+                WHERE c.status IN ('completed', 'failed', 'cancelled')
+                  AND c.ended_at < %(older_than)s
+                  -- a live parent has not necessarily collected its finished child's result
+                  AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = c.parent_id
+                                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+                ORDER BY c.ended_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED)
+              AND r.status IN ('completed', 'failed', 'cancelled')
             RETURNING run_id
         ), journal AS (
             DELETE FROM {s}.journal WHERE run_id IN (SELECT run_id FROM doomed)

@@ -204,8 +204,8 @@ class SealedStore(Store):
     def queue_stats(self) -> list[QueueStats]:
         return self.inner.queue_stats()
 
-    def prune(self, older_than: float) -> int:
-        return self.inner.prune(older_than)
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        return self.inner.prune(older_than, limit)
 
     def wait_for_work(self, timeout: float, group: str = "") -> bool:
         return self.inner.wait_for_work(timeout, group)

@@ -41,15 +41,30 @@ def test_runs_pages_by_keyset_with_filters(store: Store, store_url: str) -> None
     seen: list[str] = []
     after: list[str] = []
     while True:
-        page = json.loads(_cli("runs", "--db", store_url, "--workflow", "a", "--limit", "3",
-                               "--json", *after))
+        page = json.loads(
+            _cli("runs", "--db", store_url, "--workflow", "a", "--limit", "3", "--json", *after)
+        )
         seen += [r["run_id"] for r in page]
         if len(page) < 3:
             break
         after = ["--after", page[-1]["run_id"]]
     assert seen == a[::-1]  # newest first, each once, workflow b left out
-    failed = json.loads(_cli("runs", "--db", store_url, "--status", "failed", "--workflow", "a",
-                             "--limit", "2", "--after", a[6], "--json"))
+    failed = json.loads(
+        _cli(
+            "runs",
+            "--db",
+            store_url,
+            "--status",
+            "failed",
+            "--workflow",
+            "a",
+            "--limit",
+            "2",
+            "--after",
+            a[6],
+            "--json",
+        )
+    )
     assert [r["run_id"] for r in failed] == [a[3], a[0]]
 
 
@@ -72,13 +87,16 @@ def test_prune_goes_in_batches_and_resumes(store: Store, store_url: str) -> None
 def test_an_older_sqlite_database_gains_the_scale_indexes(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE outlast_schema (version INTEGER NOT NULL, description TEXT, "
-                 "applied_at REAL)")
+    conn.execute(
+        "CREATE TABLE outlast_schema (version INTEGER NOT NULL, description TEXT, applied_at REAL)"
+    )
     for migration in MIGRATIONS[:4]:
         for statement in migration.statements:
             conn.execute(statement)
-        conn.execute("INSERT INTO outlast_schema VALUES (?, ?, 0)",
-                     (migration.version, migration.description))
+        conn.execute(
+            "INSERT INTO outlast_schema VALUES (?, ?, 0)",
+            (migration.version, migration.description),
+        )
     conn.commit()
     conn.close()
     store = open_store(f"sqlite:///{path}")
@@ -87,7 +105,11 @@ def test_an_older_sqlite_database_gains_the_scale_indexes(tmp_path: Path) -> Non
         assert [r.run_id for r in store.claim("w", LONG)] == ["r"]
     finally:
         store.close()
-    names = {row[0] for row in sqlite3.connect(path).execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    names = {
+        row[0]
+        for row in sqlite3.connect(path).execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'"
+        )
+    }
     assert {"outlast_runs_live", "outlast_runs_status", "outlast_runs_ended"} <= names
     assert "outlast_runs_runnable" not in names

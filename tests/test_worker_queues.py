@@ -52,8 +52,19 @@ def test_outlast_worker_queue_option(app: outlast.App, store_url: str) -> None:
     d = app.enqueue(fleet_app.triple, queue="d").run_id
     result = CliRunner().invoke(
         main,
-        ["worker", "tests.apps.fleet_app:app", "--db", store_url, "--burst",
-         "--queue", "b", "--queue", "d", "--poll", "0.05"],
+        [
+            "worker",
+            "tests.apps.fleet_app:app",
+            "--db",
+            store_url,
+            "--burst",
+            "--queue",
+            "b",
+            "--queue",
+            "d",
+            "--poll",
+            "0.05",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "2 run(s) executed" in result.output

@@ -4,8 +4,8 @@ and what a running prune does to enqueue-to-start latency.
     python bench/scale.py [--runs 1000000] [--url postgresql://postgres@127.0.0.1:5432/test]
 
 Method. A fresh schema (dropped afterwards) is migrated by the store, then ``--runs`` finished
-runs are generated server-side, one ``INSERT ... SELECT generate_series`` per million (90%
-completed, 1% failed, the rest cancelled; one workflow in ten is ``other``; two journal
+runs are generated server-side, one ``INSERT ... SELECT generate_series`` per million (one in
+ten cancelled, one in 10,000 failed, the rest completed; one workflow in ten is ``other``; two journal
 entries per run, one run in ten referring to a blob of its own), and ANALYZEd. Then, each
 operation repeated and timed from the client (p50 / p95, milliseconds):
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from outlast.cli import main
@@ -16,6 +19,7 @@ from outlast.store import NewRun, Store, open_store
 from outlast.store.sqlite_schema import MIGRATIONS
 
 LONG = 60.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _finished(store: Store, n: int, workflow: str = "wf") -> list[str]:
@@ -113,3 +117,19 @@ def test_an_older_sqlite_database_gains_the_scale_indexes(tmp_path: Path) -> Non
     }
     assert {"outlast_runs_live", "outlast_runs_status", "outlast_runs_ended"} <= names
     assert "outlast_runs_runnable" not in names
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_scale_bench_runs_end_to_end(pg_server: str) -> None:
+    """``bench/scale.py`` at a tiny size (the figures come from a million runs and more)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--runs", "20000", "--batch", "1000",
+         "--url", pg_server],
+        capture_output=True, text=True, timeout=280, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for figure in ("get_run", "outlast runs --status failed", "claim, nothing runnable",
+                   "prune --batch 1000: 20,000 runs", "enqueue-to-start during the prune"):
+        assert figure in proc.stdout, proc.stdout

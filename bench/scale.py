@@ -194,7 +194,7 @@ def prune_under_load(app: outlast.App, url: str, batch: int, folder: Path) -> No
             store.close()
             done.set()
 
-        thread = threading.Thread(target=prune)
+        thread = threading.Thread(target=prune, daemon=True)
         thread.start()
         during = enqueue_to_start(app, log, 3600.0, stop=done)
         thread.join()

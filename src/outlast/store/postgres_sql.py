@@ -402,9 +402,12 @@ class Queries:
                 SELECT c.run_id FROM {s}.runs AS c
                 WHERE c.status IN ('completed', 'failed', 'cancelled')
                   AND c.ended_at < %(older_than)s
-                  -- a live parent has not necessarily collected its finished child's result
-                  AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = c.parent_id
-                                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+                  -- a live parent has not necessarily collected its finished child's result;
+                  -- a scalar subquery (one primary-key lookup per candidate), not NOT EXISTS,
+                  -- which the planner turns into an anti join over every live run
+                  AND (c.parent_id IS NULL OR coalesce((SELECT p.status IN
+                      ('completed', 'failed', 'cancelled') FROM {s}.runs AS p
+                      WHERE p.run_id = c.parent_id), true))
                 ORDER BY c.ended_at
                 LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED)

@@ -30,7 +30,9 @@ Each measurement uses a fresh schema, dropped afterwards.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -149,8 +151,64 @@ def idle_cost(server: str, workers: int, seconds: float, pooler: str, folder: Pa
     return busy - baseline
 
 
+SERVER_LOG = "/var/log/postgresql/postgresql-15-main.log"
+
+
+def idle_statements(
+    server: str,
+    workers: int,
+    seconds: float,
+    folder: Path,
+    server_log: str = SERVER_LOG,
+    settle: float | None = None,
+) -> tuple[float, float, collections.Counter[str]]:
+    """Statements per second that ``workers`` idle workers send, counted in the server's log:
+    ``log_statement = 'all'`` is set for a database of their own only (ALTER DATABASE, not
+    server-wide), and the lines the server logs for that database within the window are
+    counted, by statement. Each statement of an autocommit connection is one transaction.
+    Also returns ``pg_stat_database``'s transactions per second over the same window, for
+    comparison (it counts more than statements: see docs/scale.md)."""
+    log = folder / f"stmts{workers}.log"
+    os.environ["FLEET_LOG"] = str(log)
+    with Database(server) as db, Schema(db) as url:
+        name = db.rsplit("/", 1)[1]
+        app = fleet_app.app
+        app.use(url)
+        app.store  # noqa: B018 - create the schema first
+        app.close()
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")  # type: ignore[arg-type]
+        procs = [spawn_worker(url, log, concurrency=4, poll=0.5) for _ in range(workers)]
+        try:
+            # imported, migrated, connected, idle: on two busy cores 16 processes take a while
+            time.sleep(8.0 + workers * 0.5 if settle is None else settle)
+            xacts = _xacts(db)
+            start = os.path.getsize(server_log)
+            time.sleep(seconds)
+            end = os.path.getsize(server_log)
+            time.sleep(1.5)  # the statistics of the window are flushed
+            stat = (_xacts(db) - xacts) / (seconds + 1.5)
+        finally:
+            stop_all(procs)
+    with open(server_log, "rb") as f:
+        f.seek(start)
+        text = f.read(end - start).decode(errors="replace")
+    counts: collections.Counter[str] = collections.Counter()
+    # simple protocol: "statement: SQL"; extended (psycopg's parameters): "execute NAME: SQL"
+    logged = re.compile(rf"@{name} LOG:  (?:statement|execute [^:]+): (.*)")
+    for line in text.splitlines():
+        match = logged.search(line)
+        if match:
+            counts[" ".join(match.group(1).split())[:70]] += 1
+    return sum(counts.values()) / seconds, stat, counts
+
+
+#: a command prefix that runs the worker in a UTS namespace of its own, named elsewhere
+UTS = ["unshare", "--uts", "sh", "-c", 'hostname elsewhere && exec "$0" "$@"']
+
+
 def takeover(
-    server: str, lease: float, other_host: bool, folder: Path, pooler: str = "session"
+    server: str, lease: float, other_host: bool | str, folder: Path, pooler: str = "session"
 ) -> float:
     """Seconds from a worker's SIGKILL (mid-step) to another worker starting that step again."""
     log = folder / f"to{other_host}{pooler}.log"
@@ -164,7 +222,11 @@ def takeover(
         env = {"FLEET_LEASE": str(lease), "FLEET_HANG_AFTER": "1"}
         if other_host:
             env["FLEET_FAKE_HOST"] = "1"
-        victim = spawn_worker(url, log, concurrency=1, env=env)
+        if other_host == "uts":  # its own UTS namespace, another host name (needs root)
+            del env["FLEET_FAKE_HOST"]
+            victim = spawn_worker(url, log, concurrency=1, env=env, wrap=UTS)
+        else:
+            victim = spawn_worker(url, log, concurrency=1, env=env)
         survivor = None
         try:
             wait_until(lambda: f"hang {victim.pid}" in lines(log), 30, "the victim", [victim])
@@ -186,7 +248,7 @@ def takeover(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, a shorter lease")
-    parser.add_argument("--only", choices=["throughput", "takeover", "idle"], action="append",
+    parser.add_argument("--only", choices=["throughput", "takeover", "idle", "statements"], action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--url", default=os.environ.get(
         "OUTLAST_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
@@ -194,7 +256,7 @@ def main() -> None:
     runs = 150 if args.quick else 1000
     lease = 2.0 if args.quick else 10.0
     print(f"outlast {outlast.__version__}, PostgreSQL at {args.url}, {os.cpu_count()} CPU(s)")
-    parts = set(args.only or ["throughput", "takeover", "idle"])
+    parts = set(args.only or ["throughput", "takeover", "idle", "statements"])
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if "throughput" in parts:
@@ -207,6 +269,10 @@ def main() -> None:
             print(f"takeover after SIGKILL mid-step, lease {lease:g} s:")
             far = takeover(args.url, lease, True, folder)
             print(f"  worker on another host, session liveness: {far:5.2f} s")
+            if os.geteuid() == 0:
+                uts = takeover(args.url, lease, "uts", folder)
+                print(f"  worker in its own UTS namespace (unshare --uts), session liveness: "
+                      f"{uts:5.2f} s")
             pooled = takeover(args.url, lease, True, folder, pooler="transaction")
             print(f"  worker on another host, ?pooler=transaction (lease): {pooled:5.2f} s")
             near = takeover(args.url, lease, False, folder)
@@ -219,6 +285,15 @@ def main() -> None:
                 polled = idle_cost(args.url, workers, seconds, "transaction", folder)
                 print(f"  {workers:2d} worker(s): {live:6.2f} tx/s  "
                       f"(polling, ?pooler=transaction: {polled:6.2f} tx/s)")
+        if "statements" in parts:
+            seconds = 10.0 if args.quick else 30.0
+            print(f"idle workers, statements they send (log_statement, own database, "
+                  f"{seconds:g} s), and pg_stat_database over the same window:")
+            for workers in (1, 4, 16):
+                rate, stat, counts = idle_statements(args.url, workers, seconds, folder)
+                top = ", ".join(f"{n} x {sql[:40]}" for sql, n in counts.most_common(3))
+                print(f"  {workers:2d} worker(s): {rate:5.2f} statements/s, "
+                      f"pg_stat_database {stat:5.2f} tx/s  ({top})")
 
 
 if __name__ == "__main__":

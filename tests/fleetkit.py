@@ -24,10 +24,11 @@ def spawn_worker(
     burst: bool = False,
     poll: float = 0.05,
     env: dict[str, str] | None = None,
+    wrap: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``outlast worker tests.apps.fleet_app:app`` as a subprocess; its stderr goes to
-    ``<log>.<n>.err`` (see :func:`stderr_of`)."""
-    cmd = [
+    ``<log>.<n>.err`` (see :func:`stderr_of`). ``wrap``: a command prefix (``unshare``...)."""
+    cmd = (wrap or []) + [
         sys.executable, "-m", "outlast.cli", "worker", "tests.apps.fleet_app:app", "--db", url,
         "--concurrency", str(concurrency), "--poll", str(poll),
     ] + (["--burst"] if burst else [])

@@ -126,9 +126,12 @@ def test_a_paused_run_says_how_to_resolve_it_once(sqlite_url: str) -> None:
     app.close()
 
 
-def test_fork_wait_says_what_an_interrupted_graph_waits_for(sqlite_url: str, tmp_path: Path) -> None:
+def test_fork_wait_says_what_an_interrupted_graph_waits_for(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.apps import graphy
 
+    monkeypatch.setenv("GRAPHY_LOG", str(tmp_path / "log"))  # nodes run here too: not in the checkout
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GRAPHY_LOG": str(tmp_path / "log"), **keys_env()}
     graphy.app.use(sqlite_url)
     graphy.app.hibernate_after = 0.0

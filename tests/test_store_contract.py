@@ -284,6 +284,19 @@ def test_claim_filters_by_run_id_and_workflow(store: Store) -> None:
     assert ids(store.claim("w1", LONG, limit=5)) == ["b"]
 
 
+def test_claim_filters_by_queue_with_and_without_limits(store: Store) -> None:
+    store.create_run(new_run("a", queue="fast"))
+    store.create_run(new_run("b", queue="slow"))
+    store.create_run(new_run("c", queue="fast"))
+    store.create_run(new_run("d"))
+    limited = {"slow": QueueSpec("slow", concurrency=1)}
+    assert store.claim("w1", LONG, in_queues=[], limit=5) == []
+    assert ids(store.claim("w1", LONG, in_queues=["slow"], queues=limited, limit=5)) == ["b"]
+    assert ids(store.claim("w1", LONG, in_queues=["fast", "none"], limit=5)) == ["a", "c"]
+    assert ids(store.claim("w1", LONG, in_queues=["slow", "fast"], queues=limited)) == []
+    assert ids(store.claim("w1", LONG, queues=limited, limit=5)) == ["d"]
+
+
 def test_claim_is_exclusive_under_concurrent_claimers(store_factory: Callable[..., Store]) -> None:
     stores = [store_factory(), store_factory()]
     for i in range(30):
@@ -930,6 +943,28 @@ def test_find_checkpoints_by_framework_id_prefix_and_age(store: Store) -> None:
     assert [c.run_id for c in store.find_checkpoints(thread_prefix="maf:", before="20260103")] == [
         "z", "x"]
     assert store.find_checkpoints(run_id="missing") == []
+
+
+def test_prune_in_batches_takes_the_oldest_ended_first(store: Store) -> None:
+    ended = []
+    for i in range(5):
+        run = running(store)
+        store.record(run.run_id, run.epoch, entry("s:1"), blobs={f"b{i}": b"x", "all": b"a"})
+        store.finish(run.run_id, run.epoch, "completed")
+        ended.append(run.run_id)
+    live = running(store)
+    store.record(live.run_id, live.epoch, entry("s:1"), blobs={"all": b"a"})
+    cutoff = time.time() + 3600
+
+    assert store.prune(cutoff, limit=2) == 2
+    assert [store.get_run(r) is None for r in ended] == [True, True, False, False, False]
+    assert store.get_blobs(["b0", "b1", "b2"]) == {"b2": b"x"}
+    assert store.prune(cutoff, limit=2) == 2
+    assert store.prune(cutoff, limit=2) == 1
+    assert store.prune(cutoff, limit=2) == 0
+    assert all(store.get_run(r) is None for r in ended)
+    assert store.get_blobs(["b4", "all"]) == {"all": b"a"}  # the live run still refers to it
+    assert len(store.load_journal(live.run_id)) == 1
 
 
 def test_core_prune_never_frees_checkpoint_blobs(store: Store) -> None:

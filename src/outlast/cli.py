@@ -87,15 +87,20 @@ def main() -> None:
               help="Runs executed at once.")
 @click.option("--poll", default=0.5, show_default=True, type=click.FloatRange(min=0.01),
               help="Idle poll interval, seconds.")
-def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: float) -> None:
-    """Run every runnable run (new, orphaned, due) of the app MODULE:APP."""
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="Only runs of this queue (repeatable; default: every queue).")
+def worker(
+    target: str, db: str | None, burst: bool, concurrency: int, poll: float, queues: tuple[str, ...]
+) -> None:
+    """Run every runnable run (new, orphaned, due) of the app MODULE:APP, or with --queue
+    only those of the named queues (split a fleet by queue)."""
     import logging
 
     from .worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = load_app(target, db)
-    w = Worker(app, concurrency=concurrency, burst=burst, poll=poll)
+    w = Worker(app, concurrency=concurrency, burst=burst, poll=poll, queues=queues or None)
     w.install_signal_handlers()
     count = w.run()
     click.echo(f"worker done: {count} run(s) executed", err=True)
@@ -107,16 +112,25 @@ def worker(target: str, db: str | None, burst: bool, concurrency: int, poll: flo
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="Most runs shown.")
+@click.option("--after", metavar="RUN_ID",
+              help="The next page: runs listed after this one (the previous page's last).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(db: str | None, status: str | None, workflow: str | None, limit: int, as_json: bool) -> None:
+def runs(
+    db: str | None, status: str | None, workflow: str | None, limit: int, after: str | None,
+    as_json: bool,
+) -> None:
     """List runs, newest first."""
-    infos = _app(db, readonly=True).list_runs(status=status, workflow=workflow, limit=limit)
+    infos = _app(db, readonly=True).list_runs(
+        status=status, workflow=workflow, limit=limit, after=after
+    )
     if as_json:
         click.echo(jsonview.dumps([_info_json(i, steps=False) for i in infos], indent=2))
         return
     from rich.table import Table
 
     table = Table(title=f"{len(infos)} run(s)")
+    if len(infos) == limit:
+        table.caption = f"next page: --after {infos[-1].run_id}"
     # The run id is what users copy: its column never shrinks below the longest id.
     widest = max((len(i.run_id) for i in infos), default=6)
     table.add_column("run id", no_wrap=True, min_width=widest)

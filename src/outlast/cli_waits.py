@@ -43,21 +43,43 @@ def send(run_id: str, name: str, payload: str, db: str | None) -> None:
 @click.command()
 @click.option("--older-than", "older_than", required=True, help="Age, e.g. 30d, 12h, 90m.")
 @click.option("--db", envvar="OUTLAST_DATABASE_URL", help=DB_HELP)
-def prune(older_than: str, db: str | None) -> None:
+@click.option("--batch", default=5000, show_default=True, type=click.IntRange(min=1),
+              help="Runs deleted per transaction.")
+def prune(older_than: str, db: str | None, batch: int) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than the age,
-    with their journals and events. Never a run that is still going, nor a finished child
-    whose parent is still going (the parent may not have read its result yet). Agent
-    Framework checkpoints older than the age go too, except each workflow's newest."""
+    with their journals, events and the blobs nothing else refers to. Never a run that is
+    still going, nor a finished child whose parent is still going (the parent may not have
+    read its result yet). Agent Framework checkpoints older than the age go too, except each
+    workflow's newest.
+
+    Runs go in batches, oldest first, each its own short transaction, so workers carry on
+    meanwhile; progress is printed to stderr, and an interrupted prune resumes where it
+    stopped when run again."""
     from .integrations._maf_rows import prune_checkpoints
     from .store.checkpoints import checkpoint_store
 
     cutoff = time.time() - parse_age(older_than)
     with App(db) if db else App() as app:
-        count = app.store.prune(cutoff)
+        count = _prune_runs(app, cutoff, batch)
         checkpoints = prune_checkpoints(checkpoint_store(app.store), older_than=cutoff, keep=1)
     click.echo(f"pruned {count} run(s)")
     if checkpoints:
         click.echo(f"pruned {checkpoints} agent-framework checkpoint(s)")
+
+
+def _prune_runs(app: App, cutoff: float, batch: int) -> int:
+    """Batches until one comes back short; a progress line at most every 2 seconds."""
+    total, started, shown = 0, time.monotonic(), time.monotonic()
+    while True:
+        count = app.store.prune(cutoff, batch)
+        total += count
+        now = time.monotonic()
+        if count < batch:
+            return total
+        if now - shown >= 2.0:
+            shown = now
+            rate = total / max(now - started, 1e-9)
+            click.echo(f"pruned {total} run(s) so far ({rate:.0f} runs/s)", err=True)
 
 
 @click.command()

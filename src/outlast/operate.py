@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from . import effects, evolution, replaycheck, serde, timetravel
 from .errors import ConfigurationError, RunNotFound
 from .run import Run, RunInfo
-from .store import Page
-from .store.base import TERMINAL
+from .store.base import TERMINAL, RunQuery
 
 if TYPE_CHECKING:
     from .app import App
@@ -87,13 +86,25 @@ class Operations:
         return RunInfo.from_record(record, entries, self._app.store.get_blobs)
 
     def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first (without their steps)."""
-        return [
-            RunInfo.from_record(r, None, self._app.store.get_blobs)
-            for r in self._app.store.list_runs(Page(status=status, workflow=workflow, limit=limit))
-        ]
+        """Runs, newest first (without their steps). ``after``: the last run id of the
+        previous page; the page goes on from there (a keyset: as fast on the millionth page
+        as on the first, and no run is shown twice when new ones arrive meanwhile)."""
+        store = self._app.store
+        cursor = None
+        if after is not None:
+            last = store.get_run(after)
+            if last is None:
+                raise RunNotFound(after, "the page cursor must be the id of a listed run")
+            cursor = (last.created_at, last.run_id)
+        query = RunQuery(status=status, workflow=workflow, after=cursor, limit=limit)
+        return [RunInfo.from_record(r, None, store.get_blobs) for r in store.browse_runs(query)]
 
     def cancel(self, run_id: str) -> list[str]:
         """Cancel the run and its unfinished children; a running run stops at its next step

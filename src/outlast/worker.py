@@ -25,6 +25,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -54,13 +55,28 @@ class Worker:
     due, or owned by a dead process on this host are all taken, in rounds of ``concurrency``,
     and a last scan finds none left.
     ``poll``: longest idle wait between claims (PostgreSQL wakes workers sooner via NOTIFY).
+    ``queues``: claim only runs of these queues (None: any queue), so a fleet can be split by
+    queue (``outlast worker --queue NAME``); takeovers of dead workers' runs are limited to
+    them too.
     """
 
     def __init__(
-        self, app: App, *, concurrency: int = 4, burst: bool = False, poll: float = 0.5
+        self,
+        app: App,
+        *,
+        concurrency: int = 4,
+        burst: bool = False,
+        poll: float = 0.5,
+        queues: Iterable[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        names = None if queues is None else list(queues)
+        if names is not None and not all(names):
+            raise ValueError(f"queue names must not be empty, got {names!r}")
+        self.queues = None if names is None else sorted(set(names))
+        # workers claiming the same queues share a wake token (see Store.wait_for_work)
+        self._group = "" if self.queues is None else "queues:" + ",".join(self.queues)
         self.app = app
         self.concurrency = concurrency
         self.burst = burst
@@ -172,7 +188,7 @@ class Worker:
                     self._slot_freed.clear()
                     # False: another idle worker holds the wake token; claim only when a
                     # run of ours ended meanwhile (its slot may take queued work)
-                    woken = self.app.store.wait_for_work(self.poll)
+                    woken = self.app.store.wait_for_work(self.poll, self._group)
                     should_claim = woken or self._slot_freed.is_set()
                 else:
                     self._slot_freed.wait(self.poll)
@@ -208,6 +224,7 @@ class Worker:
             claimed += self.app.store.claim(
                 self.app.owner, self.app.lease, workflows=list(self.app.workflows),
                 queues=self.app.queues or None, limit=free - len(claimed),
+                in_queues=self.queues,
             )
         return claimed
 
@@ -229,7 +246,7 @@ class Worker:
                 taken += self.app.store.claim(
                     self.app.owner, self.app.lease, steal_from=owner,
                     workflows=list(self.app.workflows), queues=self.app.queues or None,
-                    limit=free - len(taken),
+                    limit=free - len(taken), in_queues=self.queues,
                 )
             # Sessions answer for any host, but not during this worker's start-up grace (see
             # postgres_session); a process of this host that is gone is certain at once: a
@@ -239,10 +256,12 @@ class Worker:
         for run in self.app.store.list_runs(Page(status="running", limit=500)):
             if len(taken) >= free:
                 break
+            if self.queues is not None and run.queue not in self.queues:
+                continue
             if run.workflow in self.app.workflows and is_dead_local(run.owner):
                 taken += self.app.store.claim(
                     self.app.owner, self.app.lease, run_id=run.run_id, steal_from=run.owner,
-                    queues=self.app.queues or None,
+                    queues=self.app.queues or None, in_queues=self.queues,
                 )
         return taken
 

@@ -242,6 +242,7 @@ class Store(abc.ABC):
         workflows: Iterable[str] | None = None,
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
+        in_queues: Iterable[str] | None = None,
     ) -> list[RunRecord]:
         """Take ownership of up to ``limit`` runnable runs and return them as claimed.
 
@@ -249,7 +250,8 @@ class Store(abc.ABC):
         ``wake_at`` due. With ``run_id``, only that run is considered. With ``steal_from``
         (a dead process on this host), runs still running under that owner are taken too,
         lease or not: that one run with ``run_id``, any of them without. With ``workflows``,
-        only runs of those workflow names. Queue limits in ``queues`` are honoured
+        only runs of those workflow names; with ``in_queues``, only runs of those queues (a
+        worker started with ``--queue``). Queue limits in ``queues`` are honoured
         fleet-wide (queues not listed are unlimited). Highest priority first, then oldest.
 
         Atomic per run: a run is claimed by one caller only. Claiming sets status ``running``,
@@ -393,19 +395,30 @@ class Store(abc.ABC):
         suspended run may be left out."""
 
     @abc.abstractmethod
-    def prune(self, older_than: float) -> int:
-        """Delete terminal runs that ended before ``older_than`` with their journals and
-        events, then blobs no longer referenced; never a run that is not terminal. Returns
-        the number of runs deleted."""
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        """Delete terminal runs that ended before ``older_than`` with their journals,
+        events and blob references, then the blobs they referenced that nothing references
+        any more; never a run that is not terminal, nor a finished child of a live parent.
+        Returns the number of runs deleted.
+
+        One transaction for at most ``limit`` runs, those that ended first (None: all of
+        them at once). Callers with millions of runs call it in a loop until it returns less
+        than ``limit`` (``outlast prune --batch``): each batch commits on its own, so workers
+        are never blocked for long and an interrupted prune resumes where it stopped."""
 
     @abc.abstractmethod
-    def wait_for_work(self, timeout: float) -> bool:
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
         """Block up to ``timeout`` seconds, returning early when new work may be runnable.
 
         Returns True when the caller should claim now (early returns may be spurious:
         callers claim, then wait again); False when the store knows nothing became runnable
         for this caller (PostgreSQL: another idle worker holds the wake token, see
         :mod:`~outlast.store.postgres_session`), so a claim would be wasted.
+
+        ``group``: waiters that claim the same runs (workers of the same ``--queue`` set)
+        name the same group; each group has its own wake token, so a worker of one group is
+        never left asleep because a worker of another group took the wake-up. A process
+        waits in one group (the first it names).
         """
 
     def wake_waiters(self) -> None:

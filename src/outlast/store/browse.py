@@ -34,9 +34,11 @@ def where(query: RunQuery, dialect: str, *, keyset: bool) -> tuple[str, dict[str
         parts.append(f"created_at < {mark.format('until')}")
         params["until"] = float(query.until)
     if keyset and query.after is not None:
-        # Written out rather than as a row value so both planners use the created_at index.
+        # Written out rather than as a row value so both planners use the created_at index;
+        # the first term bounds the scan of the (status or workflow, created_at) indexes too,
+        # so a page far down a filtered list starts where it is, not at the top.
         c, r = mark.format("after_at"), mark.format("after_id")
-        parts.append(f"(created_at < {c} OR (created_at = {c} AND run_id < {r}))")
+        parts.append(f"created_at <= {c} AND (created_at < {c} OR (created_at = {c} AND run_id < {r}))")
         params["after_at"], params["after_id"] = float(query.after[0]), query.after[1]
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 

@@ -629,10 +629,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             for name, pending, running, suspended in rows
         ]
 
-    def prune(self, older_than: float) -> int:
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        params = {"older_than": older_than, "limit": limit}
+
         def op(conn: Conn, _: bool) -> int:
             with conn.transaction():
-                row = conn.execute(self._q.prune_runs, {"older_than": older_than}).fetchone()
+                row = conn.execute(self._q.prune_runs, params).fetchone()
                 assert row is not None
                 count, hashes = row
                 if hashes:
@@ -669,12 +671,12 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
             self._session = session
             return session.start(owner)
 
-    def wait_for_work(self, timeout: float) -> bool:
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
         session = self._own_session()
         if session is None:
             time.sleep(max(0.0, timeout))
             return True
-        return session.wait(timeout, poll=max(timeout, 0.05))
+        return session.wait(timeout, poll=max(timeout, 0.05), group=group)
 
     def wake_waiters(self) -> None:
         session = self._session

@@ -160,3 +160,24 @@ BEGIN
         RETURNING t.*;
 END
 $fn$"""
+
+
+def _with_queue_filter(sql: str) -> str:
+    """``claim_limited`` with one more argument, ``p_queues``: only runs of those queues (NULL:
+    any), for workers started with ``--queue``. A new overload (migration 7), so workers of
+    an older version keep calling the function they know."""
+    edits = (
+        ("p_period float8[], p_keyc integer[]\n)", "p_period float8[], p_keyc integer[],\n"
+         "    p_queues text[]\n)"),
+        ("AND ($4::text[] IS NULL OR workflow = ANY($4))",
+         "AND ($4::text[] IS NULL OR workflow = ANY($4))\n"
+         "              AND ($10::text[] IS NULL OR queue = ANY($10))"),
+        ("p_limit - cardinality(v_picked)\n", "p_limit - cardinality(v_picked), p_queues\n"),
+    )
+    for old, new in edits:
+        assert sql.count(old) == 1, old
+        sql = sql.replace(old, new)
+    return sql
+
+
+CLAIM_LIMITED_QUEUES = _with_queue_filter(CLAIM_LIMITED)

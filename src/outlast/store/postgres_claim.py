@@ -45,13 +45,18 @@ class PostgresClaims:
         workflows: Iterable[str] | None = None,
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
+        in_queues: Iterable[str] | None = None,
     ) -> list[RunRecord]:
         if limit < 1:
             return []
         names = list(workflows) if workflows is not None else None
         params: dict[str, Any] = {"owner": owner, "lease": float(lease), "limit": limit}
-        params.update(workflows=names, run_id=run_id, steal_from=steal_from)
-        limited = {name: spec for name, spec in (queues or {}).items() if has_limits(spec)}
+        only = list(in_queues) if in_queues is not None else None
+        params.update(workflows=names, run_id=run_id, steal_from=steal_from, in_queues=only)
+        limited = {
+            name: spec for name, spec in (queues or {}).items()
+            if has_limits(spec) and (only is None or name in only)
+        }
         if limited:
             params.update(_limit_params(self.schema, limited))
             sql = self._q.claim_limited
@@ -63,6 +68,8 @@ class PostgresClaims:
                 where.append("run_id = %(run_id)s")
             if workflows is not None:
                 where.append("workflow = ANY(%(workflows)s::text[])")
+            if only is not None:
+                where.append("queue = ANY(%(in_queues)s::text[])")
             sql = self._q.claim_simple.replace("{where}", " AND ".join(where))
         rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
         claimed = [RunRecord(*row) for row in rows]

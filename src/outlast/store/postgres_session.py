@@ -28,6 +28,13 @@ database nothing) acts on work NOTIFYs and polls for due timers and expired leas
 NOTIFY it hands the token on and claims; the next idle worker in the lock's queue takes the
 token and claims once to catch up (after :data:`SETTLE`). One enqueue wakes one worker, and an idle fleet costs
 what one idle worker costs, whatever its size.
+
+Workers that claim different runs (``outlast worker --queue``) wait in separate groups, one
+token each (the group is the lock's second key): a holder woken for a run it may not claim
+would otherwise hand the token to another worker that may not claim it either, and leave the
+worker that may asleep. Each group's holder acts on every NOTIFY and judges dead owners (two
+judges at once are safe: a takeover is one atomic claim); an idle fleet costs what one idle
+worker per group costs.
 """
 
 from __future__ import annotations
@@ -214,12 +221,12 @@ class Session:
             and time.monotonic() - since >= LIVENESS_GRACE
         )
 
-    def wait(self, timeout: float, poll: float) -> bool:
+    def wait(self, timeout: float, poll: float, group: str = "") -> bool:
         """Wait up to ``timeout`` for a reason to claim (see ``Store.wait_for_work``)."""
         if not self.connected:
             time.sleep(max(0.0, min(timeout, 0.2)))
             return True
-        self._token.want(timeout + 1.0, poll)
+        self._token.want(timeout + 1.0, poll, group)
         woken = self._wake.wait(max(0.0, timeout))
         self._wake.clear()
         return woken
@@ -239,7 +246,7 @@ class _Token:
 
     def __init__(self, conninfo: str, schema: str, session: Session) -> None:
         self.conninfo = conninfo
-        self.key = (f"outlast-token:{schema}", "")
+        self.key = (f"outlast-token:{schema}", "")  # its second part names the group
         self.session = session
         self.holding = False
         self._want_until = 0.0
@@ -250,11 +257,12 @@ class _Token:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def want(self, seconds: float, poll: float) -> None:
+    def want(self, seconds: float, poll: float, group: str = "") -> None:
         with self._cond:
             self._want_until = time.monotonic() + seconds
             self._poll = poll
             if self._thread is None:
+                self.key = (self.key[0], group)
                 self._thread = threading.Thread(
                     target=self._loop, name="outlast-token", daemon=True
                 )

@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import ConfigurationError
 from .base import Entry, RunRecord
 from .migrations import Migration
-from .postgres_admission import CLAIM_LIMITED
+from .postgres_admission import CLAIM_LIMITED, CLAIM_LIMITED_QUEUES
 
 #: the server's clock, in seconds; clock_timestamp() (not now()) so a long transaction does not
 #: stamp rows with the time it began
@@ -166,6 +166,28 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "journal: the epoch each entry was written in (replayed vs executed, in outlast ui)",
         ("ALTER TABLE {s}.journal ADD COLUMN IF NOT EXISTS epoch integer",),
     ),
+    Migration(
+        7,
+        "claim_limited() with a queue filter (workers started with --queue)",
+        (CLAIM_LIMITED_QUEUES,),
+    ),
+    Migration(
+        8,
+        "runs at scale: list indexes by status and by workflow; live-only queue index",
+        (
+            # `outlast runs --status/--workflow` and the dashboard's filters, in page order,
+            # so a rare status among millions of finished runs is read, not searched for
+            """CREATE INDEX IF NOT EXISTS runs_status_created
+                ON {s}.runs (status, created_at DESC, run_id DESC)""",
+            """CREATE INDEX IF NOT EXISTS runs_workflow_created
+                ON {s}.runs (workflow, created_at DESC, run_id DESC)""",
+            # queue limits and `outlast queues` count live runs only: finished runs (almost
+            # all rows) leave the index, and a finishing run's update writes one entry less
+            """CREATE INDEX IF NOT EXISTS runs_queue_live ON {s}.runs (queue, status)
+                WHERE status IN ('pending', 'running', 'suspended')""",
+            "DROP INDEX IF EXISTS {s}.runs_queue_status",
+        ),
+    ),
 )
 
 
@@ -243,7 +265,7 @@ class Queries:
     claim_limited = f"""SELECT {RUN_COLUMNS} FROM {{s}}.claim_limited(%(schema)s, %(owner)s,
         %(lease)s::float8, %(limit)s::integer, %(workflows)s::text[], %(run_id)s::text,
         %(steal_from)s::text, %(names)s::text[], %(conc)s::integer[], %(worker)s::integer[],
-        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[])"""
+        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[], %(in_queues)s::text[])"""
     heartbeat = f"""UPDATE {{s}}.runs SET lease_expires_at = {NOW} + %(lease)s
         WHERE run_id = ANY(%(run_ids)s) AND owner = %(owner)s AND status = 'running'
         RETURNING run_id"""
@@ -372,12 +394,24 @@ class Queries:
             count(*) FILTER (WHERE status = 'suspended')
         FROM {s}.runs WHERE status IN ('pending', 'running', 'suspended')
         GROUP BY queue ORDER BY queue"""
+    # One batch: the oldest-ended ``limit`` runs (NULL: all), read from the partial index
+    # runs_ended; rows someone else holds (a retry turning a failed run pending) are skipped.
     prune_runs = """WITH doomed AS (
             DELETE FROM {s}.runs AS r
-            WHERE status IN ('completed', 'failed', 'cancelled') AND ended_at < %(older_than)s
-              -- a live parent has not necessarily collected its finished child's result yet
-              AND NOT EXISTS (SELECT 1 FROM {s}.runs AS p WHERE p.run_id = r.parent_id
-                              AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+            WHERE r.run_id IN (
+                SELECT c.run_id FROM {s}.runs AS c
+                WHERE c.status IN ('completed', 'failed', 'cancelled')
+                  AND c.ended_at < %(older_than)s
+                  -- a live parent has not necessarily collected its finished child's result;
+                  -- a scalar subquery (one primary-key lookup per candidate), not NOT EXISTS,
+                  -- which the planner turns into an anti join over every live run
+                  AND (c.parent_id IS NULL OR coalesce((SELECT p.status IN
+                      ('completed', 'failed', 'cancelled') FROM {s}.runs AS p
+                      WHERE p.run_id = c.parent_id), true))
+                ORDER BY c.ended_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED)
+              AND r.status IN ('completed', 'failed', 'cancelled')
             RETURNING run_id
         ), journal AS (
             DELETE FROM {s}.journal WHERE run_id IN (SELECT run_id FROM doomed)

@@ -184,9 +184,11 @@ class SealedStore(Store):
 
     def claim(self, owner: str, lease: float, *, run_id: str | None = None,
               steal_from: str | None = None, workflows: Iterable[str] | None = None,
-              queues: Mapping[str, QueueSpec] | None = None, limit: int = 1) -> list[RunRecord]:
+              queues: Mapping[str, QueueSpec] | None = None, limit: int = 1,
+              in_queues: Iterable[str] | None = None) -> list[RunRecord]:
         runs = self.inner.claim(owner, lease, run_id=run_id, steal_from=steal_from,
-                                workflows=workflows, queues=queues, limit=limit)
+                                workflows=workflows, queues=queues, limit=limit,
+                                in_queues=in_queues)
         return [self._run(r) for r in runs]
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
@@ -294,11 +296,11 @@ class SealedStore(Store):
     def queue_stats(self) -> list[QueueStats]:
         return self.inner.queue_stats()
 
-    def prune(self, older_than: float) -> int:
-        return self.inner.prune(older_than)
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        return self.inner.prune(older_than, limit)
 
-    def wait_for_work(self, timeout: float) -> bool:
-        return self.inner.wait_for_work(timeout)
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
+        return self.inner.wait_for_work(timeout, group)
 
     def wake_waiters(self) -> None:
         self.inner.wake_waiters()

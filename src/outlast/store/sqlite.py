@@ -12,6 +12,7 @@ drop the last few commits. ``?synchronous=full`` survives power loss at a higher
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -33,7 +34,7 @@ from .blobs import BlobCodec
 from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import guard_public
 from .sqlite_saver import SQLiteCheckpoints
-from .sqlite_schema import MIGRATIONS, RUN_COLUMNS
+from .sqlite_schema import FINISHED, LIVE, MIGRATIONS, RUN_COLUMNS
 
 _ENTRY_COLUMNS = (
     "key, position, kind, name, status, output, args_hash, attempts, started_at, ended_at, meta"
@@ -326,6 +327,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         workflows: Iterable[str] | None = None,
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
+        in_queues: Iterable[str] | None = None,
     ) -> list[RunRecord]:
         now = time.time()
         runnable = (
@@ -337,7 +339,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             runnable += " OR (status = 'running' AND owner = :steal)"
             params["steal"] = steal_from
         runnable += ")"
-        where = [runnable]
+        where = [runnable, LIVE]  # LIVE: the partial index outlast_runs_live
         if run_id is not None:
             where.append("run_id = :run_id")
             params["run_id"] = run_id
@@ -346,6 +348,11 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             marks = ", ".join(f":w{i}" for i in range(len(names)))
             where.append(f"workflow IN ({marks})" if names else "0")
             params.update({f"w{i}": name for i, name in enumerate(names)})
+        if in_queues is not None:
+            only = list(in_queues)
+            marks = ", ".join(f":q{i}" for i in range(len(only)))
+            where.append(f"queue IN ({marks})" if only else "0")
+            params.update({f"q{i}": name for i, name in enumerate(only)})
         with self._tx() as conn:
             if queues:
                 ids = sqlite_queues.pick(conn, " AND ".join(where), params, queues, limit)
@@ -608,32 +615,40 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         with self._lock:
             rows = self._conn.execute(
                 "SELECT queue, sum(status = 'pending'), sum(status = 'running'), "
-                "sum(status = 'suspended') FROM outlast_runs GROUP BY queue ORDER BY queue"
+                f"sum(status = 'suspended') FROM outlast_runs WHERE {LIVE} "
+                "GROUP BY queue ORDER BY queue"
             ).fetchall()
         return [QueueStats(q, int(p or 0), int(r or 0), int(s or 0)) for q, p, r, s in rows]
 
-    def prune(self, older_than: float) -> int:
-        # a live parent has not necessarily collected its finished child's result yet
+    def prune(self, older_than: float, limit: int | None = None) -> int:
+        # the oldest-ended first, from the partial index outlast_runs_ended; a live parent
+        # has not necessarily collected its finished child's result yet
         doomed = (
-            "SELECT run_id FROM outlast_runs AS r WHERE ended_at < ? "
-            "AND status IN ('completed', 'failed', 'cancelled') AND NOT EXISTS ("
-            "SELECT 1 FROM outlast_runs AS p WHERE p.run_id = r.parent_id "
-            "AND p.status NOT IN ('completed', 'failed', 'cancelled'))"
+            f"SELECT run_id FROM outlast_runs AS r WHERE {FINISHED} AND ended_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM outlast_runs AS p WHERE p.run_id = r.parent_id "
+            "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
+            "ORDER BY ended_at LIMIT ?"
         )
         with self._tx() as conn:
-            ids = [row[0] for row in conn.execute(doomed, (older_than,))]
+            ids = [row[0] for row in conn.execute(doomed, (older_than, limit or -1))]
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
                 marks = ", ".join("?" * len(chunk))
+                hashes = [row[0] for row in conn.execute(
+                    f"SELECT DISTINCT hash FROM outlast_blob_refs WHERE run_id IN ({marks})", chunk
+                )]
                 for table in ("outlast_journal", "outlast_events", "outlast_blob_refs",
                               "outlast_runs"):
                     conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
-            conn.execute(
-                "DELETE FROM outlast_blobs WHERE hash NOT IN (SELECT hash FROM outlast_blob_refs)"
-            )
+                conn.execute(
+                    "DELETE FROM outlast_blobs WHERE hash IN (SELECT value FROM json_each(?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM outlast_blob_refs AS r "
+                    "WHERE r.hash = outlast_blobs.hash)",
+                    (json.dumps(hashes),),
+                )
         return len(ids)
 
-    def wait_for_work(self, timeout: float) -> bool:
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.
         time.sleep(max(0.0, min(timeout, 0.2)))
         return True

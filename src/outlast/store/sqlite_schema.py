@@ -33,6 +33,10 @@ RUN_COLUMNS = (
     "trace_context",
 )
 
+#: the condition of the partial indexes, repeated in the queries that use them
+LIVE = "status IN ('pending', 'running', 'suspended')"
+FINISHED = "status IN ('completed', 'failed', 'cancelled')"
+
 MIGRATIONS = (
     Migration(
         1,
@@ -152,6 +156,25 @@ MIGRATIONS = (
             "INSERT INTO outlast_blobs_v5 (hash, data) SELECT hash, data FROM outlast_blobs",
             "DROP TABLE outlast_blobs",
             "ALTER TABLE outlast_blobs_v5 RENAME TO outlast_blobs",
+        ),
+    ),
+    Migration(
+        6,
+        "runs at scale: a live-only claim index, list indexes by status and by workflow, "
+        "an index of finished runs by end (prune)",
+        (
+            # claim scans live runs only (its WHERE repeats this predicate word for word:
+            # SQLite uses a partial index only for a query that contains its condition)
+            f"""CREATE INDEX IF NOT EXISTS outlast_runs_live
+                ON outlast_runs (priority DESC, created_at, run_id) WHERE {LIVE}""",
+            """CREATE INDEX IF NOT EXISTS outlast_runs_status
+                ON outlast_runs (status, created_at DESC, run_id DESC)""",
+            """CREATE INDEX IF NOT EXISTS outlast_runs_workflow
+                ON outlast_runs (workflow, created_at DESC, run_id DESC)""",
+            f"""CREATE INDEX IF NOT EXISTS outlast_runs_ended
+                ON outlast_runs (ended_at) WHERE {FINISHED}""",
+            # (status, priority, created_at): served by the two above
+            "DROP INDEX IF EXISTS outlast_runs_runnable",
         ),
     ),
 )

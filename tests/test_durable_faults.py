@@ -308,7 +308,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
@@ -327,7 +327,7 @@ def test_disk_full_is_a_clear_error_and_the_run_resumes_after_space_is_freed(
     @app.step
     def chunk(i: int) -> str:
         ran[i] += 1
-        return os.urandom(40_000).hex()  # incompressible, 80 KB a step
+        return os.urandom(40_000).hex()  # 80 KB a step, ~45 KB once compressed
 
     @app.workflow
     def fill(ctx: Context, n: int) -> int:
@@ -336,25 +336,25 @@ def test_disk_full_is_a_clear_error_and_the_run_resumes_after_space_is_freed(
     ballast = small_disk / "ballast"
     started = time.monotonic()
     with pytest.raises(outlast.StoreError) as info:
-        app.run(fill, 12, run_id="full")
+        app.run(fill, 24, run_id="full")
     assert time.monotonic() - started < 30
     assert info.value.transient and "is full" in str(info.value) and "'full'" in str(info.value)
     done_before = [i for i, n in ran.items() if n == 1]
     assert done_before and max(ran.values()) == 1  # nothing ran twice, no loop
     # Free space: the ballast a test would remove is replaced by growing the mount.
-    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     assert not ballast.exists()
     deadline = time.monotonic() + 30
     while True:
         try:
-            total = app.run(fill, 12, run_id="full")
+            total = app.run(fill, 24, run_id="full")
             break
         except outlast.StoreError:
             assert time.monotonic() < deadline
             time.sleep(0.3)
-    assert total == 12 * 80_000
+    assert total == 24 * 80_000
     recorded = [s for s in app.get_run("full").steps if s.name == "chunk"]
-    assert len(recorded) == 12
+    assert len(recorded) == 24
     # Only the step whose result could not be written ran twice.
     assert sum(1 for n in ran.values() if n == 2) <= 1, ran
     app.close()

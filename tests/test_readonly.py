@@ -139,9 +139,9 @@ def test_a_damaged_database_is_reported(tmp_path: Path) -> None:
     app.close()
     path = tmp_path / "outlast.db"
     size = path.stat().st_size
-    with open(path, "r+b") as f:
-        f.seek(size // 2)
-        f.write(os.urandom(8192))
+    with open(path, "r+b") as f:  # the middle half of the file: whole pages, whatever their size
+        f.seek(size // 4)
+        f.write(os.urandom(size // 2))
     for command in (["show", "r1"], ["runs"]):
         out = cli(*command, "--db", url)
         assert out.returncode == 1, out

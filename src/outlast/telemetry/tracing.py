@@ -99,7 +99,8 @@ class StepSpan:
 class ModelSpan:
     """One attempt of a model call (a CLIENT span): ended by :meth:`response` with what the
     model answered, or by :meth:`end` with the attempt's error. A stream's span ends when the
-    stream has been read to its end (or broke)."""
+    stream has been read to its end (or broke), or by :meth:`abandoned` when it was closed or
+    dropped before."""
 
     __slots__ = ("_owner", "_span", "_model", "_started", "_ended")
 
@@ -138,6 +139,17 @@ class ModelSpan:
             if isinstance(meta.get("cost"), int | float) and meta["cost"]:
                 metrics.cost.add(meta["cost"], model)
         self.end()
+
+    def abandoned(self, meta: dict[str, Any], payload: Any, events: int) -> None:
+        """End the span of a stream closed or dropped before its end, with what was seen
+        (``meta`` and ``payload`` as for :meth:`response`; ``events`` read). Not an error:
+        the caller stopped reading. Its tokens, when the usage was seen, count as spent."""
+        if self._ended:
+            return
+        self._span.set_attributes(
+            {"outlast.stream.abandoned": True, "outlast.stream.events": events}
+        )
+        self.response(meta, payload)
 
     def end(self, error: BaseException | None = None) -> None:
         if self._ended:

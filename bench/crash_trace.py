@@ -67,11 +67,17 @@ def draw(rows: list[dict[str, Any]]) -> str:
         t0 = min(r["start"] for r in mine)
         lines.append(f"process {n} (pid {pid}), {len(mine)} spans exported")
         roots = [r for r in mine if r["parent"] not in by_span]
+        anchors = {r["trace"] for r in roots if r["name"].startswith("start_workflow")}
         for parent in dict.fromkeys(r["parent"] for r in roots):
+            group = sorted((r for r in roots if r["parent"] == parent), key=lambda r: r["start"])
+            pad = "  "
             if parent is not None:
-                lines.append(f"  [span {parent}: never ended, the process was SIGKILLed]")
-            for r in sorted((r for r in roots if r["parent"] == parent), key=lambda r: r["start"]):
-                _node(r, mine, t0, "  " + ("  " if parent else ""), lines)
+                # the run span the anchor parents, lost with the process
+                pad += "  " if group[0]["trace"] in anchors else ""
+                lines.append(f"{pad}[span {parent}: never ended, the process was SIGKILLed]")
+                pad += "  "
+            for r in group:
+                _node(r, mine, t0, pad, lines)
         lines.append("")
     return "\n".join(lines)
 

@@ -108,6 +108,7 @@ def test_spans_report_only_what_each_execution_runs(
     app.close()
 
     assert names(first) == {
+        "start_workflow support": 1,  # the run's anchor, on its first execution only
         "invoke_workflow support": 1,
         "chat gpt-4o-mini": 3,
         "execute_tool summarize": 1,

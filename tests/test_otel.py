@@ -114,7 +114,13 @@ def test_span_tree_of_a_run_with_a_step_a_model_call_and_a_tool(
             assert app.run(agent, "trip", run_id="tree") == "Sunny in Oslo."
     got = by_name(spans)
     run = got["invoke_workflow agent"][0]
-    assert run.kind == SpanKind.INTERNAL and run.parent is None
+    # the run's anchor: a root span ended as the first execution starts, its parent
+    (anchor,) = got["start_workflow agent"]
+    assert anchor.parent is None and parent_of(run) == anchor.context.span_id
+    assert anchor.end_time is not None and run.start_time is not None
+    assert anchor.end_time <= run.start_time
+    assert anchor.attributes is not None and anchor.attributes["outlast.run.id"] == "tree"
+    assert run.kind == SpanKind.INTERNAL
     assert run.attributes is not None
     assert run.attributes["gen_ai.operation.name"] == "invoke_workflow"
     assert run.attributes["gen_ai.workflow.name"] == "agent"
@@ -155,7 +161,7 @@ def test_span_tree_of_a_run_with_a_step_a_model_call_and_a_tool(
     # the run's trace context is kept with the run, for later executions to link to
     stored = app.store.get_run("tree")
     assert stored is not None
-    assert stored.trace_context == f"00-{run.context.trace_id:032x}-{root:016x}-03"
+    assert stored.trace_context == f"00-{run.context.trace_id:032x}-{anchor.context.span_id:016x}-03"
     app.close()
 
 
@@ -173,17 +179,17 @@ def test_replayed_work_emits_no_span_and_the_resumed_execution_links_to_the_firs
             flag["crash"] = False
             assert app.run(agent, "trip", run_id="again") == "Sunny in Oslo."
     assert len(first["chat gpt-4o-mini"]) == 1
-    first_run = first["invoke_workflow agent"][0]
+    (anchor,) = first["start_workflow agent"]
     got = by_name(spans)
     # only the final model call executed again: plan, the first call and the tool replayed
     assert sorted(got) == ["chat gpt-4o-mini", "invoke_workflow agent"]
     assert len(got["chat gpt-4o-mini"]) == 1
     run = got["invoke_workflow agent"][0]
     assert run.attributes is not None and run.attributes["outlast.replayed_calls"] == 3
-    (link,) = run.links
-    assert link.context.span_id == first_run.context.span_id
-    assert link.context.trace_id == first_run.context.trace_id
-    assert run.context.trace_id != first_run.context.trace_id  # a new execution, linked
+    (link,) = run.links  # to the run's anchor; no second anchor
+    assert link.context.span_id == anchor.context.span_id
+    assert link.context.trace_id == anchor.context.trace_id
+    assert run.context.trace_id != anchor.context.trace_id  # a new execution, linked
     app.close()
 
 
@@ -274,13 +280,15 @@ def test_waits_children_and_intents_are_events_on_the_run_span(
 
     assert app.run(parent, run_id="events") == 2
     runs = by_name(spans)["invoke_workflow parent"]
+    (anchor,) = by_name(spans)["start_workflow parent"]
     events = [e.name for s in runs for e in s.events]
     assert "outlast.intent" in events
     assert "outlast.hibernate" in events  # the sleep hibernated the run (hibernate_after=0)
     assert "outlast.timer" in events and "outlast.child_result" in events
     assert "outlast.child" in events
     assert len(runs) >= 2  # woken: a new execution each time, linked to the first
-    assert all(s.links[0].context.span_id == runs[0].context.span_id for s in runs[1:])
+    assert parent_of(runs[0]) == anchor.context.span_id
+    assert all(s.links[0].context.span_id == anchor.context.span_id for s in runs[1:])
     app.close()
 
 

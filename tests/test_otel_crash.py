@@ -1,5 +1,6 @@
 """A run SIGKILLed mid-step and resumed in a second process: each process emits spans only
-for what it executed, and the resumed execution links to the run's first span."""
+for what it executed, and the resumed execution links to the run's anchor, a span the first
+process exported before it was killed."""
 
 from __future__ import annotations
 
@@ -56,15 +57,20 @@ def test_sigkilled_run_resumed_elsewhere_emits_only_new_work_linked_to_the_first
     assert len(pids) == 2
     before = [r for r in rows if r["pid"] == pids[0]]
     after = [r for r in rows if r["pid"] == pids[1]]
-    # The killed process finished these spans; its run span and step 3 never ended.
+    # The killed process exported the run's anchor at once, then the spans it finished; its
+    # run span (the anchor's child) and step 3 never ended.
     assert [r["name"] for r in before] == [
+        "start_workflow research",
         "chat gpt-4o-mini",
         "execute_tool search",
         "step read",
         "step read",
     ]
-    first_run = {r["parent"] for r in before}
-    assert len(first_run) == 1
+    anchor = before[0]
+    assert anchor["parent"] is None and anchor["attributes"]["outlast.run.id"] == "crashed"
+    first_run = {r["parent"] for r in before[1:]}
+    assert len(first_run) == 1 and anchor["span"] not in first_run
+    assert {r["trace"] for r in before} == {anchor["trace"]}
     # The second process: step 3 (interrupted) again, then 4, 5, the last model call, the run.
     assert [r["name"] for r in after] == [
         "step read",
@@ -82,5 +88,6 @@ def test_sigkilled_run_resumed_elsewhere_emits_only_new_work_linked_to_the_first
     assert run["attributes"]["outlast.run.recoveries"] == 1
     # replayed: the first model call, the tool, read 1 and read 2
     assert run["attributes"]["outlast.replayed_calls"] == 4
-    assert run["links"] == [[before[0]["trace"], first_run.pop()]]
+    # the link points at a span that was exported: the anchor
+    assert run["links"] == [[anchor["trace"], anchor["span"]]]
     assert all(r["parent"] == run["span"] for r in after[:-1])

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import serde, waits
+from . import serde, telemetry, waits
 from .context import Context, RunState, current_run
 from .errors import ConfigurationError
 from .store.base import Entry, entry_meta
@@ -418,11 +418,18 @@ class _Execution:
         state = detached(self.state)
         return (self.ctx, state) if node.takes_ctx else (state,)
 
+    def _span(self, node: _Node) -> Any:
+        """The span of one executed node (``step {node}``; a no-op unless observed). A node
+        rebuilt from the journal never gets here; one re-entered after a crash runs again,
+        in the resuming execution, and gets a span there."""
+        return telemetry.executing(self.rs.telemetry.step_span(node.name, f"@{self.seq + 1}", 1, NODE_KIND))
+
     def run_sync(self) -> dict[str, Any]:
         while self.next != END:
             node = self._before()
             started = time.time()
-            update = node.fn(*self._args(node))
+            with self._span(node):
+                update = node.fn(*self._args(node))
             self._after(node, update, started)
         return self.state
 
@@ -430,8 +437,9 @@ class _Execution:
         while self.next != END:
             node = self._before()
             started = time.time()
-            update = node.fn(*self._args(node))
-            if inspect.isawaitable(update):
-                update = await update
+            with self._span(node):
+                update = node.fn(*self._args(node))
+                if inspect.isawaitable(update):
+                    update = await update
             self._after(node, update, started)
         return self.state

@@ -7,28 +7,11 @@ or OpenTelemetry import here: with telemetry off every hook is the shared no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
+from ..telemetry import executing
+
 __all__ = ["executing", "gen_ai_meta"]
-
-
-@contextmanager
-def executing(span: Any) -> Iterator[None]:
-    """``span`` is current while the body runs. An exception marks it failed (``error.type``);
-    outlast's control flow (a hibernating wait, a cancel: BaseExceptions) ends it plainly,
-    since the unit did not fail."""
-    span.__enter__()
-    try:
-        yield
-    except Exception as exc:
-        span.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    except BaseException:
-        span.__exit__(None, None, None)
-        raise
-    span.__exit__(None, None, None)
 
 
 def gen_ai_meta(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from ..retry import NO_RETRY, Retry
 from . import escape, record
 from .pricing import Price
 from .record import AGAIN, Options, Prepared
-from .shapes import API, APIS
+from .shapes import API, APIS, dump, usage
 
 __all__ = ["wrap"]
 
@@ -246,6 +247,31 @@ class _Outcome:
         if args is not None:
             record.record_failed(args[0], exc, args[1], args[2], partial=events)
 
+    def abandoned(self, events: list[Any]) -> None:
+        """The stream was closed or dropped before its end: nothing is journaled (the call
+        is sent again on resume), but its span ends now, with what was seen."""
+        args, self._args = self._args, None
+        if args is not None and args[0].span is not None:
+            _end_abandoned(args[0], events)
+
+
+def _end_abandoned(prep: Prepared, events: list[Any]) -> None:
+    seen = [dump(e) if hasattr(e, "model_dump") else e for e in events]
+    meta: dict[str, Any] = {}
+    model = next((m for e in seen if isinstance(m := record._model_of(e), str)), None)
+    if model:
+        meta["model"] = model
+    tokens_in, tokens_out = usage(prep.api, None, seen)
+    if tokens_in or tokens_out:  # usage comes last, if at all: absent, not zero
+        meta.update(input_tokens=tokens_in, output_tokens=tokens_out)
+    prep.span.abandoned(meta, seen, len(seen))
+
+
+def _on_drop(stream: Any, outcome: _Outcome) -> None:
+    """End the span when the stream object is collected unfinished (not at interpreter exit,
+    when the application's exporter may be gone)."""
+    weakref.finalize(stream, outcome.abandoned, stream._events).atexit = False
+
 
 # -- streams -----------------------------------------------------------------------------------
 
@@ -255,6 +281,7 @@ class RecordingStream:
     it broke (the events read so far and the error: a replay yields those, then raises it).
 
     A stream abandoned before its end is not recorded: the call is made again on resume.
+    Its span (if traced) ends when it is closed or collected, with what was seen.
     """
 
     def __init__(self, inner: Any, outcome: _Outcome) -> None:
@@ -262,6 +289,7 @@ class RecordingStream:
         self._iter: Iterator[Any] = iter(inner)
         self._events: list[Any] = []
         self._outcome = outcome
+        _on_drop(self, outcome)
 
     def __iter__(self) -> RecordingStream:
         return self
@@ -285,7 +313,8 @@ class RecordingStream:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying HTTP response."""
+        """Close the underlying HTTP response (before the end: the call is not recorded)."""
+        self._outcome.abandoned(self._events)
         self._inner.close()
 
     def __getattr__(self, attr: str) -> Any:
@@ -300,6 +329,7 @@ class AsyncRecordingStream:
         self._iter: AsyncIterator[Any] = inner.__aiter__()
         self._events: list[Any] = []
         self._outcome = outcome
+        _on_drop(self, outcome)
 
     def __aiter__(self) -> AsyncRecordingStream:
         return self
@@ -323,7 +353,8 @@ class AsyncRecordingStream:
         await self.close()
 
     async def close(self) -> None:
-        """Close the underlying HTTP response."""
+        """Close the underlying HTTP response (before the end: the call is not recorded)."""
+        self._outcome.abandoned(self._events)
         await self._inner.close()
 
     def __getattr__(self, attr: str) -> Any:

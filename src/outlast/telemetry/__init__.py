@@ -28,6 +28,8 @@ the extra.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from .logs import RunContextFilter
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from ..context import RunState
     from .tracing import RunTelemetry
 
-__all__ = ["NOOP", "RunContextFilter", "current", "execution"]
+__all__ = ["NOOP", "RunContextFilter", "current", "executing", "execution"]
 
 #: App._telemetry before the first execution resolved it
 _UNRESOLVED = None
@@ -52,6 +54,23 @@ def current() -> RunTelemetry | NoopTelemetry:
 
     state = current_run()
     return NOOP if state is None else state.telemetry
+
+
+@contextmanager
+def executing(span: Any) -> Iterator[None]:
+    """``span`` (a step span) is current while the body runs. An exception marks it failed
+    (``error.type``); outlast's control flow (a hibernating wait, a cancel: BaseExceptions)
+    ends it plainly, since the unit did not fail: it runs again when the run resumes."""
+    span.__enter__()
+    try:
+        yield
+    except Exception as exc:
+        span.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    except BaseException:
+        span.__exit__(None, None, None)
+        raise
+    span.__exit__(None, None, None)
 
 
 def execution(app: App, state: RunState) -> RunTelemetry | NoopTelemetry:

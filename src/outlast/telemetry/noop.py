@@ -34,6 +34,9 @@ class NoopSpan:
     def end(self, error: BaseException | None = None) -> None:
         """End the span (with ``error``, the attempt failed)."""
 
+    def abandoned(self, meta: dict[str, Any], payload: Any, events: int) -> None:
+        """A stream left before its end (see :meth:`ModelSpan.abandoned`)."""
+
 
 _SPAN = NoopSpan()
 

@@ -99,7 +99,8 @@ class StepSpan:
 class ModelSpan:
     """One attempt of a model call (a CLIENT span): ended by :meth:`response` with what the
     model answered, or by :meth:`end` with the attempt's error. A stream's span ends when the
-    stream has been read to its end (or broke)."""
+    stream has been read to its end (or broke), or by :meth:`abandoned` when it was closed or
+    dropped before."""
 
     __slots__ = ("_owner", "_span", "_model", "_started", "_ended")
 
@@ -139,6 +140,17 @@ class ModelSpan:
                 metrics.cost.add(meta["cost"], model)
         self.end()
 
+    def abandoned(self, meta: dict[str, Any], payload: Any, events: int) -> None:
+        """End the span of a stream closed or dropped before its end, with what was seen
+        (``meta`` and ``payload`` as for :meth:`response`; ``events`` read). Not an error:
+        the caller stopped reading. Its tokens, when the usage was seen, count as spent."""
+        if self._ended:
+            return
+        self._span.set_attributes(
+            {"outlast.stream.abandoned": True, "outlast.stream.events": events}
+        )
+        self.response(meta, payload)
+
     def end(self, error: BaseException | None = None) -> None:
         if self._ended:
             return
@@ -173,11 +185,17 @@ class RunTelemetry:
         self._done = False
         run = state.run
         links = []
+        parent: otel_context.Context | None = None
+        #: the traceparent to store with the run (its first traced execution), else None
+        self.first_context: str | None = None
         first = parse_context(run.trace_context)
         if first is not None:
             links.append(Link(first, {"outlast.link": "first_execution"}))
+        else:
+            parent = self._anchor()
         self.span = self.tracer.start_span(
             f"invoke_workflow {self._workflow}",
+            context=parent,
             kind=SpanKind.INTERNAL,
             links=links,
             attributes={
@@ -189,13 +207,29 @@ class RunTelemetry:
             },
         )
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
-        #: the traceparent to store with the run (its first traced execution), else None
-        self.first_context: str | None = None
-        if first is None and self.span.is_recording():
-            self.first_context = format_context(self.span.get_span_context())
         self._recovering = run.recoveries > _seen(run.stats)
         if metrics is not None:
             self._count_start(metrics)
+
+    def _anchor(self) -> otel_context.Context | None:
+        """The run's anchor, on its first traced execution: a ``start_workflow {workflow}``
+        span from the run's creation (its first claim; else now) to now, ended at once so
+        the exporter gets it while the run executes. The execution's span is its child, and
+        later executions link to it: a link target that exists even if this process is
+        SIGKILLed before its run span ends. None when the tracer does not record."""
+        run = self.state.run
+        start = int(run.created_at * 1e9) if run.epoch == 1 else None
+        anchor = self.tracer.start_span(
+            f"start_workflow {self._workflow}",
+            kind=SpanKind.INTERNAL,
+            start_time=start,
+            attributes={"gen_ai.workflow.name": self._workflow, "outlast.run.id": run.run_id},
+        )
+        if not anchor.is_recording():
+            return None
+        anchor.end()
+        self.first_context = format_context(anchor.get_span_context())
+        return trace.set_span_in_context(anchor)
 
     def _count_start(self, metrics: Instruments) -> None:
         run, attrs = self.state.run, {"gen_ai.workflow.name": self._workflow}

@@ -88,16 +88,20 @@ class Instruments:
             "outlast.llm.cost", "USD", "Estimated cost of model calls (outlast's price table)"
         )
         ref = weakref.ref(app)
+        seen: set[str] = set()  # queues observed before: 0 once their runs have all ended
         meter.create_observable_up_down_counter(
             "outlast.runs.current",
-            [lambda options: _current(ref, options)],
+            [lambda options: _current(ref, seen, options)],
             "{run}",
             "Runs in the store now, by queue and status",
         )
 
 
-def _current(ref: weakref.ref[App], options: CallbackOptions) -> Iterable[Observation]:
-    """Read at each collection: one query (the store's ``queue_stats``)."""
+def _current(
+    ref: weakref.ref[App], seen: set[str], options: CallbackOptions
+) -> Iterable[Observation]:
+    """Read at each collection: one query (the store's ``queue_stats``, live runs only); a
+    queue seen before and now without live runs is observed as 0, not left out."""
     app = ref()
     if app is None or app._store is None:
         return []
@@ -106,9 +110,12 @@ def _current(ref: weakref.ref[App], options: CallbackOptions) -> Iterable[Observ
     except Exception as exc:  # a collection must never fail on a store that is away
         log.debug("outlast.runs.current not observed: %s", exc)
         return []
+    counts = {q.name: (q.pending, q.running, q.suspended) for q in stats}
+    seen.update(counts)
     out: list[Observation] = []
-    for q in stats:
-        for status in ("pending", "running", "suspended"):
-            attrs: dict[str, Any] = {"outlast.queue": q.name, "outlast.run.status": status}
-            out.append(Observation(getattr(q, status), attrs))
+    for name in sorted(seen):
+        for status, value in zip(("pending", "running", "suspended"), counts.get(name, (0, 0, 0)),
+                                 strict=True):
+            attrs: dict[str, Any] = {"outlast.queue": name, "outlast.run.status": status}
+            out.append(Observation(value, attrs))
     return out

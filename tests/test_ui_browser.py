@@ -178,6 +178,10 @@ def test_run_again_on_a_paused_run(page: Any, db: tuple[str, outlast.App]) -> No
         page.get_by_role("button", name="Run again").click()
         sync_api.expect(page.locator("#flash")).to_have_text("the step runs again", timeout=10_000)
         sync_api.expect(chip).to_have_text("pending", timeout=10_000)
+        # resolved: the paused run's own buttons go with the live update
+        sync_api.expect(page.get_by_role("button", name="Mark done")).to_have_count(0, timeout=10_000)
+        assert page.get_by_role("button", name="Run again").count() == 0
+        assert page.get_by_role("button", name="Send event").count() == 1
     assert app.run("payment", 5, run_id="pay-2") == "charged 5"
 
 

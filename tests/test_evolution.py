@@ -405,7 +405,11 @@ def test_a_divergence_is_undone_by_restoring_the_code_and_retrying(
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _churn_then_kill(url: str, what: str, tmp_path: Path, broken: str) -> None:
+def _churn_then_kill(
+    url: str, what: str, tmp_path: Path, broken: str, executed_steps: int = 0
+) -> None:
+    """Start the churn, and kill it once 3 are done and it has executed ``executed_steps``
+    noted steps (counted apart from the test's own)."""
     import os
     import signal
     import subprocess
@@ -414,12 +418,18 @@ def _churn_then_kill(url: str, what: str, tmp_path: Path, broken: str) -> None:
     from tests.proc import wait_for_line
 
     log = tmp_path / f"{what}.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EVOLVE_BROKEN": broken}
+    steps = tmp_path / f"{what}.executed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EVOLVE_BROKEN": broken, "EVOLVE_LEASE": "1"}
+    env["EVOLVE_LOG"] = str(steps)
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.apps.evolving", url, what, str(log)], cwd=ROOT, env=env
     )
     try:
         wait_for_line(log, "2", proc, timeout=60)
+        deadline = time.monotonic() + 60
+        while executed_steps and len(executed(steps)) < executed_steps:
+            assert proc.poll() is None and time.monotonic() < deadline, executed(steps)[-3:]
+            time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -449,6 +459,7 @@ def test_sigkill_during_retries_leaves_the_run_consistent(
     from tests.apps.evolving import long_app
 
     monkeypatch.setenv("EVOLVE_BROKEN", "1")
+    monkeypatch.setenv("EVOLVE_LEASE", "1")
     app = long_app(store_url)
     with pytest.raises(ValueError):
         app.run("long", run_id="long-bad")
@@ -461,5 +472,47 @@ def test_sigkill_during_retries_leaves_the_run_consistent(
     else:
         assert run.status in ("pending", "running") and keys[400:] in ([], ["last:1"])
     monkeypatch.setenv("EVOLVE_BROKEN", "0")
-    handle = app.retry("long-bad") if run.status == "failed" else app.handle("long-bad")
-    assert handle.result(timeout=60) == sum(range(400))
+    if run.status != "failed":
+        # Killed while the retried run executed: it resumes. When the kill fell between
+        # recording the step's failure and failing the run, that recorded failure is the
+        # outcome it resumes to (the step is not run again), and it fails as it would have.
+        try:
+            assert app.handle("long-bad").result(timeout=60) == sum(range(400))
+            return
+        except ValueError:
+            assert keys[400:] == ["last:1"]
+    assert app.retry("long-bad").result(timeout=60) == sum(range(400))
+
+
+def test_sigkill_while_forks_of_a_waiting_run_execute_leaves_both_resumable(
+    store_url: str, tmp_path: Path, log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.apps.evolving import long_app
+
+    monkeypatch.setenv("EVOLVE_LEASE", "1")
+    app = long_app(store_url)
+    app.start("waiting", run_id="wait-src")
+    wait_status(app, "wait-src", "suspended")
+    before = app.store.load_journal("wait-src")
+    log.unlink()
+    # Killed while a fork executes its steps 151-400 (the fourth fork, a few steps in; or,
+    # on a fast machine, forking the fifth).
+    _churn_then_kill(store_url, "fork-run", tmp_path, "0", executed_steps=3 * 250 + 20)
+    assert app.store.load_journal("wait-src") == before  # the origin: untouched
+    assert app.get_run("wait-src", steps=False).status == "suspended"
+    forks = sorted(
+        (r for r in app.list_runs(limit=100_000) if r.run_id != "wait-src"),
+        key=lambda r: int(r.run_id[1:]),
+    )
+    assert len(forks) >= 3
+    for info in forks:  # a fork is whole (all of the prefix) or absent, whatever it ran since
+        journal = app.store.load_journal(info.run_id)
+        assert journal[:150] == before[:150], info.run_id
+        assert info.forked_from == "wait-src" and info.status in ("pending", "running", "suspended")
+    expected = sum(range(400)) + 7
+    last = forks[-1].run_id  # the one the kill interrupted, most likely mid-execution
+    for rid in ("wait-src", last):
+        app.send(rid, "go", 7)
+        assert app.handle(rid).result(timeout=60) == expected
+    # Resuming never ran a copied step again (the origin ran none: all of its are recorded).
+    assert all(int(name[1:]) >= 150 for name in executed(log)), executed(log)

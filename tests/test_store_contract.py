@@ -150,6 +150,15 @@ def test_create_run_stores_a_pending_run(store: Store) -> None:
     assert store.get_run("nope") is None
 
 
+def test_create_run_stores_its_stats_from_the_start(store: Store) -> None:
+    stats = '{"forked_from": {"checkpoint": "2", "run": "src"}}'
+    run, _ = store.create_run(new_run("r1", stats=stats))
+    claimed, _ = store.create_run(new_run("r2", stats=stats), owner="w1", lease=LONG)
+    assert run.stats == claimed.stats == stats
+    assert [store.get_run(r).stats for r in ("r1", "r2")] == [stats, stats]  # type: ignore[union-attr]
+    assert store.create_run(new_run("r3"))[0].stats is None
+
+
 def test_create_run_leaves_an_existing_run_untouched(store: Store) -> None:
     first, _ = store.create_run(new_run("r1"))
     again, created = store.create_run(

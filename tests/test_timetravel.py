@@ -38,11 +38,23 @@ def test_fork_from_a_middle_checkpoint(store_url: str) -> None:
     assert app.state("fork-1", "1") == app.state("src", "1")
     assert app.state("fork-1") == forked
     assert app.state("src") == source  # the source is untouched
+    # Its origin is recorded where every fork keeps it (not only in its input).
+    info = app.get_run("fork-1")
+    assert (info.forked_from, info.forked_at) == ("src", "2") and "forked_from" not in info.stats
 
     # A fork of the fork goes back through both lineages.
-    again = app.fork("fork-1", "3", new_run_id="fork-2").result(timeout=30)
-    assert again == forked
+    pending = app.fork("fork-1", "3", new_run_id="fork-2", execute=False)
+    recorded = app.get_run("fork-2", steps=False)  # known before it executes
+    assert (recorded.status, recorded.forked_from, recorded.forked_at) == ("pending", "fork-1", "3")
+    assert pending.result(timeout=30) == forked
     assert [c.run_id for c in app.checkpoints("fork-2")][:5] == ["src", "src", "src", "fork-1", "fork-2"]
+    assert app.get_run("fork-2").forked_from == "fork-1"  # kept through its execution
+    assert [i.forked_from for i in app.list_runs() if i.run_id == "fork-2"] == ["fork-1"]
+    shown = CliRunner().invoke(main, ["show", "fork-2", "--db", store_url])
+    assert shown.exit_code == 0 and "forked from fork-1 at checkpoint 3" in shown.output, shown.output
+    as_json = CliRunner().invoke(main, ["show", "fork-2", "--db", store_url, "--json"])
+    doc = json.loads(as_json.output)
+    assert (doc["forked_from"], doc["forked_at"]) == ("fork-1", "3"), doc
     app.close()
 
 

@@ -121,11 +121,22 @@ def test_send_event_from_the_form_and_see_the_run_complete_live(page: Any, db: t
             page.evaluate("window.__marker = 42")
             sync_api.expect(page.get_by_label("Event name")).to_have_value("approve", timeout=5_000)
             page.get_by_label("Payload").fill('"yes"')
+            # A live update while the run's actions stay the same keeps what is being typed.
+            head = page.locator("#live h1")
+            epoch = head.get_attribute("data-epoch")
+            page.evaluate("document.querySelector('#live h1').setAttribute('data-epoch', '-1')")
+            sync_api.expect(head).to_have_attribute("data-epoch", str(epoch), timeout=10_000)
+            assert page.get_by_label("Payload").input_value() == '"yes"'
             page.once("dialog", lambda dialog: dialog.accept())
             page.get_by_role("button", name="Send event").click()
             sync_api.expect(page.locator("#flash")).to_have_text("sent event 'approve'", timeout=10_000)
             sync_api.expect(chip).to_have_text("completed", timeout=20_000)
             assert "deploy: yes" in page.locator("pre.result").first.inner_text()
+            # The ended run's actions replace the event form and the cancel button.
+            actions = page.locator("section.actions")
+            sync_api.expect(actions).to_contain_text("This run has ended.", timeout=10_000)
+            assert page.get_by_role("button", name="Send event").count() == 0
+            assert page.get_by_role("button", name="Cancel run").count() == 0
             assert page.evaluate("window.__marker") == 42  # the same page: never reloaded
     finally:
         worker.stop()
@@ -167,6 +178,10 @@ def test_run_again_on_a_paused_run(page: Any, db: tuple[str, outlast.App]) -> No
         page.get_by_role("button", name="Run again").click()
         sync_api.expect(page.locator("#flash")).to_have_text("the step runs again", timeout=10_000)
         sync_api.expect(chip).to_have_text("pending", timeout=10_000)
+        # resolved: the paused run's own buttons go with the live update
+        sync_api.expect(page.get_by_role("button", name="Mark done")).to_have_count(0, timeout=10_000)
+        assert page.get_by_role("button", name="Run again").count() == 0
+        assert page.get_by_role("button", name="Send event").count() == 1
     assert app.run("payment", 5, run_id="pay-2") == "charged 5"
 
 
@@ -264,14 +279,32 @@ def test_retry_a_failed_run_and_see_it_complete(page: Any, db: tuple[str, outlas
         assert chip.inner_text() == "failed"
         if SCREENSHOTS:
             page.screenshot(path=str(IMG / "ui-failed.png"), full_page=True)
+        page.evaluate("window.__marker = 9")
         page.once("dialog", lambda dialog: dialog.accept())
         page.get_by_role("button", name="Retry run").click()
         sync_api.expect(page.locator("#flash")).to_contain_text("retrying: run retry-b1", timeout=10_000)
         sync_api.expect(chip).to_have_text("completed", timeout=20_000)  # live: no reload
         assert '"done: retries"' in page.locator("pre.result").first.inner_text()
-        # the page still offers the retry it showed; the run is not failed any more: refused
-        page.once("dialog", lambda dialog: dialog.accept())
-        page.get_by_role("button", name="Retry run").click()
-        sync_api.expect(page.locator("#flash")).to_contain_text("Refused: run 'retry-b1' is completed, not failed",
-                                                                timeout=10_000)
+        # The actions follow the run: no retry for a completed run, the fork form stays.
+        sync_api.expect(page.get_by_role("button", name="Retry run")).to_have_count(0, timeout=10_000)
+        assert page.get_by_role("button", name="Fork from checkpoint").count() == 1
+        assert page.evaluate("window.__marker") == 9  # the same page: never reloaded
     assert tries["n"] == 2
+
+
+def test_cancel_replaces_the_open_runs_actions_with_the_ended_ones(
+    page: Any, db: tuple[str, outlast.App]
+) -> None:
+    url, app = db
+    app.enqueue("approval", "stop", run_id="live-3")
+    with uikit.serve(create_app(url, allow_actions=True)) as base:
+        page.goto(f"{base}/runs/live-3")
+        page.evaluate("window.__marker = 3")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Cancel run").click()
+        sync_api.expect(page.locator("#live h1 .chip")).to_have_text("cancelled", timeout=10_000)
+        actions = page.locator("section.actions")
+        sync_api.expect(actions).to_contain_text("This run has ended.", timeout=10_000)
+        for gone in ("Cancel run", "Send event", "Retry run"):
+            assert page.get_by_role("button", name=gone).count() == 0, gone
+        assert page.evaluate("window.__marker") == 3

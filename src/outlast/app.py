@@ -358,10 +358,11 @@ class App(Operations):
         concurrency_key: str | None,
         claim: bool,
         parent_id: str | None = None,
+        stats: str | None = None,
     ) -> tuple[RunRecord, bool]:
         record, owned, created = runs.create(
             self, wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
-            concurrency_key=concurrency_key, claim=claim, parent_id=parent_id,
+            concurrency_key=concurrency_key, claim=claim, parent_id=parent_id, stats=stats,
         )
         if created:
             self._notify()

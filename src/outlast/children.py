@@ -12,11 +12,15 @@ matter). While the child is unowned, the parent executes it inline, in its own t
 its own event loop: a plain script needs no worker. When the child hibernates or runs
 elsewhere, the parent hibernates too, woken by an event the child's executor sends when the
 child finishes (plus a backstop timer, in case that process died between the two writes).
+A retried child (``app.retry``) notifies under a name of its own (see :func:`child_event`): a
+parent still waiting gets its new outcome; a parent that journaled the failure keeps it until
+the parent is retried itself (docs/versioning.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +41,22 @@ PENDING_RETRY = 1.0
 _MISSING = object()
 
 
-def child_event(child_id: str) -> str:
-    """The name of the event a finished child sends its parent."""
+def child_event(child_id: str, retries: int = 0) -> str:
+    """The name of the event a finished child sends its parent, one per outcome: a retried
+    child (``app.retry``) notifies under its retry count, so the notice of the outcome the
+    retry dropped (still queued at the parent) cannot wake a parent waiting for the new one."""
+    if retries:
+        return f"outlast.child-retry{retries}:{child_id}"
     return f"outlast.child:{child_id}"
+
+
+def retries_of(run: RunRecord) -> int:
+    """How many times ``app.retry`` made the run run again (its stats' ``retries``)."""
+    try:
+        stats = json.loads(run.stats) if run.stats else {}
+        return int(stats.get("retries", 0)) if isinstance(stats, dict) else 0
+    except (ValueError, TypeError):  # unreadable stats: the first outcome's name
+        return 0
 
 
 def notify_parent(state: RunState) -> None:
@@ -48,7 +65,7 @@ def notify_parent(state: RunState) -> None:
     if parent is None:
         return
     with contextlib.suppress(RunNotFound):  # the parent was pruned; nobody waits
-        state.store.send_event(parent, child_event(state.run_id), b"null")
+        state.store.send_event(parent, child_event(state.run_id, retries_of(state.run)), b"null")
 
 
 def start_child(
@@ -161,7 +178,7 @@ class ChildRun:
             wake_at = min(wake_at, time.time() + PENDING_RETRY)
         raise Suspend(
             f"run {state.run_id!r} waits for child {self.run_id!r} ({child.status})",
-            wake_at=wake_at, wait_event=child_event(self.run_id),
+            wake_at=wake_at, wait_event=child_event(self.run_id, retries_of(child)),
         )
 
     def _settle(self, call: DurableCall, child: RunRecord) -> None:

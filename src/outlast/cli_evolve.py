@@ -10,7 +10,7 @@ import click
 
 from . import jsonview
 from .cli_common import DB_HELP, _app, _console, lit, load_app
-from .replaycheck import DEFAULT_STATUSES, describe
+from .replaycheck import DEFAULT_STATUSES, ReplayResult, describe
 from .store.base import STATUSES
 
 
@@ -27,6 +27,11 @@ from .store.base import STATUSES
 )
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--limit", type=click.IntRange(min=1), help="Check at most this many runs.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also exit 1 when a run is skipped (its workflow is not registered in MODULE:APP).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def replay(
     target: str,
@@ -35,6 +40,7 @@ def replay(
     statuses: tuple[str, ...],
     workflow: str | None,
     limit: int | None,
+    strict: bool,
     as_json: bool,
 ) -> None:
     """Replay recorded runs against the code of MODULE:APP, executing nothing.
@@ -42,7 +48,9 @@ def replay(
     Every durable call must be answered from the run's journal: no step, model call or
     effect runs, and the database is only read. Reaching the end of an in-flight run's
     journal is success. Prints a line per run and exits 1 when any run diverges (or the code
-    fails on it). Run it in CI against a copy of production's database before a deploy.
+    fails on it). A run whose workflow MODULE:APP does not register is listed as SKIPPED (not
+    checked) and fails the command only with --strict. Run it in CI against a copy of
+    production's database before a deploy.
     """
     app = load_app(target, None)
     app.readonly = True  # before the store opens: this command never writes
@@ -51,11 +59,14 @@ def replay(
         list(run_ids) or None, statuses=list(statuses) or None, workflow=workflow, limit=limit
     )
     bad = [r for r in results if not r.ok]
+    skipped = [r for r in results if r.skipped]
+    failed = bool(bad or (strict and skipped))
     if as_json:
         click.echo(
             jsonview.dumps(
                 {
-                    "ok": not bad,
+                    "ok": not failed,
+                    "skipped": [r.run_id for r in skipped],
                     "runs": [
                         {
                             "run_id": r.run_id,
@@ -77,9 +88,20 @@ def replay(
     else:
         for r in results:
             click.echo(describe(r))
-        click.echo(f"{len(results)} run(s) checked, {len(bad)} diverged or failed")
-    if bad:
+        click.echo(
+            f"{len(results) - len(skipped)} run(s) checked, {len(bad)} diverged or failed"
+            + (_skipped_note(skipped, target, strict) if skipped else "")
+        )
+    if failed:
         sys.exit(1)
+
+
+def _skipped_note(skipped: list[ReplayResult], target: str, strict: bool) -> str:
+    names = ", ".join(repr(n) for n in sorted({r.workflow for r in skipped}))
+    return (
+        f", {len(skipped)} skipped (not checked: {target} registers no workflow {names}; "
+        + ("--strict fails on them)" if strict else "add --strict to fail on them)")
+    )
 
 
 @click.command()

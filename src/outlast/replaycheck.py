@@ -43,7 +43,9 @@ class ReplayResult:
     ``outcome``: ``"ok"`` (the code answers the journal to its end, or finishes as recorded),
     ``"diverged"`` (``position``, ``recorded`` and ``called`` say where and how), ``"error"``
     (the code raised something else while replaying, so a worker would fail the run) or
-    ``"skipped"`` (this app has no such workflow). ``calls``: recorded calls replayed.
+    ``"skipped"`` (this app registers no such workflow, so nothing was checked: ``ok`` is True
+    for it, ``skipped`` too; ``outlast replay --strict`` fails on it). ``calls``: recorded
+    calls replayed.
     """
 
     run_id: str
@@ -60,6 +62,11 @@ class ReplayResult:
     def ok(self) -> bool:
         """False for a divergence or an error (what makes ``outlast replay`` exit 1)."""
         return self.outcome in ("ok", "skipped")
+
+    @property
+    def skipped(self) -> bool:
+        """True when the run was not checked: this app registers no workflow of its name."""
+        return self.outcome == "skipped"
 
 
 def check(
@@ -108,7 +115,11 @@ def check_run(app: App, run: RunRecord) -> ReplayResult:
     """Replay one run's journal against the current code (see the module docstring)."""
     wf = app.workflows.get(run.workflow)
     if wf is None:
-        return _result(run, "skipped", 0, f"this app has no workflow {run.workflow!r}")
+        return _result(
+            run, "skipped", 0,
+            f"not checked: this app registers no workflow {run.workflow!r} (import the module "
+            "that declares it, or check these runs with the app that runs them)",
+        )
     entries = app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
     journal = Journal(run.run_id, entries, point.start, point.counts, frontier_of(run))

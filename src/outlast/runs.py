@@ -46,6 +46,7 @@ def create(
     concurrency_key: str | None,
     claim: bool,
     parent_id: str | None = None,
+    stats: str | None = None,
 ) -> tuple[RunRecord, bool, bool]:
     """Store the run unless its id exists: ``(stored run, claimed by this caller, created)``.
 
@@ -54,7 +55,7 @@ def create(
     """
     new = prepare(
         wf, args, kwargs, run_id=run_id, queue=queue, priority=priority,
-        concurrency_key=concurrency_key, parent_id=parent_id,
+        concurrency_key=concurrency_key, parent_id=parent_id, stats=stats,
     )
     owned = claim and new.queue not in app.queues
     record, created = app.store.create_run(
@@ -75,6 +76,7 @@ def prepare(
     priority: int | None,
     concurrency_key: str | None,
     parent_id: str | None = None,
+    stats: str | None = None,
 ) -> NewRun:
     """The run to record, checked (its id, its arguments against the workflow) and encoded."""
     if run_id is not None and (not isinstance(run_id, str) or not run_id or len(run_id) > MAX_RUN_ID):
@@ -87,7 +89,7 @@ def prepare(
         run_id=run_id or new_run_id(), workflow=wf.name, input=data,
         input_hash=serde.fingerprint(data), queue=queue or wf.queue,
         priority=wf.priority if priority is None else priority,
-        concurrency_key=concurrency_key, parent_id=parent_id,
+        concurrency_key=concurrency_key, parent_id=parent_id, stats=stats,
     )
 
 
@@ -126,7 +128,7 @@ def claimed(new: NewRun, owner: str, lease: float) -> RunRecord:
     return RunRecord(
         new.run_id, new.workflow, "running", new.input, new.input_hash, None, None, new.queue,
         new.priority, new.concurrency_key, new.parent_id, owner, 1, now + lease, None, None,
-        None, None, None, None, 0, now, now, None,
+        None, None, None, new.stats, 0, now, now, None,
     )
 
 

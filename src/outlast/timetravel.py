@@ -10,17 +10,18 @@ the source's checkpoint 3.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import serde
 from .errors import ConfigurationError, RunNotFound
 from .graph import NODE_KIND, START, Graph, fold, node_meta
+from .run import FORKED_FROM, Run
 from .store.base import Entry, RunRecord
 
 if TYPE_CHECKING:
     from .app import App
-    from .run import Run
 
 __all__ = ["Checkpoint", "checkpoints", "fork", "state"]
 
@@ -165,5 +166,10 @@ def fork(
     cp = _find(app, run_id, checkpoint_id)
     origin = {"run": run_id, "checkpoint": cp.id, "update": dict(update or {})}
     serde.dumps(origin, what="fork update")  # refuse an unstorable edit before recording a run
-    starter = app.start if execute else app.enqueue
-    return starter(graph, None, run_id=new_run_id, fork=origin)
+    # The origin is also kept where every fork keeps it (RunInfo.forked_from, outlast show).
+    stats = json.dumps({FORKED_FROM: {"run": run_id, "checkpoint": cp.id}})
+    record, owned = app._create(
+        graph, (None,), {"fork": origin}, run_id=new_run_id, queue=None, priority=None,
+        concurrency_key=None, claim=execute, stats=stats,
+    )
+    return app._launch(graph, record, owned) if execute else Run(app, record.run_id)

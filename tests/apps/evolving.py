@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 import outlast
@@ -58,12 +59,25 @@ unguarded = build("unguarded")
 
 
 def long_app(url: str | None = None, steps: int = 400) -> outlast.App:
-    """``long``: ``steps`` steps, then ``last``, which fails while ``$EVOLVE_BROKEN`` is 1."""
-    app = outlast.App(url)
+    """``long``: ``steps`` steps, then ``last``, which fails while ``$EVOLVE_BROKEN`` is 1.
+    ``waiting``: ``steps`` steps, then a wait for event "go", each step noting ``w<i>`` in
+    ``$EVOLVE_LOG``. Leases last ``$EVOLVE_LEASE`` seconds (default 10): a test that kills a
+    process mid-run takes its runs over that soon."""
+    app = outlast.App(url, lease=float(os.environ.get("EVOLVE_LEASE", "10")))
 
     @app.step
     def step(i: int) -> int:
         return i
+
+    @app.step
+    def noted(i: int) -> int:
+        mark(f"w{i}")
+        return i
+
+    @app.workflow
+    def waiting(ctx: outlast.Context) -> int:
+        total = sum(noted(i) for i in range(steps))
+        return total + int(ctx.wait_for("go"))
 
     @app.step
     def last(total: int) -> int:
@@ -79,7 +93,8 @@ def long_app(url: str | None = None, steps: int = 400) -> outlast.App:
 
 
 def churn(url: str, what: str, log: str) -> None:
-    """Fork run ``long-src`` again and again (``what="fork"``), or retry and re-fail run
+    """Fork run ``long-src`` again and again (``what="fork"``), fork the waiting run
+    ``wait-src`` and execute each fork to its wait (``"fork-run"``), or retry and re-fail run
     ``long-bad`` again and again (``"retry"``), noting each one done in ``log``; a test
     kills this process with SIGKILL somewhere in the middle."""
     app = long_app(url)
@@ -87,6 +102,10 @@ def churn(url: str, what: str, log: str) -> None:
         for i in range(100_000):
             if what == "fork":
                 app.fork("long-src", "300", new_run_id=f"f{i}", execute=False)
+            elif what == "fork-run":  # fork a waiting run and execute the fork up to its wait
+                app.fork("wait-src", "150", new_run_id=f"w{i}")
+                while app.get_run(f"w{i}", steps=False).status != "suspended":
+                    time.sleep(0.01)
             else:
                 with contextlib.suppress(ValueError):  # still broken: it fails again
                     app.retry("long-bad").result(timeout=60)

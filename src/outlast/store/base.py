@@ -52,6 +52,8 @@ class NewRun:
     priority: int = 0
     concurrency_key: str | None = None
     parent_id: str | None = None
+    #: the run's stats column from the start (a graph fork's origin; see outlast.run)
+    stats: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

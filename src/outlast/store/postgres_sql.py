@@ -236,11 +236,11 @@ class Queries:
 
     create_run = f"""INSERT INTO {{s}}.runs (run_id, workflow, status, input, input_hash, queue,
             priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, created_at,
-            started_at)
+            started_at, stats)
         VALUES (%(run_id)s, %(workflow)s, %(status)s, %(input)s, %(input_hash)s, %(queue)s,
             %(priority)s, %(concurrency_key)s, %(parent_id)s, %(owner)s, %(epoch)s,
             CASE WHEN %(claimed)s THEN {NOW} + %(lease)s END, {NOW},
-            CASE WHEN %(claimed)s THEN {NOW} END)
+            CASE WHEN %(claimed)s THEN {NOW} END, %(stats)s)
         ON CONFLICT (run_id) DO NOTHING
         RETURNING {RUN_COLUMNS}"""
     get_run = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE run_id = %(run_id)s"

@@ -254,20 +254,20 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             run.run_id, run.workflow, "running" if claimed else "pending", run.input,
             run.input_hash, None, None, run.queue, run.priority, run.concurrency_key,
             run.parent_id, owner, 1 if claimed else 0, now + lease if claimed else None,
-            None, None, None, None, None, None, 0, now, now if claimed else None, None, None,
+            None, None, None, None, None, run.stats, 0, now, now if claimed else None, None, None,
         )
         # One statement in autocommit; with a first entry, one transaction (one commit).
         with self._tx() if first is not None else self._lock_only() as conn:
             cur = conn.execute(
                 "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, queue, "
                 "priority, concurrency_key, parent_id, owner, epoch, lease_expires_at, "
-                "created_at, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "created_at, started_at, stats) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (run_id) DO NOTHING",
                 (
                     record.run_id, record.workflow, record.status, record.input,
                     record.input_hash, record.queue, record.priority, record.concurrency_key,
                     record.parent_id, record.owner, record.epoch, record.lease_expires_at,
-                    record.created_at, record.started_at,
+                    record.created_at, record.started_at, record.stats,
                 ),
             )
             if cur.rowcount == 1:

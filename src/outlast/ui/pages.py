@@ -233,21 +233,33 @@ def _steps(run: dict[str, Any], root: str, page: int, chosen: dict[str, str | No
             f'{_step_filters(run, chosen)}{pager}<div class=waterfall>{"".join(rows)}</div>{pager}')
 
 
+def actions_key(status: str) -> str:
+    """Which action forms a run of ``status`` gets: the live update replaces the forms when
+    this changes (a retried run loses its retry button), and keeps them, with whatever is
+    being typed in, while it does not."""
+    if status in ("completed", "failed", "cancelled"):
+        return "ended-retry" if status == "failed" else "ended"
+    return "open-paused" if status == "paused" else "open"
+
+
 def _actions(run: dict[str, Any], root: str, csrf: str) -> str:
-    """The action forms, outside the live part of the page (a refresh never clears a field
-    being typed in). Retry: failed runs only (``app.retry`` refuses the others)."""
+    """The action forms, outside the live part of the page (a refresh replaces them only when
+    the run's :func:`actions_key` changed). Retry: failed runs only (``app.retry`` refuses the
+    others)."""
     api = f'{root}/api/runs/{_path(run["run_id"])}'
     hidden = f'<input type=hidden name=csrf value="{e(csrf)}">'
     status = run["status"]
-    if status in ("completed", "failed", "cancelled"):
+    key = actions_key(status)
+    head = f'<section class=actions id=actions data-actions="{key}"><h2>Actions</h2>'
+    if key.startswith("ended"):
         retry = ""
         if status == "failed":
             retry = (f'<form class=action method=post action="{e(api)}/retry" '
                      f'data-confirm="Retry this run from its failure (the calls before it are kept)?">{hidden}'
                      '<button type=submit>Retry run</button></form>')
-        return (f'<section class=actions><h2>Actions</h2><p>This run has ended.</p>{retry}'
+        return (f'{head}<p>This run has ended.</p>{retry}'
                 f'{_fork_form(run, api, hidden)}</section>')
-    out = ['<section class=actions><h2>Actions</h2>']
+    out = [head]
     out.append(
         f'<form class=action method=post action="{e(api)}/events" data-confirm="Send this event to the run?">{hidden}'
         f'<label for=ev-name>Event name</label><input id=ev-name name=name required value="{e(run.get("wait_event") or "")}">'

@@ -26,20 +26,23 @@ def fork_origin(forked_from: str | None, forked_at: str | None, run_input: Any) 
     """``{"run", "checkpoint"}`` of the run this one was forked from, or None.
 
     A fork of any run (``app.fork``) is known by its ``forked_from`` and ``forked_at``
-    (:func:`outlast.run.shown_stats`); a graph fork names its origin in its input
-    (``fork={"run", "checkpoint", "update"}``, see :mod:`outlast.timetravel`).
+    (:func:`outlast.run.shown_stats`); a graph fork also names its origin in its input
+    (``fork={"run", "checkpoint", "update"}``, see :mod:`outlast.timetravel`), with the edit
+    (``"update"``); graph forks recorded before 0.2.0 only there.
     """
-    if forked_from is not None:
-        return {"run": forked_from, "checkpoint": forked_at}
-    if not (isinstance(run_input, list) and len(run_input) == 2 and isinstance(run_input[1], dict)):
-        return None
-    fork = run_input[1].get("fork")
-    if isinstance(fork, dict) and isinstance(fork.get("run"), str):
+    fork = None
+    if isinstance(run_input, list) and len(run_input) == 2 and isinstance(run_input[1], dict):
+        fork = run_input[1].get("fork")
+    # (the same origin as the stats', or none there: a plain run's own argument named fork
+    # is no origin)
+    if isinstance(fork, dict) and isinstance(fork.get("run"), str) and forked_from in (None, fork["run"]):
         return {
             "run": fork["run"],
             "checkpoint": str(fork.get("checkpoint")),
             "update": fork.get("update") or {},
         }
+    if forked_from is not None:
+        return {"run": forked_from, "checkpoint": forked_at}
     return None
 
 

@@ -1,4 +1,5 @@
-// outlast ui: place the waterfall bars, confirm and send actions, refresh open pages.
+// outlast ui: place the waterfall bars, confirm and send actions, refresh open pages (and
+// their action forms when the run's actions change).
 // Plain script, no build step. Everything shown comes from server-rendered, escaped HTML.
 "use strict";
 (function () {
@@ -17,6 +18,26 @@
     flash.className = bad ? "bad" : "good";
   }
 
+  // The action forms sit outside #live, so a refresh never clears what is being typed: they
+  // are replaced only when the run's set of actions changed (a retried run loses "Retry run",
+  // an ended run its event form); otherwise only the event name the run now waits for is
+  // brought up to date, unless someone edited it.
+  function refreshActions(doc) {
+    var actions = document.getElementById("actions");
+    var fresh = doc.getElementById("actions");
+    if (!actions || !fresh) return;
+    if (actions.getAttribute("data-actions") !== fresh.getAttribute("data-actions")) {
+      actions.replaceWith(fresh);
+      return;
+    }
+    var name = actions.querySelector("#ev-name");
+    var wanted = fresh.querySelector("#ev-name");
+    if (name && wanted && document.activeElement !== name && name.value === name.defaultValue) {
+      name.defaultValue = wanted.defaultValue;
+      name.value = wanted.defaultValue;
+    }
+  }
+
   // Replace #live with the same part of a fresh copy of this page, keeping open steps open.
   function refresh() {
     var live = document.getElementById("live");
@@ -25,7 +46,8 @@
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (text) {
         if (text === null) return;
-        var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("live");
+        var doc = new DOMParser().parseFromString(text, "text/html");
+        var fresh = doc.getElementById("live");
         if (!fresh) return;
         var open = {};
         live.querySelectorAll("details[open]").forEach(function (d) { if (d.id) open[d.id] = true; });
@@ -34,6 +56,7 @@
         });
         live.replaceChildren.apply(live, Array.prototype.slice.call(fresh.childNodes));
         placeBars(live);
+        refreshActions(doc);
       });
   }
 

@@ -27,6 +27,7 @@ from outlast.errors import (
     RunNotFound,
     StoreError,
 )
+from outlast.serde import fingerprint
 from outlast.store import Entry, NewRun, Page, QueueSpec, RunRecord, Store, open_store
 from outlast.store.base import RunQuery
 from outlast.store.checkpoints import SavedCheckpoint, SavedWrite
@@ -36,6 +37,11 @@ LONG = 30.0
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def h(name: str) -> str:
+    """A blob address as a store is given them (32 hex digits: serde.fingerprint) for ``name``."""
+    return fingerprint(name.encode())
 
 
 def new_run(run_id: str | None = None, **fields: object) -> NewRun:
@@ -180,22 +186,22 @@ def test_create_run_with_owner_is_claimed_at_once(store: Store) -> None:
 def test_create_run_with_a_first_entry_writes_both_or_neither(store: Store) -> None:
     first = entry("s:1", meta='{"tokens": 3}')
     run, created = store.create_run(
-        new_run("r1"), owner="w1", lease=LONG, first=first, blobs={"hf": b"blob"}
+        new_run("r1"), owner="w1", lease=LONG, first=first, blobs={h("hf"): b"blob"}
     )
     assert created and (run.status, run.owner, run.epoch) == ("running", "w1", 1)
     assert run == store.get_run("r1")
     assert store.load_journal("r1") == [first]
-    assert store.get_blobs(["hf"]) == {"hf": b"blob"}
+    assert store.get_blobs([h("hf")]) == {h("hf"): b"blob"}
     store.record("r1", 1, entry("s:2", position=1))  # the run goes on as any claimed run
     # an existing id: the run is returned untouched and nothing of the new one is written
-    for blobs in (None, {"hx": b"orphan"}):
+    for blobs in (None, {h("hx"): b"orphan"}):
         again, created = store.create_run(
             new_run("r1", input=b"other"), owner="w2", lease=LONG,
             first=entry("x:1", position=5), blobs=blobs,
         )
         assert not created and again == store.get_run("r1") and again.owner == "w1"
     assert [(e.key, e.epoch) for e in store.load_journal("r1")] == [("s:1", 1), ("s:2", 1)]
-    assert store.get_blobs(["hx"]) == {}
+    assert store.get_blobs([h("hx")]) == {}
     with pytest.raises(ValueError, match="owner"):
         store.create_run(new_run("r2"), first=entry("s:1"))
     assert store.get_run("r2") is None
@@ -356,7 +362,7 @@ def _record(s: Store, r: RunRecord) -> None:
 
 
 def _record_blobs(s: Store, r: RunRecord) -> None:
-    s.record(r.run_id, r.epoch, entry("a:1"), blobs={"h-fenced": b"blob"})
+    s.record(r.run_id, r.epoch, entry("a:1"), blobs={h("h-fenced"): b"blob"})
 
 
 def _finish(s: Store, r: RunRecord) -> None:
@@ -402,7 +408,7 @@ def test_fenced_writes_refuse_a_stale_epoch(
         None,
     )
     assert store.load_journal(old.run_id) == new_owner_journal
-    assert store.get_blobs(["h-fenced"]) == {}
+    assert store.get_blobs([h("h-fenced")]) == {}
 
 
 def test_cancel_fences_out_the_executor(store: Store) -> None:
@@ -484,9 +490,9 @@ def test_entries_carry_the_epoch_they_were_written_in(store: Store) -> None:
 
 def test_blobs_are_stored_once_and_readable(store: Store) -> None:
     a, b = running(store), running(store)
-    store.record(a.run_id, a.epoch, entry("s:1"), blobs={"h1": b"one", "h2": b"two"})
-    store.record(b.run_id, b.epoch, entry("s:1"), blobs={"h1": b"one"})
-    assert store.get_blobs(["h1", "h2", "h3", "h1"]) == {"h1": b"one", "h2": b"two"}
+    store.record(a.run_id, a.epoch, entry("s:1"), blobs={h("h1"): b"one", h("h2"): b"two"})
+    store.record(b.run_id, b.epoch, entry("s:1"), blobs={h("h1"): b"one"})
+    assert store.get_blobs([h("h1"), h("h2"), h("h3"), h("h1")]) == {h("h1"): b"one", h("h2"): b"two"}
     assert store.get_blobs([]) == {}
     assert [e.key for e in store.load_journal(b.run_id)] == ["s:1"]
 
@@ -495,8 +501,8 @@ def test_refused_record_stores_no_blob(store: Store) -> None:
     run = running(store)
     store.record(run.run_id, run.epoch, entry("s:1"))
     with pytest.raises(RunConflict):
-        store.record(run.run_id, run.epoch, entry("s:1"), blobs={"orphan": b"x"})
-    assert store.get_blobs(["orphan"]) == {}
+        store.record(run.run_id, run.epoch, entry("s:1"), blobs={h("orphan"): b"x"})
+    assert store.get_blobs([h("orphan")]) == {}
 
 
 def test_stash_replaces_the_snapshot_and_compacts(store: Store) -> None:
@@ -858,7 +864,7 @@ def test_queue_stats_counts_live_runs(store: Store) -> None:
 
 def test_prune_deletes_old_terminal_runs_and_their_blobs(store: Store) -> None:
     old = running(store)
-    store.record(old.run_id, old.epoch, entry("s:1"), blobs={"shared": b"s", "mine": b"m"})
+    store.record(old.run_id, old.epoch, entry("s:1"), blobs={h("shared"): b"s", h("mine"): b"m"})
     store.send_event(old.run_id, "ev", b"")
     store.finish(old.run_id, old.epoch, "completed")
     failed = running(store)
@@ -866,7 +872,7 @@ def test_prune_deletes_old_terminal_runs_and_their_blobs(store: Store) -> None:
     cancelled = running(store)
     store.cancel(cancelled.run_id)
     live = running(store)
-    store.record(live.run_id, live.epoch, entry("s:1"), blobs={"shared": b"s"})
+    store.record(live.run_id, live.epoch, entry("s:1"), blobs={h("shared"): b"s"})
     pending, _ = store.create_run(new_run())
     paused = running(store)
     store.release(paused.run_id, paused.epoch, "paused")
@@ -882,7 +888,7 @@ def test_prune_deletes_old_terminal_runs_and_their_blobs(store: Store) -> None:
         assert store.load_journal(gone.run_id) == []
     kept = (live.run_id, pending.run_id, paused.run_id, recent.run_id)
     assert all(store.get_run(run_id) is not None for run_id in kept)
-    assert store.get_blobs(["shared", "mine"]) == {"shared": b"s"}
+    assert store.get_blobs([h("shared"), h("mine")]) == {h("shared"): b"s"}
     assert len(store.load_journal(live.run_id)) == 1
     assert store.prune(time.time() + 3600) == 1  # only `recent` is terminal
     assert all(store.get_run(run_id) is not None for run_id in kept[:3])
@@ -920,23 +926,24 @@ def test_writes_keep_the_first_regular_write_and_replace_special_ones(store: Sto
 
 
 def test_delete_checkpoints_keeps_the_newest_and_frees_unused_blobs(store: Store) -> None:
-    store.put_checkpoint(saved("t", "1", run="r1"), {"old": b"o", "both": b"b"})
-    store.put_checkpoint(saved("t", "2", run="r2", data=b"uses both"), {"both": b"b"})
-    store.put_writes([SavedWrite("t", "", "1", "task", 0, "ch", b"w")], {"w": b"x"})
-    store.put_checkpoint(saved("u", "1"), {"old": b"o"})  # another thread shares "old"
+    store.put_checkpoint(saved("t", "1", run="r1"), {h("old"): b"o", h("both"): b"b"})
+    store.put_checkpoint(saved("t", "2", run="r2", data=b"uses both"), {h("both"): b"b"})
+    store.put_writes([SavedWrite("t", "", "1", "task", 0, "ch", b"w")], {h("w"): b"x"})
+    store.put_checkpoint(saved("u", "1"), {h("old"): b"o"})  # another thread shares "old"
 
     def reachable(payloads: list[bytes], fetch: Callable[[list[str]], object]) -> list[str]:
-        assert fetch(["both"]) == {"both": b"b"}  # reads inside the transaction
-        return ["both"] if b"uses both" in payloads else []
+        assert fetch([h("both")]) == {h("both"): b"b"}  # reads inside the transaction
+        return [h("both")] if b"uses both" in payloads else []
 
     assert store.delete_checkpoints(thread_id="t", keep=1, reachable=reachable) == 1
     assert [c.checkpoint_id for c in store.get_checkpoints("t")] == ["2"]
     assert store.get_writes("t", "", ["1"]) == []
-    assert store.get_blobs(["old", "both", "w"]) == {"old": b"o", "both": b"b"}  # "old": u's
+    # "old": u's
+    assert store.get_blobs([h("old"), h("both"), h("w")]) == {h("old"): b"o", h("both"): b"b"}
     assert store.delete_checkpoints(run_ids=["r2"]) == 1
-    assert store.get_blobs(["old", "both"]) == {"old": b"o"}
+    assert store.get_blobs([h("old"), h("both")]) == {h("old"): b"o"}
     assert store.delete_checkpoints(thread_id="u") == 1
-    assert store.get_blobs(["old"]) == {}
+    assert store.get_blobs([h("old")]) == {}
     assert store.delete_checkpoints(run_ids=[]) == 0
 
 
@@ -958,28 +965,28 @@ def test_prune_in_batches_takes_the_oldest_ended_first(store: Store) -> None:
     ended = []
     for i in range(5):
         run = running(store)
-        store.record(run.run_id, run.epoch, entry("s:1"), blobs={f"b{i}": b"x", "all": b"a"})
+        store.record(run.run_id, run.epoch, entry("s:1"), blobs={h(f"b{i}"): b"x", h("all"): b"a"})
         store.finish(run.run_id, run.epoch, "completed")
         ended.append(run.run_id)
     live = running(store)
-    store.record(live.run_id, live.epoch, entry("s:1"), blobs={"all": b"a"})
+    store.record(live.run_id, live.epoch, entry("s:1"), blobs={h("all"): b"a"})
     cutoff = time.time() + 3600
 
     assert store.prune(cutoff, limit=2) == 2
     assert [store.get_run(r) is None for r in ended] == [True, True, False, False, False]
-    assert store.get_blobs(["b0", "b1", "b2"]) == {"b2": b"x"}
+    assert store.get_blobs([h("b0"), h("b1"), h("b2")]) == {h("b2"): b"x"}
     assert store.prune(cutoff, limit=2) == 2
     assert store.prune(cutoff, limit=2) == 1
     assert store.prune(cutoff, limit=2) == 0
     assert all(store.get_run(r) is None for r in ended)
-    assert store.get_blobs(["b4", "all"]) == {"all": b"a"}  # the live run still refers to it
+    assert store.get_blobs([h("b4"), h("all")]) == {h("all"): b"a"}  # the live run still refers to it
     assert len(store.load_journal(live.run_id)) == 1
 
 
 def test_core_prune_never_frees_checkpoint_blobs(store: Store) -> None:
-    store.put_checkpoint(saved("t", "1"), {"cp": b"c"})
+    store.put_checkpoint(saved("t", "1"), {h("cp"): b"c"})
     store.prune(time.time() + 3600)
-    assert store.get_blobs(["cp"]) == {"cp": b"c"}
+    assert store.get_blobs([h("cp")]) == {h("cp"): b"c"}
 
 
 # -- waiting for work ----------------------------------------------------------------------------------------
@@ -1225,7 +1232,7 @@ def _table(store: Store, name: str) -> str:
 
 def test_fork_run_copies_the_journal_prefix_and_shares_blobs(store: Store, store_url: str) -> None:
     src = running(store, priority=3, concurrency_key="k")
-    store.record(src.run_id, src.epoch, entry("a:1", 0), {"h1": b"blob one"})
+    store.record(src.run_id, src.epoch, entry("a:1", 0), {h("h1"): b"blob one"})
     store.record(src.run_id, src.epoch, entry("b:1", 1))
     store.record(src.run_id, src.epoch, entry("c:1", 2, status="intent", output=None))
     store.record(src.run_id, src.epoch, entry("d:1", 3))

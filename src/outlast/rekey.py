@@ -19,6 +19,7 @@ rewrites nothing the second time.
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,17 +283,20 @@ def _rekey_blobs(db: _Db, sealed: Any, batch: int, report: RekeyReport,
         def work(ex: Callable[..., Any], after: Row | None = after) -> tuple[list[Row], int]:
             rows = _scan(ex, db, "blobs", ("hash",), ("data",), after, batch)
             done = 0
-            for address, data in rows:
+            for stored, data in rows:
+                # PostgreSQL keeps addresses as uuid (returned as UUID), SQLite as hex text
+                address = stored if isinstance(stored, str) else stored.hex
                 moved = codec.reseal(address, bytes(data))
                 if moved is None:
                     continue
                 _h, new_address, new_data = moved
+                new = new_address if isinstance(stored, str) else uuid.UUID(new_address)
                 ex(f"INSERT INTO {blobs} (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   (new_address, new_data))
+                   (new, new_data))
                 ex(f"INSERT INTO {refs} (run_id, hash) SELECT run_id, ? FROM {refs} "
-                   "WHERE hash = ? ON CONFLICT DO NOTHING", (new_address, address))
-                ex(f"DELETE FROM {refs} WHERE hash = ?", (address,))
-                ex(f"DELETE FROM {blobs} WHERE hash = ?", (address,))
+                   "WHERE hash = ? ON CONFLICT DO NOTHING", (new, stored))
+                ex(f"DELETE FROM {refs} WHERE hash = ?", (stored,))
+                ex(f"DELETE FROM {blobs} WHERE hash = ?", (stored,))
                 done += 1
             return rows, done
 

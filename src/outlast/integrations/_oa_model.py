@@ -234,9 +234,7 @@ def _record(
     }
     payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), **payload}
     blobs = dict(prep.blobs)
-    output = serde.pack(
-        serde.dumps(payload, what=f"response of model call {prep.call.key!r}", blobs=blobs)
-    )
+    output = record.encode(payload, what=f"response of model call {prep.call.key!r}", blobs=blobs)
     spent = record.ledger(state)
     spent.tokens += tokens_in + tokens_out
     spent.cost += cost

@@ -306,9 +306,7 @@ def _record_response(prep: record.Prepared, value: object, started: float) -> No
     }
     payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), "response": value}
     blobs = dict(prep.blobs)
-    output = serde.pack(
-        serde.dumps(payload, what=f"response of model request {prep.name!r}", blobs=blobs)
-    )
+    output = record.encode(payload, what=f"response of model request {prep.name!r}", blobs=blobs)
     spent = record.ledger(state)
     spent.tokens += tokens_in + tokens_out
     spent.cost += cost

@@ -9,6 +9,9 @@ entry of kind ``"llm"``:
   a stream (a stream that broke mid-way is a ``"failed"`` entry holding the error, with the
   events read before the break in ``meta["partial"]``). The request is kept as encoded
   text, so a replay reads the response without reassembling the (possibly long) conversation; it is decoded only to show a difference.
+  The record is written inline in the entry (:func:`encode`): only long strings and bytes
+  in it go to blobs, as they may be shared (a reply's text is the next request's message);
+  entries written before 0.2.0 hold the whole record as one blob, and read the same.
 * ``meta``: provider, api, model, input/output/total tokens, cost, latency, stream flag and
   ``fp``, the request's fingerprint (the hash of its encoding; blob hashes stand for their
   content, so it is exact).
@@ -20,6 +23,7 @@ journal once per execution (:func:`ledger`), it survives crashes and drives budg
 from __future__ import annotations
 
 import json
+import re
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -31,6 +35,7 @@ from ..context import RunState
 from ..durable import DurableCall
 from ..errors import BudgetExceeded, NonDeterminismError
 from ..retry import NO_RETRY, Retry
+from ..serde_tags import _TAG as TAG
 from ..store.base import Entry, entry_meta
 from .pricing import Price, cost_of
 from .shapes import (
@@ -278,9 +283,7 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
         "stream": prep.stream, "fp": prep.fp,
     }
     blobs = dict(prep.blobs)
-    output = serde.pack(
-        serde.dumps(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
-    )
+    output = encode(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
     spent = ledger(state)
     spent.tokens += tokens_in + tokens_out
     spent.cost += cost
@@ -291,6 +294,56 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
         answer = [e for _, e in payload["events"]] if "events" in payload else payload["response"]
         prep.span.response(meta, answer)
     _write(prep, "completed", output, attempts, started, ended, meta, blobs)
+
+
+def encode(payload: dict[str, Any], *, what: str, blobs: dict[str, bytes]) -> bytes:
+    """A call's record as the entry's output, its own structure inline.
+
+    ``serde.dumps(payload, blobs=...)`` would move a record of 1 KB or more, whole, into a
+    blob of its own: one per call, never shared, paying a blob row, a reference and their
+    index entries. Here its dicts and lists are written in place (the row is packed), and
+    only the strings and bytes of 1 KB or more inside go to ``blobs``, where equal ones are
+    shared. ``"request"`` (already encoded text, unique to the call) stays inline too, and
+    when its encoding is a single reference to a blob, the blob's text replaces it.
+    :func:`outlast.serde.loads` reads the result as it reads any payload.
+    """
+    request = payload.get("request")
+    whole = _WHOLE_REF.fullmatch(request) if isinstance(request, str) else None
+    if whole is not None and whole[1] in blobs:
+        # A request of 1 KB or more is encoded as one reference to its blob: keep the blob's
+        # text instead (it decodes to the same request; the fingerprint, taken of the
+        # encoding, is unchanged) and leave the blob out, unless something else names it.
+        payload = {**payload, "request": blobs[whole[1]].decode("utf-8", "surrogatepass")}
+    try:
+        parts = [
+            serde.dumps(key) + b":"
+            + (serde.dumps(value, what=what) if key == "request" else _inline(value, what, blobs))
+            for key, value in payload.items()
+        ]
+    except RecursionError:  # nested past Python's limit: serde's own path reports it
+        return serde.pack(serde.dumps(payload, what=what, blobs=blobs))
+    text = b"{" + b",".join(parts) + b"}"
+    if whole is not None and whole[1] in blobs and whole[1].encode() not in text:
+        del blobs[whole[1]]
+    return serde.pack(text)
+
+
+_WHOLE_REF = re.compile(r'\{"__o":"ref","h":"([0-9a-f]{32})"\}')
+
+
+def _inline(value: Any, what: str, blobs: dict[str, bytes]) -> bytes:
+    """``value`` encoded with its plain dicts and lists in place (see :func:`encode`)."""
+    t = type(value)
+    if t is list or (t is dict and TAG not in value and all(type(k) is str for k in value)):
+        flat = serde.dumps(value, what=what)
+        if len(flat) < serde.BLOB_THRESHOLD:
+            return flat  # nothing in it reaches the threshold: the same bytes either way
+        if t is list:
+            return b"[" + b",".join(_inline(x, what, blobs) for x in value) + b"]"
+        return b"{" + b",".join(
+            serde.dumps(k) + b":" + _inline(x, what, blobs) for k, x in value.items()
+        ) + b"}"
+    return serde.dumps(value, what=what, blobs=blobs)
 
 
 def record_failed(

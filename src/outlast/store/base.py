@@ -344,6 +344,8 @@ class Store(abc.ABC):
         otherwise the write is refused with RunConflict (a step recorded twice). ``blobs``
         (hash -> bytes) are stored first in the same transaction, each once, and referenced
         from the run. This is the hot path: one statement where the backend allows it.
+        A blob's hash is :func:`outlast.serde.fingerprint` of its bytes, 32 lowercase hex
+        digits (PostgreSQL keeps it as a uuid and refuses any other with ValueError).
         """
 
     @abc.abstractmethod

@@ -61,8 +61,10 @@ from .postgres_conn import UNSENT, Pool, transient
 from .postgres_saver import PostgresCheckpoints
 from .postgres_session import LIVE_MARK, Session, live_namespace
 from .postgres_sql import (
+    HASH_FORM,
     POSTGRES_MIGRATIONS,
     Queries,
+    check_addresses,
     parse_url,
     quote_ident,
 )
@@ -288,7 +290,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
     ) -> tuple[RunRecord, bool]:
         """A new claimed run, its first entry and the entry's blobs, in one transaction (the
         blobs only when the run is new; see :meth:`_with_blobs` for the lock)."""
-        hashes = sorted(blobs)
+        hashes = check_addresses(sorted(blobs))
         blob_params = {"run_id": params["run_id"], "hashes": hashes, "datas": [blobs[h] for h in hashes]}
 
         def op(conn: Conn, maybe_applied: bool) -> tuple[RunRecord, bool]:
@@ -482,7 +484,7 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         """``write`` (a fenced run write) and the blobs it refers to, in one transaction."""
         # sorted, so two runs storing the same blobs insert them in one order (no deadlock)
         rows = self.blobs.rows(blobs)  # sorted by address: one order for all
-        blob_params = {"run_id": run_id, "hashes": [a for a, _ in rows],
+        blob_params = {"run_id": run_id, "hashes": check_addresses([a for a, _ in rows]),
                        "datas": [d for _, d in rows]}
 
         def op(conn: Conn, maybe_applied: bool) -> None:
@@ -521,9 +523,9 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
     def get_blobs(self, hashes: Iterable[str]) -> dict[str, bytes]:
         lookup = self.blobs.lookup(hashes)
-        if not lookup:
+        wanted = [a for a in lookup if HASH_FORM.fullmatch(a)]  # others cannot be stored
+        if not wanted:
             return {}
-        wanted = list(lookup)
         rows = self._run(lambda c, _: c.execute(self._q.get_blobs, {"hashes": wanted}).fetchall())
         return self.blobs.read(rows, lookup)
 

@@ -18,7 +18,7 @@ import psycopg
 from .blobs import BlobCodec
 from .checkpoint_seal import CheckpointSeal
 from .checkpoints import CheckpointStore, Reachable, SavedCheckpoint, SavedWrite, checkpoint_owner
-from .postgres_sql import Queries, quote_ident
+from .postgres_sql import HASH_FORM, HASH_OUT, Queries, check_addresses, quote_ident
 
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -27,10 +27,11 @@ _CP_COLUMNS = "thread_id, ns, checkpoint_id, parent_id, run_id, checkpoint, meta
 _W_COLUMNS = "thread_id, ns, checkpoint_id, task_id, idx, channel, value, task_path"
 _W_KEY = "(thread_id, ns, checkpoint_id, task_id, idx)"
 _PUT_BLOBS = """INSERT INTO {s}.blobs (hash, data)
-    SELECT * FROM unnest(%(hashes)s::text[], %(datas)s::bytea[]) ON CONFLICT (hash) DO NOTHING"""
+    SELECT * FROM unnest(%(hashes)s::uuid[], %(datas)s::bytea[]) ON CONFLICT (hash) DO NOTHING"""
 _PUT_REFS = """INSERT INTO {s}.blob_refs (run_id, hash)
-    SELECT %(owner)s, h FROM unnest(%(hashes)s::text[]) AS h ON CONFLICT DO NOTHING"""
-_KNOWN_REFS = "SELECT hash FROM {s}.blob_refs WHERE run_id = %(owner)s AND hash = ANY(%(hashes)s::text[])"
+    SELECT %(owner)s, h FROM unnest(%(hashes)s::uuid[]) AS h ON CONFLICT DO NOTHING"""
+_KNOWN_REFS = f"""SELECT {HASH_OUT} FROM {{s}}.blob_refs
+    WHERE run_id = %(owner)s AND hash = ANY(%(hashes)s::uuid[])"""
 _PUT_CP = f"""INSERT INTO {{s}}.lg_checkpoints ({_CP_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (thread_id, ns, checkpoint_id) DO UPDATE SET parent_id = excluded.parent_id,
     run_id = excluded.run_id, checkpoint = excluded.checkpoint, metadata = excluded.metadata"""
@@ -66,11 +67,12 @@ class PostgresCheckpoints(CheckpointStore):
             # a checkpoint repeats most of its thread's blobs: send only the new ones' bytes
             by_address = {self.blobs.address(h): h for h in blobs}
             known = conn.execute(self._saver_sql(_KNOWN_REFS),
-                                 {"owner": owner, "hashes": list(by_address)})
+                                 {"owner": owner, "hashes": check_addresses(list(by_address))})
             have = {row[0] for row in known}
             # sorted by address: one order for all, no deadlock
             rows = self.blobs.rows({h: blobs[h] for a, h in by_address.items() if a not in have})
-            params = {"owner": owner, "hashes": [a for a, _ in rows], "datas": [d for _, d in rows]}
+            params = {"owner": owner, "hashes": check_addresses([a for a, _ in rows]),
+                      "datas": [d for _, d in rows]}
             conn.execute(self._saver_sql(_PUT_BLOBS), params)
             conn.execute(self._saver_sql(_PUT_REFS), params)
 
@@ -193,16 +195,18 @@ class PostgresCheckpoints(CheckpointStore):
 
             def fetch(hashes: list[str]) -> dict[str, bytes]:
                 lookup = self.blobs.lookup(hashes)
-                rows = conn.execute(self._q.get_blobs, {"hashes": list(lookup)}).fetchall()
+                wanted = [a for a in lookup if HASH_FORM.fullmatch(a)]
+                rows = conn.execute(self._q.get_blobs, {"hashes": wanted}).fetchall()
                 return self.blobs.read(rows, lookup)
 
             live = set(self.blobs.lookup(reachable(left, fetch)))
         dead = [r[0] for r in conn.execute(self._saver_sql(
-            "SELECT hash FROM {s}.blob_refs WHERE run_id = %s"), (owner,)) if r[0] not in live]
+            f"SELECT {HASH_OUT} FROM {{s}}.blob_refs WHERE run_id = %s"), (owner,))
+            if r[0] not in live]
         if dead:
             conn.execute(self._saver_sql(
-                "DELETE FROM {s}.blob_refs WHERE run_id = %s AND hash = ANY(%s::text[])"),
+                "DELETE FROM {s}.blob_refs WHERE run_id = %s AND hash = ANY(%s::uuid[])"),
                 (owner, dead))
             conn.execute(self._saver_sql(
-                "DELETE FROM {s}.blobs AS b WHERE b.hash = ANY(%s::text[]) AND NOT EXISTS "
+                "DELETE FROM {s}.blobs AS b WHERE b.hash = ANY(%s::uuid[]) AND NOT EXISTS "
                 "(SELECT 1 FROM {s}.blob_refs AS r WHERE r.hash = b.hash)"), (dead,))

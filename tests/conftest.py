@@ -28,8 +28,9 @@ import pytest
 
 from outlast.store import Store, open_store
 
-# the model server and SDK-client fixtures of the model-call tests (`server`, `close_clients`)
-pytest_plugins = ["tests.llmkit"]
+# fixtures shared by name: the model server and SDK clients (`server`, `close_clients`), and
+# the OpenTelemetry SDK capture (`spans`, `reader`)
+pytest_plugins = ["tests.llmkit", "tests.otelkit"]
 if os.environ.get("OUTLAST_TEST_ENCRYPTION") == "1" and not os.environ.get("OUTLAST_ENCRYPTION_KEYS"):
     # The encrypted pass (see CI): every store the suite opens, and every subprocess it
     # starts, seals its payloads under this key (outlast.encryption reads the variable).

@@ -2,7 +2,7 @@
 exporter and a meter provider with the in-memory reader, pinned through outlast's internal
 seam (``outlast.telemetry.hub``) so the process's global providers stay untouched.
 
-Import the fixtures into a test module: ``from tests.otelkit import reader, spans``.
+The fixtures (``spans``, ``reader``) are registered for the whole suite by tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -8,20 +8,16 @@ process's global providers stay untouched for the other tests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests.otelkit import by_name, parent_of
 
 import outlast
-from outlast.telemetry import hub
 from outlast.testing import FakeLLMServer, Reply, ToolCall
 
 # Spans are per execution: the replay-each-step pass would multiply them.
@@ -30,38 +26,6 @@ pytestmark = pytest.mark.counts_executions
 
 class Crash(BaseException):
     """Stands for the process dying (the run is left for the next execution)."""
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    hub.tracer_provider = provider
-    yield exporter
-    hub.tracer_provider = None
-    provider.shutdown()
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    metric_reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[metric_reader])
-    hub.meter_provider = provider
-    yield metric_reader
-    hub.meter_provider = None
-    provider.shutdown()
-
-
-def by_name(exporter: InMemorySpanExporter) -> dict[str, list[ReadableSpan]]:
-    out: dict[str, list[ReadableSpan]] = {}
-    for span in exporter.get_finished_spans():
-        out.setdefault(span.name, []).append(span)
-    return out
-
-
-def parent_of(span: ReadableSpan) -> int | None:
-    return span.parent.span_id if span.parent is not None else None
 
 
 def agent_app(url: str, server: FakeLLMServer, flag: dict[str, bool], **options: Any) -> Any:

@@ -41,7 +41,6 @@ from pydantic import TypeAdapter
 from .. import serde, serde_errors
 from ..context import RunState, StepScope, current_run, current_step
 from ..llm import record
-from ..llm.pricing import cost_of
 from ..llm.shapes import API, APIS, class_path, dump, plain, rebuild, usage
 from ..store.base import entry_meta
 from ._spans import gen_ai_meta
@@ -215,37 +214,13 @@ def _record(
     started: float,
     response_id: str | None = None,
 ) -> None:
-    state = prep.state
-    tokens_in, tokens_out = tokens
-    model = str(prep.request.get("model") or "")
-    cost = cost_of(model, tokens_in, tokens_out, None)
-    ended = time.time()
-    meta = {
-        "provider": _API.provider,
-        "api": _API.name,
-        "model": model,
-        "input_tokens": tokens_in,
-        "output_tokens": tokens_out,
-        "tokens": tokens_in + tokens_out,
-        "cost": cost,
-        "latency": round(ended - started, 6),
-        "stream": prep.stream,
-        "fp": prep.fp,
-    }
     payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), **payload}
-    blobs = dict(prep.blobs)
-    output = record.encode(payload, what=f"response of model call {prep.call.key!r}", blobs=blobs)
-    spent = record.ledger(state)
-    spent.tokens += tokens_in + tokens_out
-    spent.cost += cost
-    state.add_stat("tokens", tokens_in + tokens_out)
-    state.add_stat("cost", cost)
-    state.add_stat("llm_calls", 1)
-    if prep.span is not None:
-        events = payload.get("events")
-        answer = [e for _, e in events] if isinstance(events, list) else None
-        prep.span.response(gen_ai_meta(meta, response_id), answer)
-    record._write(prep, "completed", output, 1, started, ended, meta, blobs)
+    events = payload.get("events")
+    record.journal_completed(
+        prep, payload, model=str(prep.request.get("model") or ""), tokens=tokens,
+        started=started, answer=[e for _, e in events] if isinstance(events, list) else None,
+        span_meta=lambda meta: gen_ai_meta(meta, response_id),
+    )
 
 
 def _dump_response(response: ModelResponse) -> dict[str, Any]:

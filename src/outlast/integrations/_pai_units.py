@@ -57,7 +57,7 @@ from ..context import RunState, _step_var, current_run
 from ..durable import DurableCall
 from ..errors import NonDeterminismError
 from ..llm import record
-from ..llm.pricing import Price, cost_of
+from ..llm.pricing import Price
 from ..llm.shapes import API, describe_diff
 from ..store.base import entry_meta
 from ..telemetry import NOOP
@@ -286,48 +286,19 @@ async def _model_request(
 
 def _record_response(prep: record.Prepared, value: object, started: float) -> None:
     """Journal a model response with its tokens and cost, as :func:`record.record_ok` does."""
-    state = prep.state
     usage, model, provider = _usage(value)
-    model = model or str(prep.request.get("model") or "")
-    tokens_in, tokens_out = usage
-    cost = cost_of(model, tokens_in, tokens_out, prep.options.prices)
-    ended = time.time()
-    meta = {
-        "provider": provider or prep.api.provider,
-        "api": prep.api.name,
-        "model": model,
-        "input_tokens": tokens_in,
-        "output_tokens": tokens_out,
-        "tokens": tokens_in + tokens_out,
-        "cost": cost,
-        "latency": round(ended - started, 6),
-        "stream": prep.stream,
-        "fp": prep.fp,
-    }
-    payload = {"request": prep.encoded.decode("utf-8", "surrogatepass"), "response": value}
-    blobs = dict(prep.blobs)
-    output = record.encode(payload, what=f"response of model request {prep.name!r}", blobs=blobs)
-    spent = record.ledger(state)
-    spent.tokens += tokens_in + tokens_out
-    spent.cost += cost
-    state.add_stat("tokens", tokens_in + tokens_out)
-    state.add_stat("cost", cost)
-    state.add_stat("llm_calls", 1)
-    if prep.span is not None:
-        response = _response_of(value)
-        prep.span.response(
-            gen_ai_meta(meta, response.get("provider_response_id"), response.get("finish_reason"))
-        )
-    new = {h: b for h, b in blobs.items() if h not in spent.stored}
-    prep.call.record(
-        "completed",
-        output,
-        blobs=new,
+    response = _response_of(value)
+    record.journal_completed(
+        prep,
+        {"request": prep.encoded.decode("utf-8", "surrogatepass"), "response": value},
+        model=model or str(prep.request.get("model") or ""),
+        tokens=usage,
         started=started,
-        ended=ended,
-        meta=json.dumps(meta, sort_keys=True),
+        provider=provider or None,
+        span_meta=lambda meta: gen_ai_meta(
+            meta, response.get("provider_response_id"), response.get("finish_reason")
+        ),
     )
-    spent.stored.update(new)
 
 
 def _response_of(value: object) -> dict[str, Any]:

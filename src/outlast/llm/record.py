@@ -260,7 +260,6 @@ def end_span(prep: Prepared, error: BaseException) -> None:
 
 def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> None:
     """Journal a completed call (``response`` is an SDK object, or a list of stream events)."""
-    state = prep.state
     payload: dict[str, Any] = {"request": prep.encoded.decode("utf-8", "surrogatepass")}
     if isinstance(response, list):
         payload.update(_dump_events(response))
@@ -273,17 +272,41 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
         payload.update({"class": class_path(response), "response": dump(response)})
         tokens_in, tokens_out = usage(prep.api, payload["response"], None)
         model = payload["response"].get("model") or prep.request.get("model")
-    model = str(model or "")
+    answer = [e for _, e in payload["events"]] if "events" in payload else payload["response"]
+    journal_completed(
+        prep, payload, model=str(model or ""), tokens=(tokens_in, tokens_out), started=started,
+        attempts=attempts, answer=answer,
+    )
+
+
+def journal_completed(
+    prep: Prepared,
+    payload: dict[str, Any],
+    *,
+    model: str,
+    tokens: tuple[int, int],
+    started: float,
+    attempts: int = 1,
+    provider: str | None = None,
+    answer: Any = None,
+    span_meta: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Journal a completed model call, for the client wrapper and the framework adapters
+    alike: its facts (provider, model, tokens, cost, latency, request fingerprint), its
+    record (``payload``, see :func:`encode`), the run's ledger and stats, and the call's span
+    (``span_meta`` rewrites the facts it is given). Returns the facts."""
+    state = prep.state
+    tokens_in, tokens_out = tokens
     cost = cost_of(model, tokens_in, tokens_out, prep.options.prices)
     ended = time.time()
     meta = {
-        "provider": prep.api.provider, "api": prep.api.name, "model": model,
+        "provider": provider or prep.api.provider, "api": prep.api.name, "model": model,
         "input_tokens": tokens_in, "output_tokens": tokens_out,
         "tokens": tokens_in + tokens_out, "cost": cost, "latency": round(ended - started, 6),
         "stream": prep.stream, "fp": prep.fp,
     }
     blobs = dict(prep.blobs)
-    output = encode(payload, what=f"response of model call {prep.name!r}", blobs=blobs)
+    output = encode(payload, what=f"response of model call {prep.call.key!r}", blobs=blobs)
     spent = ledger(state)
     spent.tokens += tokens_in + tokens_out
     spent.cost += cost
@@ -291,9 +314,9 @@ def record_ok(prep: Prepared, response: Any, started: float, attempts: int) -> N
     state.add_stat("cost", cost)
     state.add_stat("llm_calls", 1)
     if prep.span is not None:
-        answer = [e for _, e in payload["events"]] if "events" in payload else payload["response"]
-        prep.span.response(meta, answer)
+        prep.span.response(meta if span_meta is None else span_meta(meta), answer)
     _write(prep, "completed", output, attempts, started, ended, meta, blobs)
+    return meta
 
 
 def encode(payload: dict[str, Any], *, what: str, blobs: dict[str, bytes]) -> bytes:

@@ -196,7 +196,7 @@ def _recorded(prep: record.Prepared) -> Any:
     meta = entry_meta(entry)
     fetch = prep.state.store.get_blobs
     if meta.get("fp") != prep.fp:
-        raise record._changed(prep, entry, fetch)
+        raise record.changed(prep, entry, fetch)
     if entry.status == "failed":
         error = serde_errors.load_error(entry.output or b"null", step=prep.name)
         partial = meta.get("partial")

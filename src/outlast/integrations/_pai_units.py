@@ -58,7 +58,7 @@ from ..durable import DurableCall
 from ..errors import NonDeterminismError
 from ..llm import record
 from ..llm.pricing import Price
-from ..llm.shapes import API, describe_diff
+from ..llm.shapes import API
 from ..store.base import entry_meta
 from ..telemetry import NOOP
 from ._spans import executing, gen_ai_meta
@@ -324,24 +324,8 @@ def _usage(value: object) -> tuple[tuple[int, int], str, str]:
 def _changed(prep: record.Prepared) -> NonDeterminismError:
     entry = prep.call.entry
     assert entry is not None
-    fetch = prep.state.store.get_blobs
-    what = f"recorded model request {prep.call.key!r} of run {prep.state.run_id!r}"
-    try:
-        data = serde.loads(entry.output or b"null", what=what, blobs=fetch)
-        recorded = serde.loads(data["request"].encode(), what=what, blobs=fetch)
-        lines = describe_diff(recorded, prep.request)
-    except Exception as exc:  # a failed request recorded its error, not its request
-        lines = [f"(the recorded request cannot be shown: {exc})"]
-    diff = "\n  ".join(lines) or "(the requests differ in encoding only)"
-    run_id = prep.state.run_id
-    return NonDeterminismError(
-        f"run {run_id!r}: Pydantic AI model request {prep.call.key!r} (position "
-        f"{prep.call.position}) was recorded with another request than the agent makes now:"
-        f"\n  {diff}\nThe prompt, instructions, tools or settings changed since the run "
-        "started. Restore them to finish this run from its journal, or cancel it and start a "
-        "new one",
-        run_id=run_id,
-        position=prep.call.position,
-        recorded=f"llm {prep.name!r} fp#{entry_meta(entry).get('fp')}",
-        called=f"llm {prep.name!r} fp#{prep.fp}",
+    return record.changed(
+        prep, entry, prep.state.store.get_blobs, what="Pydantic AI model request",
+        advice="The prompt, instructions, tools or settings changed since the run started. "
+        "Restore them to finish this run from its journal, or cancel it and start a new one",
     )

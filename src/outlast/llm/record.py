@@ -161,7 +161,7 @@ def replay(prep: Prepared) -> Any:
             if entry in prep.state.journal.replayed:
                 prep.state.journal.replayed.remove(entry)
             return AGAIN
-        raise _changed(prep, entry, fetch)
+        raise changed(prep, entry, fetch)
     if entry.status == "failed":
         error = serde_errors.load_error(entry.output or b"null", step=prep.name)
         partial = meta.get("partial")
@@ -195,7 +195,23 @@ def _what(prep: Prepared) -> str:
     return f"recorded model call {prep.call.key!r} of run {prep.state.run_id!r}"
 
 
-def _changed(prep: Prepared, entry: Entry, fetch: Callable[[list[str]], Any]) -> NonDeterminismError:
+_ON_CHANGE = (
+    "The prompt or parameters changed since the run started. Restore them to finish this run "
+    "from its journal, cancel it and start a new one, or let changed calls go to the model "
+    "again with wrap(client, on_change='call') (or client.with_options(on_change='call'))"
+)
+
+
+def changed(
+    prep: Prepared,
+    entry: Entry,
+    fetch: Callable[[list[str]], Any],
+    *,
+    what: str = "model call",
+    advice: str = _ON_CHANGE,
+) -> NonDeterminismError:
+    """The divergence of a model call whose request differs from the recorded one, with the
+    difference spelled out (``what`` names the call; ``advice`` says the ways out)."""
     try:
         data = serde.loads(entry.output or b"null", what=_what(prep), blobs=fetch)
         recorded = serde.loads(data["request"].encode(), what=_what(prep), blobs=fetch)
@@ -205,14 +221,11 @@ def _changed(prep: Prepared, entry: Entry, fetch: Callable[[list[str]], Any]) ->
     diff = "\n  ".join(lines) or "(the requests differ in encoding only)"
     run_id = prep.state.run_id
     return NonDeterminismError(
-        f"run {run_id!r}: model call {prep.call.key!r} (position {prep.call.position}) was "
-        f"recorded with another request than the code sends now:\n  {diff}\nThe prompt or "
-        "parameters changed since the run started. Restore them to finish this run from its "
-        "journal, cancel it and start a new one, or let changed calls go to the model again "
-        "with wrap(client, on_change='call') (or client.with_options(on_change='call'))",
+        f"run {run_id!r}: {what} {prep.call.key!r} (position {prep.call.position}) was "
+        f"recorded with another request than the code sends now:\n  {diff}\n{advice}",
         run_id=run_id,
         position=prep.call.position,
-        recorded=f"llm {prep.name!r} fp#{json.loads(entry.meta or '{}').get('fp')}",
+        recorded=f"llm {prep.name!r} fp#{entry_meta(entry).get('fp')}",
         called=f"llm {prep.name!r} fp#{prep.fp}",
     )
 

@@ -37,7 +37,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import psycopg
@@ -52,14 +52,16 @@ from ..errors import (
     StoreError,
 )
 from . import migrations, postgres_evolve, refusals
-from .base import Entry, NewRun, Page, QueueStats, RunQuery, RunRecord, Store
+from .base import Entry, NewRun, RunRecord, Store
 from .blobs import BlobCodec
-from .browse import browse_sql, count_entries_sql, count_sql
-from .faults import disk_full, fault, guard_public
+from .faults import guard_public
 from .postgres_claim import PostgresClaims
-from .postgres_conn import UNSENT, Pool, transient
+from .postgres_conn import UNSENT, Pool, classify, transient
+from .postgres_evolve import PostgresEvolution
+from .postgres_maint import PostgresMaintenance
+from .postgres_maint import fields_of as _fields
 from .postgres_saver import PostgresCheckpoints
-from .postgres_session import LIVE_MARK, Session, live_namespace
+from .postgres_session import Session, SessionMethods
 from .postgres_sql import (
     HASH_FORM,
     POSTGRES_MIGRATIONS,
@@ -74,23 +76,14 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 @guard_public
-class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
+class PostgresStore(
+    PostgresClaims, PostgresMaintenance, PostgresEvolution, SessionMethods, PostgresCheckpoints,
+    Store,
+):
     """Runs, journals and events in one schema of a PostgreSQL database."""
 
     def _classify(self, exc: BaseException) -> StoreError | None:
-        """Driver errors as StoreError: connection and availability faults (what ``_run``
-        retries) are transient, as are a full disk (53100) and out of memory (53200); every
-        other error is the database refusing this operation, permanent."""
-        if isinstance(exc, psycopg.Error):
-            state = getattr(exc, "sqlstate", None)
-            if state == "53100":
-                return disk_full(self, exc)
-            if transient(exc) or state in ("53200", "53300"):
-                return fault(self, exc, transient=True)
-            return fault(self, exc, transient=False)
-        if isinstance(exc, UnicodeError | OverflowError):  # a value the driver cannot send
-            return fault(self, exc, transient=False)
-        return None
+        return classify(self, exc)
 
     dialect = "postgresql"
     #: how long operations keep retrying connection faults, in seconds
@@ -311,32 +304,6 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
         row = self._run(lambda c, _: c.execute(self._q.get_run, {"run_id": run_id}).fetchone())
         return RunRecord(*row) if row else None
 
-    def list_runs(self, page: Page) -> list[RunRecord]:
-        where = [f"{c} = %({c})s" for c in ("status", "workflow", "parent_id") if getattr(page, c)]
-        sql = self._q.list_runs + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, run_id LIMIT %(limit)s OFFSET %(offset)s"
-        rows = self._run(lambda c, _: c.execute(sql, _fields(page)).fetchall())
-        return [RunRecord(*row) for row in rows]
-
-    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
-        sql, params = browse_sql(query, "postgresql", self._q.list_runs)
-        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
-        return [RunRecord(*row) for row in rows]
-
-    def count_runs(self, query: RunQuery) -> dict[str, int]:
-        table = self._q.list_runs.rsplit(" FROM ", 1)[1]
-        sql, params = count_sql(query, "postgresql", table)
-        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
-        return {status: int(n) for status, n in rows}
-
-    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
-        if not run_ids:
-            return {}
-        table = self._q.load_journal.split(" FROM ", 1)[1].split()[0]
-        sql = count_entries_sql("postgresql", table, len(run_ids))
-        rows = self._run(lambda c, _: c.execute(sql, {"ids": list(run_ids)}).fetchall())
-        return {run_id: int(n) for run_id, n in rows}
-
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:
         if not run_ids:
             return set()
@@ -434,31 +401,6 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
                 resolved = RunRecord(*_one(conn, self._q.make_pending, {"run_id": run_id}))
                 self._notify(conn)
                 return resolved
-
-        return self._run(op)
-
-    # -- evolution --------------------------------------------------------------------------
-
-    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
-        lock = (self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
-
-        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
-            with conn.transaction():
-                forked = postgres_evolve.fork_run(
-                    conn, self._eq, lock, source_id, new_run_id, upto, stats, maybe_applied,
-                    self.after_fork,
-                )
-                self._notify(conn)
-            return forked
-
-        return self._run(op)
-
-    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
-        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
-            with conn.transaction():
-                retried = postgres_evolve.retry_run(conn, self._eq, run_id, cut, stats, maybe_applied)
-                self._notify(conn)
-            return retried
 
         return self._run(op)
 
@@ -622,79 +564,6 @@ class PostgresStore(PostgresClaims, PostgresCheckpoints, Store):
 
         return self._run(op)
 
-    # -- maintenance ------------------------------------------------------------------------
-
-    def queue_stats(self) -> list[QueueStats]:
-        rows = self._run(lambda c, _: c.execute(self._q.queue_stats).fetchall())
-        return [
-            QueueStats(name, pending, running, suspended)
-            for name, pending, running, suspended in rows
-        ]
-
-    def prune(self, older_than: float, limit: int | None = None) -> int:
-        params = {"older_than": older_than, "limit": limit}
-
-        def op(conn: Conn, _: bool) -> int:
-            with conn.transaction():
-                row = conn.execute(self._q.prune_runs, params).fetchone()
-                assert row is not None
-                count, hashes = row
-                if hashes:
-                    # a separate statement after the lock, so its snapshot sees every
-                    # reference committed by writers that held the shared lock
-                    conn.execute(self._q.xact_lock, {"schema": self.schema, "purpose": "blobs"})
-                    conn.execute(self._q.prune_blobs, {"hashes": hashes})
-                return int(count)
-
-        return self._run(op)
-
-    # -- the process's own session (liveness, wake-ups) -----------------------------------------
-
-    def _own_session(self) -> Session | None:
-        """The dedicated session (see postgres_session); None through a transaction pooler."""
-        if self._pooled_sessions or self._closed:
-            return None
-        with self._session_lock:
-            if self._session is None:
-                self._session = Session(
-                    self._conninfo, self.schema, self._channel, self._cancel_channel
-                )
-                self._session.start_listening()
-            return self._session
-
-    def attach(self, owner: str, on_cancel: Callable[[str], None]) -> str:
-        if self._pooled_sessions or self._closed:
-            return owner
-        with self._session_lock:
-            if self._session is not None:  # listening already: a second executor id
-                self._session.close()
-            session = Session(self._conninfo, self.schema, self._channel, self._cancel_channel)
-            session.on_cancel = on_cancel
-            self._session = session
-            return session.start(owner)
-
-    def wait_for_work(self, timeout: float, group: str = "") -> bool:
-        session = self._own_session()
-        if session is None:
-            time.sleep(max(0.0, timeout))
-            return True
-        return session.wait(timeout, poll=max(timeout, 0.05), group=group)
-
-    def wake_waiters(self) -> None:
-        session = self._session
-        if session is not None:
-            session.wake()
-
-    def dead_owners(self) -> list[str] | None:
-        session = self._own_session()
-        if session is None or session.owner is None:
-            return None
-        if not session.judges:
-            return []
-        params = {"namespace": live_namespace(self.schema), "mark": "%" + LIVE_MARK}
-        rows = self._run(lambda c, _: c.execute(self._q.dead_owners, params).fetchall())
-        return [row[0] for row in rows if row[0] != session.owner]
-
     def close(self) -> None:
         if self._closed:
             return
@@ -710,11 +579,6 @@ def _channel(prefix: str, schema: str) -> str:
     if len(channel) > 63:
         channel = prefix + hashlib.sha256(schema.encode()).hexdigest()[:40]
     return channel
-
-
-def _fields(record: Any) -> dict[str, Any]:
-    """A dataclass record's fields by name, as statement parameters."""
-    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 def _entry_params(run_id: str, epoch: int, entry: Entry) -> dict[str, Any]:

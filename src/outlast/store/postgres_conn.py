@@ -10,6 +10,9 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.base import AttemptWithBackoff
 
+from ..errors import StoreError
+from .faults import disk_full, fault
+
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 # connection-level failures (08xxx), a server shutting down or starting up, and a session the
@@ -50,3 +53,19 @@ class Pool(ConnectionPool[Conn]):
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         # psycopg_pool's own hook point: the attempt object carries the backoff
         super()._add_connection(attempt or Reconnect(timeout=self.reconnect_timeout), growing)
+
+
+def classify(store: Any, exc: BaseException) -> StoreError | None:
+    """Driver errors as StoreError: connection and availability faults (what ``_run``
+    retries) are transient, as are a full disk (53100) and out of memory (53200); every
+    other error is the database refusing this operation, permanent."""
+    if isinstance(exc, psycopg.Error):
+        state = getattr(exc, "sqlstate", None)
+        if state == "53100":
+            return disk_full(store, exc)
+        if transient(exc) or state in ("53200", "53300"):
+            return fault(store, exc, transient=True)
+        return fault(store, exc, transient=False)
+    if isinstance(exc, UnicodeError | OverflowError):  # a value the driver cannot send
+        return fault(store, exc, transient=False)
+    return None

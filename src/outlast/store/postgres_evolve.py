@@ -9,7 +9,7 @@ nothing of it behind. A fork references the source's blobs, so it holds the blob
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -19,6 +19,8 @@ from .postgres_sql import NOW, RUN_COLUMNS, quote_ident
 from .sqlite_evolve import not_failed
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+T = TypeVar("T")
+
 
 _JOURNAL = (
     "key, position, kind, name, status, output, args_hash, attempts, started_at, ended_at, meta"
@@ -122,3 +124,42 @@ def retry_run(
     retried = conn.execute(q.retry, {"run_id": run_id, "stats": stats}).fetchone()
     assert retried is not None
     return RunRecord(*retried)
+
+
+class PostgresEvolution:
+    """``fork_run`` and ``retry_run`` of :class:`~outlast.store.postgres.PostgresStore` (a
+    mixin): each one transaction, idle workers woken."""
+
+    schema: str
+    _q: Any
+    _eq: EvolveQueries
+    after_fork: Callable[..., None] | None
+
+    if TYPE_CHECKING:
+
+        def _run(self, op: Callable[[Conn, bool], T]) -> T: ...
+
+        def _notify(self, conn: Conn) -> None: ...
+
+    def fork_run(self, source_id: str, new_run_id: str, upto: int, stats: str | None) -> RunRecord:
+        lock = (self._q.xact_lock_shared, {"schema": self.schema, "purpose": "blobs"})
+
+        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
+            with conn.transaction():
+                forked = fork_run(
+                    conn, self._eq, lock, source_id, new_run_id, upto, stats, maybe_applied,
+                    self.after_fork,
+                )
+                self._notify(conn)
+            return forked
+
+        return self._run(op)
+
+    def retry_run(self, run_id: str, cut: int | None, stats: str | None) -> RunRecord:
+        def op(conn: Conn, maybe_applied: bool) -> RunRecord:
+            with conn.transaction():
+                retried = retry_run(conn, self._eq, run_id, cut, stats, maybe_applied)
+                self._notify(conn)
+            return retried
+
+        return self._run(op)

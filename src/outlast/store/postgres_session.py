@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
@@ -52,6 +52,7 @@ log = logging.getLogger("outlast.store")
 
 #: suffix of an owner id whose process holds a liveness lock
 LIVE_MARK = "+live"
+T = TypeVar("T")
 #: seconds a scanner's own session must have been up before it judges other sessions
 LIVENESS_GRACE = 2.0
 #: seconds a new wake-token holder ignores NOTIFYs before its catch-up claim
@@ -343,3 +344,67 @@ class _Token:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=1.0)
         self._drop()
+
+
+class SessionMethods:
+    """The store methods backed by the process's own session (a mixin of
+    :class:`~outlast.store.postgres.PostgresStore`): liveness, wake-ups, cancel notices."""
+
+    schema: str
+    _q: Any
+    _closed: bool
+    _conninfo: str
+    _channel: str
+    _cancel_channel: str
+    _pooled_sessions: bool
+    _session: Session | None
+    _session_lock: threading.Lock
+
+    if TYPE_CHECKING:
+
+        def _run(self, op: Callable[[Any, bool], T]) -> T: ...
+
+    def _own_session(self) -> Session | None:
+        """The dedicated session (see postgres_session); None through a transaction pooler."""
+        if self._pooled_sessions or self._closed:
+            return None
+        with self._session_lock:
+            if self._session is None:
+                self._session = Session(
+                    self._conninfo, self.schema, self._channel, self._cancel_channel
+                )
+                self._session.start_listening()
+            return self._session
+
+    def attach(self, owner: str, on_cancel: Callable[[str], None]) -> str:
+        if self._pooled_sessions or self._closed:
+            return owner
+        with self._session_lock:
+            if self._session is not None:  # listening already: a second executor id
+                self._session.close()
+            session = Session(self._conninfo, self.schema, self._channel, self._cancel_channel)
+            session.on_cancel = on_cancel
+            self._session = session
+            return session.start(owner)
+
+    def wait_for_work(self, timeout: float, group: str = "") -> bool:
+        session = self._own_session()
+        if session is None:
+            time.sleep(max(0.0, timeout))
+            return True
+        return session.wait(timeout, poll=max(timeout, 0.05), group=group)
+
+    def wake_waiters(self) -> None:
+        session = self._session
+        if session is not None:
+            session.wake()
+
+    def dead_owners(self) -> list[str] | None:
+        session = self._own_session()
+        if session is None or session.owner is None:
+            return None
+        if not session.judges:
+            return []
+        params = {"namespace": live_namespace(self.schema), "mark": "%" + LIVE_MARK}
+        rows = self._run(lambda c, _: c.execute(self._q.dead_owners, params).fetchall())
+        return [row[0] for row in rows if row[0] != session.owner]

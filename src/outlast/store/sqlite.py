@@ -12,7 +12,6 @@ drop the last few commits. ``?synchronous=full`` survives power loss at a higher
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -20,7 +19,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote
 
 from ..errors import (
     ConfigurationError,
@@ -29,12 +27,12 @@ from ..errors import (
     StoreError,
 )
 from . import migrations, refusals, sqlite_evolve, sqlite_faults, sqlite_open, sqlite_queues
-from .base import Entry, NewRun, Page, QueueSpec, QueueStats, RunQuery, RunRecord, Store
+from .base import Entry, NewRun, QueueSpec, RunRecord, Store
 from .blobs import BlobCodec
-from .browse import browse_sql, count_entries_sql, count_sql
 from .faults import guard_public
+from .sqlite_maint import SELECT_RUN, SQLiteMaintenance
 from .sqlite_saver import SQLiteCheckpoints
-from .sqlite_schema import FINISHED, LIVE, MIGRATIONS, RUN_COLUMNS
+from .sqlite_schema import LIVE, MIGRATIONS, RUN_COLUMNS
 
 _ENTRY_COLUMNS = (
     "key, position, kind, name, status, output, args_hash, attempts, started_at, ended_at, meta"
@@ -50,31 +48,11 @@ ON CONFLICT (run_id, key) DO UPDATE SET
   ended_at = excluded.ended_at, meta = excluded.meta, epoch = excluded.epoch
 WHERE outlast_journal.status = 'intent'
 """
-_SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM outlast_runs"
-
-
-def _parse_url(url: str) -> tuple[str, dict[str, str]]:
-    rest = url.split("://", 1)[1]
-    if not rest.startswith("/"):
-        raise ConfigurationError(
-            f"bad SQLite URL {url!r}: use sqlite:///relative.db, sqlite:////absolute/path.db "
-            "or sqlite:///:memory:"
-        )
-    path, _, query = rest[1:].partition("?")
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    known = {"synchronous", "busy_timeout", "page_size"}
-    unknown = set(options) - known
-    if unknown:
-        raise ConfigurationError(
-            f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}; known: {sorted(known)}"
-        )
-    if not path:
-        raise ConfigurationError(f"bad SQLite URL {url!r}: no file path")
-    return unquote(path), options
+_SELECT_RUN = SELECT_RUN
 
 
 @guard_public
-class SQLiteStore(SQLiteCheckpoints, Store):
+class SQLiteStore(SQLiteCheckpoints, SQLiteMaintenance, Store):
     """Runs and journals in one SQLite file (or in memory, for one process)."""
 
     dialect = "sqlite"
@@ -88,7 +66,7 @@ class SQLiteStore(SQLiteCheckpoints, Store):
         #: set by an encrypting wrapper: rebinds a fork's copied payloads (see sealed.py)
         self.after_fork: Callable[..., None] | None = None
         self.url = url
-        path, options = _parse_url(url)
+        path, options = sqlite_open.parse_url(url)
         sync = options.get("synchronous", "normal").lower()
         if sync not in ("normal", "full", "off", "extra"):
             raise ConfigurationError(
@@ -284,38 +262,6 @@ class SQLiteStore(SQLiteCheckpoints, Store):
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             return self._one(run_id)
-
-    def list_runs(self, page: Page) -> list[RunRecord]:
-        where, params = [], []
-        for column in ("status", "workflow", "parent_id"):
-            value = getattr(page, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = _SELECT_RUN + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?"
-        with self._lock:
-            rows = self._conn.execute(sql, (*params, page.limit, page.offset)).fetchall()
-        return [RunRecord(*row) for row in rows]
-
-    def browse_runs(self, query: RunQuery) -> list[RunRecord]:
-        sql, params = browse_sql(query, "sqlite", _SELECT_RUN)
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return [RunRecord(*row) for row in rows]
-
-    def count_runs(self, query: RunQuery) -> dict[str, int]:
-        sql, params = count_sql(query, "sqlite", "outlast_runs")
-        with self._lock:
-            return {status: n for status, n in self._conn.execute(sql, params).fetchall()}
-
-    def count_entries(self, run_ids: Sequence[str]) -> dict[str, int]:
-        ids = list(run_ids)[:500]  # SQLite's parameter limit; pages show far fewer
-        if not ids:
-            return {}
-        with self._lock:
-            rows = self._conn.execute(count_entries_sql("sqlite", "outlast_journal", len(ids)), ids)
-            return {run_id: n for run_id, n in rows.fetchall()}
 
     def claim(
         self,
@@ -608,45 +554,6 @@ class SQLiteStore(SQLiteCheckpoints, Store):
             if conn.execute(_RECORD_SQL, (run_id, *_entry_row(taken), epoch, run_id, epoch)).rowcount != 1:
                 raise self._refusal(run_id, epoch, taken)
         return taken
-
-    # -- maintenance ----------------------------------------------------------------------------
-
-    def queue_stats(self) -> list[QueueStats]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT queue, sum(status = 'pending'), sum(status = 'running'), "
-                f"sum(status = 'suspended') FROM outlast_runs WHERE {LIVE} "
-                "GROUP BY queue ORDER BY queue"
-            ).fetchall()
-        return [QueueStats(q, int(p or 0), int(r or 0), int(s or 0)) for q, p, r, s in rows]
-
-    def prune(self, older_than: float, limit: int | None = None) -> int:
-        # the oldest-ended first, from the partial index outlast_runs_ended; a live parent
-        # has not necessarily collected its finished child's result yet
-        doomed = (
-            f"SELECT run_id FROM outlast_runs AS r WHERE {FINISHED} AND ended_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM outlast_runs AS p WHERE p.run_id = r.parent_id "
-            "AND p.status NOT IN ('completed', 'failed', 'cancelled')) "
-            "ORDER BY ended_at LIMIT ?"
-        )
-        with self._tx() as conn:
-            ids = [row[0] for row in conn.execute(doomed, (older_than, limit or -1))]
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ", ".join("?" * len(chunk))
-                hashes = [row[0] for row in conn.execute(
-                    f"SELECT DISTINCT hash FROM outlast_blob_refs WHERE run_id IN ({marks})", chunk
-                )]
-                for table in ("outlast_journal", "outlast_events", "outlast_blob_refs",
-                              "outlast_runs"):
-                    conn.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", chunk)
-                conn.execute(
-                    "DELETE FROM outlast_blobs WHERE hash IN (SELECT value FROM json_each(?)) "
-                    "AND NOT EXISTS (SELECT 1 FROM outlast_blob_refs AS r "
-                    "WHERE r.hash = outlast_blobs.hash)",
-                    (json.dumps(hashes),),
-                )
-        return len(ids)
 
     def wait_for_work(self, timeout: float, group: str = "") -> bool:
         # No cross-process signal exists for a SQLite file; callers poll at this granularity.

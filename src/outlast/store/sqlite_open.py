@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from ..errors import ConfigurationError
 
@@ -148,3 +148,23 @@ def enable_wal(conn: sqlite3.Connection, busy_ms: int) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/"):
+        raise ConfigurationError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative.db, sqlite:////absolute/path.db "
+            "or sqlite:///:memory:"
+        )
+    path, _, query = rest[1:].partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    known = {"synchronous", "busy_timeout", "page_size"}
+    unknown = set(options) - known
+    if unknown:
+        raise ConfigurationError(
+            f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}; known: {sorted(known)}"
+        )
+    if not path:
+        raise ConfigurationError(f"bad SQLite URL {url!r}: no file path")
+    return unquote(path), options

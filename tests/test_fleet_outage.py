@@ -76,6 +76,39 @@ def test_workers_resume_at_once_after_an_outage_and_run_no_step_twice(
         app.close()
 
 
+def test_an_outage_longer_than_the_lease_runs_no_step_twice(
+    pg_url: str, proxy: TcpProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every lease runs out during the outage. The first worker back must not take the other's
+    # runs over before that one's heartbeat renews them: it waits a beat after reconnecting.
+    log, lease, outage = tmp_path / "side.log", 3.0, 7.0
+    monkeypatch.setenv("FLEET_LOG", str(log))
+    app: outlast.App = fleet_app.app
+    app.use(pg_url)
+    try:
+        ids = [app.enqueue(fleet_app.slow, 3, 0.4).run_id for _ in range(24)]
+        env = {"FLEET_LEASE": str(lease)}
+        workers = [spawn_worker(proxy.url(pg_url), log, env=env) for _ in range(2)]
+        try:
+            wait_until(lambda: len(_times(log, "done")) >= 8, 30, "the load", workers)
+            proxy.cut()
+            cut_at = time.time()
+            time.sleep(outage)
+            proxy.restore()
+            wait_until(all_finished(app, ids), 90, "every run", workers)
+            for p in workers:
+                p.send_signal(signal.SIGTERM)
+            for p in workers:
+                assert p.wait(timeout=15) == 0, stderr_of(p)
+        finally:
+            stop_all(workers)
+        starts = check_journals(app, ids, 3, log)
+        assert set(starts.values()) == {1}, [s for s, n in starts.items() if n > 1]
+        assert any(cut_at - 0.4 < t < cut_at for t in _times(log, "start"))  # steps in flight
+    finally:
+        app.close()
+
+
 def test_a_worker_started_while_the_database_is_down_waits_for_it(
     pg_url: str, proxy: TcpProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -204,12 +204,25 @@ class Worker:
         """Claim up to ``free`` runs; while the store is unreachable (also at start-up), retry
         with backoff instead of exiting, as the store itself does for a mid-run outage."""
         delay = 0.5
+        outage = False
         while True:
             try:
+                if outage:
+                    self.app.store.queue_stats()  # reachable again? (raises while it is not)
+                    # Runs in flight through the outage kept running here and elsewhere; their
+                    # executors renew the leases that ran out meanwhile at their next beat.
+                    # Claiming at once would take those runs over and run their steps in
+                    # flight a second time: wait one beat (and a retry's back-off) first.
+                    grace = self.app.lease / 3 + 1.0
+                    log.warning("store reachable again; claiming in %.1f s", grace)
+                    if self._stopping.wait(grace):
+                        return []
+                    outage = False
                 return self._try_claim(free, rescan)
             except Exception as exc:
                 if not _store_fault(exc):
                     raise
+                outage = True
                 log.warning("store unreachable (%s: %s); retrying in %.1f s",
                             type(exc).__name__, str(exc).strip(), delay)
             if self._stopping.wait(delay):

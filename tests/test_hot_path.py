@@ -19,8 +19,17 @@ def test_entry_fields_keep_the_order_the_hot_path_builds_them_in() -> None:
     # DurableCall.record builds its Entry positionally (a class called with keywords costs
     # CPython 3.11 ~5,000 instructions more): Entry's fields must stay in this order.
     assert [f.name for f in fields(Entry)][:11] == [
-        "key", "position", "kind", "name", "status", "output", "args_hash", "attempts",
-        "started_at", "ended_at", "meta",
+        "key",
+        "position",
+        "kind",
+        "name",
+        "status",
+        "output",
+        "args_hash",
+        "attempts",
+        "started_at",
+        "ended_at",
+        "meta",
     ]
 
 
@@ -49,7 +58,11 @@ def test_a_journaled_step_records_every_field_where_it_belongs(tmp_path: Path) -
     finally:
         app.close()
     assert (step.key, step.position, step.kind, step.name, step.status) == (
-        "charge:1", 1, "step", "charge", "completed"
+        "charge:1",
+        1,
+        "step",
+        "charge",
+        "completed",
     )
     assert serde.loads(step.output or b"") == {"charged": 5, "currency": "eur"}
     assert step.args_hash == serde.fingerprint(repr((5, "eur")).encode())
@@ -57,7 +70,11 @@ def test_a_journaled_step_records_every_field_where_it_belongs(tmp_path: Path) -
     assert step.ended_at is not None and 0 < step.started_at <= step.ended_at
     assert "eur" in json.loads(step.meta or "{}")["args"]
     assert (now.kind, now.name, now.status, now.args_hash, now.attempts) == (
-        "now", "now", "completed", None, 1
+        "now",
+        "now",
+        "completed",
+        None,
+        1,
     )
 
 
@@ -68,9 +85,11 @@ def test_partial_index_conditions_are_spelled_without_in_lists(tmp_path: Path) -
     app.store  # noqa: B018  (opens and migrates the file)
     app.close()
     conn = sqlite3.connect(tmp_path / "t.db")
-    indexes = dict(conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-    ).fetchall())
+    indexes = dict(
+        conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ).fetchall()
+    )
     assert LIVE in indexes["outlast_runs_live"] and FINISHED in indexes["outlast_runs_ended"]
     update = (
         "UPDATE outlast_runs SET status = 'completed', ended_at = 1 "
@@ -87,8 +106,15 @@ def test_partial_index_conditions_are_spelled_without_in_lists(tmp_path: Path) -
     conn.executemany(
         "INSERT INTO outlast_runs (run_id, workflow, status, input, input_hash, created_at, "
         "ended_at) VALUES (?, 'wf', ?, x'', 'h', ?, ?)",
-        [(f"r{i:05d}", "pending" if i % 500 == 0 else "completed", i,
-          None if i % 500 == 0 else i + 1) for i in range(5000)],
+        [
+            (
+                f"r{i:05d}",
+                "pending" if i % 500 == 0 else "completed",
+                i,
+                None if i % 500 == 0 else i + 1,
+            )
+            for i in range(5000)
+        ],
     )
     conn.execute("ANALYZE")
     claim = conn.execute(

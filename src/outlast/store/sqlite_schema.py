@@ -36,8 +36,8 @@ RUN_COLUMNS = (
 #: the condition of the partial indexes, repeated in the queries that use them. Spelled as
 #: ORs, not ``status IN (...)``: SQLite evaluates a partial index's condition for every row
 #: written (twice for an update) and compiles an IN list of more than two constants into a
-#: temporary table each time, ~100,000 instructions per run created and finished (about
-#: 15% of a 10-step run's CPU time; docs/benchmarks.md, step overhead against 0.1.0)
+#: temporary table each time: ~170,000 instructions per run created and finished, a tenth of
+#: a 10-step run's (docs/benchmarks.md, "Step overhead against 0.1.0")
 LIVE = "(status = 'pending' OR status = 'running' OR status = 'suspended')"
 FINISHED = "(status = 'completed' OR status = 'failed' OR status = 'cancelled')"
 #: the conditions as migration 6 wrote them (replaced by migration 7)

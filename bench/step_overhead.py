@@ -2,6 +2,7 @@
 
     python bench/step_overhead.py [--quick] [--sync normal|full|both] [--postgres URL]
     python bench/step_overhead.py --against /tmp/outlast-main/src [--rounds 20] [--cpu] ...
+    python bench/step_overhead.py --against /tmp/outlast-010/src --cpu --page-size 4096
 
 ``--against SRC`` compares this tree with another outlast source tree (e.g. main's, from
 ``git archive main | tar -x -C /tmp/outlast-main``) side by side: each round measures both, in
@@ -10,7 +11,10 @@ printed with each side's ratios to the raw commit, and (SQLite) the WAL pages ea
 per step. ``--cpu`` times SQLite with the process's CPU time (user + system) instead of the
 wall clock: with ``synchronous=normal`` nothing waits for the disk except a checkpoint's fsync
 (every ~1000 pages), so CPU time is the cost without that luck and without the other processes
-of a loaded machine taking the CPU away.
+of a loaded machine taking the CPU away. ``--page-size N`` opens this tree's SQLite files with
+``?page_size=N`` (the --against side keeps its own default: 0.1.0 knows no such option and uses
+SQLite's 4096; ``--against-page-size N`` sets it for a tree that has the option), to compare the
+code at equal pages apart from the page-size decision.
 
 For each setting, interleaved over several rounds (medians reported, with the spread):
 - raw: a single-row INSERT + COMMIT on a fresh connection with the same pragmas (SQLite) or
@@ -39,6 +43,8 @@ import outlast  # noqa: E402
 
 #: the clock: the wall clock, or process CPU time (--cpu; SQLite only)
 clock = time.perf_counter
+#: appended to this tree's SQLite URLs (--page-size)
+sqlite_options = ""
 
 
 def raw_sqlite(path: str, sync: str, n: int) -> float:
@@ -114,7 +120,7 @@ def wal_pages(path: str, runs: int, steps: int) -> float:
     Automatic checkpoints are off on the store's connection while counting, so the WAL file
     holds every frame written (not timed; the same count on every machine).
     """
-    app, chain = make_app(f"sqlite:///{path}?synchronous=normal")
+    app, chain = make_app(f"sqlite:///{path}?synchronous=normal{sqlite_options}")
     app.run(chain, 1)
     conn = app.store._conn  # type: ignore[attr-defined]  # a benchmark may look inside
     conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -137,9 +143,9 @@ def bench_sqlite(sync: str, rounds: int, n: int, runs: int) -> dict[str, float]:
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             results["raw"].append(raw_sqlite(f"{tmp}/raw.db", sync, n))
-            url = f"sqlite:///{tmp}/o1.db?synchronous={sync}"
+            url = f"sqlite:///{tmp}/o1.db?synchronous={sync}{sqlite_options}"
             results["long"].append(outlast_long(url, n))
-            url2 = f"sqlite:///{tmp}/o2.db?synchronous={sync}"
+            url2 = f"sqlite:///{tmp}/o2.db?synchronous={sync}{sqlite_options}"
             results["many"].append(outlast_many(url2, runs, 10))
     print(f"\nSQLite, WAL, synchronous={sync}  ({rounds} rounds, medians)")
     print(f"  raw INSERT+COMMIT           {fmt(results['raw'])}")
@@ -183,8 +189,10 @@ def one_round(store: str, n: int, runs: int) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             return {
                 "raw": raw_sqlite(f"{tmp}/raw.db", store, n),
-                "long": outlast_long(f"sqlite:///{tmp}/o1.db?synchronous={store}", n),
-                "many": outlast_many(f"sqlite:///{tmp}/o2.db?synchronous={store}", runs, 10),
+                "long": outlast_long(f"sqlite:///{tmp}/o1.db?synchronous={store}{sqlite_options}", n),
+                "many": outlast_many(
+                    f"sqlite:///{tmp}/o2.db?synchronous={store}{sqlite_options}", runs, 10
+                ),
                 "pages long": wal_pages(f"{tmp}/p1.db", 1, n),
                 "pages many": wal_pages(f"{tmp}/p2.db", runs, 10),
             }
@@ -204,7 +212,10 @@ def one_round(store: str, n: int, runs: int) -> dict[str, float]:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema}b CASCADE")
 
 
-def compare(other: str, stores: list[str], rounds: int, n: int, runs: int, cpu: bool = False) -> None:
+def compare(
+    other: str, stores: list[str], rounds: int, n: int, runs: int, cpu: bool = False,
+    page_size: int | None = None, against_page_size: int | None = None,
+) -> None:
     """This tree against ``other`` (an outlast src folder), rounds alternating between them."""
     import json
     import subprocess
@@ -218,7 +229,8 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int, cpu: 
                 env = {**os.environ, "OUTLAST_BENCH_SRC": src}
                 out = subprocess.run(
                     [sys.executable, __file__, "--one", store, "--n", str(size), "--runs", str(count)]
-                    + (["--cpu"] if cpu else []),
+                    + (["--cpu"] if cpu else [])
+                    + (["--page-size", str(psize)] if (psize := against_page_size if src else page_size) else []),
                     env=env, capture_output=True, text=True, check=True,
                 ).stdout
                 for key, value in json.loads(out.splitlines()[-1]).items():
@@ -227,7 +239,11 @@ def compare(other: str, stores: list[str], rounds: int, n: int, runs: int, cpu: 
         raw = statistics.median(found["this tree"]["raw"] + found["against"]["raw"])
         label = f"SQLite synchronous={store}" if store in ("normal", "full") else "PostgreSQL"
         timed = "CPU time" if cpu and store in ("normal", "full") else "wall clock"
-        print(f"\n{label}: {rounds} rounds alternating, {timed}, medians in us per step (x raw commit)")
+        sized = "".join(
+            f", {side} at ?page_size={size}" for side, size in (("this tree", page_size), ("against", against_page_size))
+            if size and store in ("normal", "full")
+        )
+        print(f"\n{label}: {rounds} rounds alternating, {timed}{sized}, medians in us per step (x raw commit)")
         print(f"  raw INSERT+COMMIT {raw * 1e6:.1f} us (both sides)")
         print(f"  {'side':10s} {'long run':>18s} {f'{count} x 10-step runs':>22s}")
         for side in sides:
@@ -248,13 +264,17 @@ def main() -> None:
     parser.add_argument("--against", metavar="SRC", help="compare with another outlast src tree")
     parser.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
     parser.add_argument("--cpu", action="store_true", help="time SQLite with process CPU time (see above)")
+    parser.add_argument("--page-size", type=int, help="this tree's SQLite page size (see above)")
+    parser.add_argument("--against-page-size", type=int, help="the --against tree's page size")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child of --against: one round
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global clock, sqlite_options
     if args.cpu:
-        global clock
         clock = time.process_time
+    if args.page_size:
+        sqlite_options = f"&page_size={args.page_size}"
     if args.one:
         import json
 
@@ -264,7 +284,10 @@ def main() -> None:
     rounds = args.rounds or rounds
     if args.against:
         stores = ["normal", "full"] if args.sync == "both" else [args.sync]
-        compare(args.against, stores + ([args.postgres] if args.postgres else []), rounds, n, runs, args.cpu)
+        compare(
+            args.against, stores + ([args.postgres] if args.postgres else []), rounds, n, runs,
+            args.cpu, args.page_size, args.against_page_size,
+        )
         return
     print(f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, outlast {outlast.__version__}")
     for sync in (["normal", "full"] if args.sync == "both" else [args.sync]):

@@ -206,13 +206,16 @@ class RunState:
         NonDeterminismError when the journal recorded something else here. ``preview`` makes
         a short picture of the call's arguments (:mod:`outlast.previews`): recorded with the
         call, and shown beside the recorded one when the arguments differ."""
-        self.check()
-        c = self.journal.next_call(kind, name, args_hash, key, preview)
-        if self.checking and (c.entry is None or c.entry.status == "intent"):
-            raise self.end_of_journal(f"{kind} {name!r} ({c.key})", c.position)
-        call = DurableCall(self, kind, name, c.key, c.position, c.occurrence, args_hash, c.entry)
-        call.preview = preview
-        return call
+        if self.interrupted:
+            self.check()
+        position, full_key, occurrence, entry = self.journal.take(
+            kind, name, args_hash, key, preview
+        )
+        if self.checking and (entry is None or entry.status == "intent"):
+            raise self.end_of_journal(f"{kind} {name!r} ({full_key})", position)
+        return DurableCall(
+            self, kind, name, full_key, position, occurrence, args_hash, entry, preview
+        )
 
     def begin_patch(self, patch_id: str) -> tuple[bool, DurableCall | None]:
         """``ctx.patched``'s decision (see :meth:`Journal.patch`), with the marker's durable

@@ -55,6 +55,7 @@ class DurableCall:
         occurrence: int,
         args_hash: str | None,
         entry: Entry | None,
+        preview: Callable[[], str] | None = None,
     ) -> None:
         self.state = state
         self.kind = kind
@@ -67,7 +68,7 @@ class DurableCall:
         #: the recorded entry, or None for a call made for the first time
         self.entry = entry
         #: makes the arguments' preview (see :mod:`outlast.previews`), kept in the entry's facts
-        self.preview: Callable[[], str] | None = None
+        self.preview = preview
 
     # -- what the journal says ---------------------------------------------------------------
 
@@ -105,7 +106,8 @@ class DurableCall:
         ended: float | None = None,
         meta: str | None = None,
     ) -> Entry:
-        """The journal entry for this call's outcome (``ended`` None for an intent)."""
+        """The journal entry for this call's outcome (``ended`` None for an intent), as
+        :meth:`record` builds it (kept in step with it)."""
         now = time.time()
         if meta is None and self.preview is not None:
             meta = json.dumps({"args": self.preview()}, ensure_ascii=False)
@@ -138,8 +140,10 @@ class DurableCall:
         entry = self.make_entry(
             status, output, attempts=attempts, started=started, ended=ended, meta=meta
         )
-        self.state.write_entry(entry, blobs or None, step=self.name)
-        self.state.telemetry.recorded(self, status)
+        state = self.state
+        state.write_entry(entry, blobs or None, step=self.name)
+        if state.telemetry.active:
+            state.telemetry.recorded(self, status)
         return entry
 
     def intent(self) -> None:

@@ -74,7 +74,7 @@ class Outcome:
 
 def _prepare(
     app: App, wf: Workflow[Any, Any], run: RunRecord, fresh: bool, unrecorded: NewRun | None
-) -> tuple[RunState, Context]:
+) -> tuple[RunState, Context, snapshot.ResumePoint]:
     # A run this process has just created has an empty journal: skip the read.
     entries = [] if fresh or unrecorded else app.store.load_journal(run.run_id)
     point = snapshot.resume_point(run)
@@ -85,7 +85,7 @@ def _prepare(
     )
     state.telemetry = telemetry.execution(app, state)
     app._heartbeat.add(state)
-    return state, Context(state)
+    return state, Context(state), point
 
 
 def frontier_of(run: RunRecord) -> Frontier | None:
@@ -96,10 +96,10 @@ def frontier_of(run: RunRecord) -> Frontier | None:
 
 
 def _call_args(
-    wf: Workflow[Any, Any], run: RunRecord, ctx: Context
+    wf: Workflow[Any, Any], run: RunRecord, ctx: Context, point: snapshot.ResumePoint
 ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
     # The workflow, or its on_recovered handler when the run resumes from a stash.
-    return snapshot.entry_point(wf, run, ctx, snapshot.resume_point(run))
+    return snapshot.entry_point(wf, run, ctx, point)
 
 
 def execute(
@@ -116,11 +116,11 @@ def execute(
         from . import aio
 
         return aio.run(execute_async(app, wf, run, fresh=fresh, unrecorded=unrecorded))
-    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
+    state, ctx, point = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
-            fn, args, kwargs = _call_args(wf, run, ctx)
+            fn, args, kwargs = _call_args(wf, run, ctx, point)
             value = fn(*args, **kwargs)
         except BaseException as exc:
             error: BaseException | None = exc
@@ -147,11 +147,11 @@ async def execute_async(
         return await asyncio.to_thread(
             functools.partial(execute, app, wf, run, fresh=fresh, unrecorded=unrecorded)
         )
-    state, ctx = _prepare(app, wf, run, fresh, unrecorded)
+    state, ctx, point = _prepare(app, wf, run, fresh, unrecorded)
     try:
         token = _run_var.set(state)
         try:
-            fn, args, kwargs = _call_args(wf, run, ctx)
+            fn, args, kwargs = _call_args(wf, run, ctx, point)
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):  # a recovery handler may be sync
                 value = await value

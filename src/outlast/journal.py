@@ -84,7 +84,7 @@ class Journal:
 
     __slots__ = (
         "run_id", "_by_position", "_by_key", "_counts", "position", "replayed", "_reached",
-        "_start", "frontier", "last", "_horizon", "_patches",
+        "_start", "frontier", "_frontier_at", "last", "_horizon", "_patches",
     )
 
     def __init__(
@@ -110,6 +110,8 @@ class Journal:
         self._start = start
         #: where an earlier execution stopped (from the run's stats), if known
         self.frontier = frontier
+        #: the frontier's position (-1: none), checked by every call made for the first time
+        self._frontier_at = -1 if frontier is None else frontier.position
         #: the last call this execution made, as Frontier fields (see :meth:`reached`)
         self.last: tuple[int, str, str, str, bool] | None = None
         #: the furthest position an earlier execution is known to have reached
@@ -132,8 +134,21 @@ class Journal:
         Raises NonDeterminismError when the entry recorded at this position (or under this
         explicit key) is of another kind or name, or was called with other arguments.
         """
+        return Call(*self.take(kind, name, args_hash, key, preview))
+
+    def take(
+        self,
+        kind: str,
+        name: str,
+        args_hash: str | None,
+        key: str | None = None,
+        preview: Callable[[], str] | None = None,
+    ) -> tuple[int, str, int, Entry | None]:
+        """:meth:`next_call` as a plain ``(position, key, occurrence, entry)`` tuple: the
+        hot path of every durable call (:meth:`outlast.context.RunState.begin`), which builds
+        its own call object and has no use for a :class:`Call` in between."""
         position = self.position
-        self.position += 1
+        self.position = position + 1
         if key is None:
             # Only calls without an explicit key are numbered: a child's result (keyed by the
             # child's id) or a keyed tool call does not shift the next default key.
@@ -141,10 +156,11 @@ class Journal:
             self._counts[name] = occurrence
             full_key = f"{name}:{occurrence}"
             entry = self._by_position.get(position)
-            if entry is not None and entry.key != full_key:
+            if entry is None:
+                if position == self._frontier_at:
+                    self._check_frontier(kind, name, full_key)
+            elif entry.key != full_key:
                 raise self._diverged(position, entry, kind, name, full_key)
-            if entry is None and self.frontier is not None and self.frontier.position == position:
-                self._check_frontier(kind, name, full_key)
         else:
             occurrence = 0
             full_key = f"{name}:{key}"
@@ -158,7 +174,7 @@ class Journal:
             self._reached.add(full_key)
             if entry.status != "intent":
                 self.replayed.append(entry)
-        return Call(position, full_key, occurrence, entry)
+        return position, full_key, occurrence, entry
 
     def _other_arguments(
         self,

@@ -293,6 +293,8 @@ def dumps(value: Any, *, what: str = "value", blobs: dict[str, bytes] | None = N
 
     Raises :class:`SerializationError` naming the path and type of a value it cannot store.
     """
+    if value is None:  # the result of every step done for its effect: no encoder needed
+        return b"null"
     return _text(_dump(value, blobs, what, ""), what)
 
 

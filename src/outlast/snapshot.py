@@ -43,10 +43,15 @@ class ResumePoint:
     generation: int = 1
 
 
+#: where a run without a snapshot starts (shared: a frozen dataclass costs ~10,000
+#: instructions to build, and its ``counts`` is only ever copied, by the Journal)
+_START = ResumePoint()
+
+
 def resume_point(run: RunRecord) -> ResumePoint:
     """Read the run's snapshot (none: start at the top with the stored input)."""
     if run.snapshot is None:
-        return ResumePoint()
+        return _START
     doc = serde.loads(run.snapshot, what=f"snapshot of run {run.run_id!r}")
     stash = doc.get("stash")
     return ResumePoint(

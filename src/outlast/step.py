@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from . import effects, previews, serde
-from .context import RunState, _run_var, _step_var
+from .context import RunState, StepScope, _run_var, _step_var
 from .durable import DurableCall
 from .errors import SerializationError, StoreError
 from .retry import NO_RETRY, Retry
@@ -70,6 +70,8 @@ class Step(Generic[P, R]):
         self.at_most_once = at_most_once
         self.reconcile = reconcile
         self.is_async = inspect.iscoroutinefunction(fn)
+        #: what its result is called in a SerializationError (made once, not per call)
+        self.result_what = f"result of step {name!r}"
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -94,8 +96,16 @@ class Step(Generic[P, R]):
         self, state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], key: str | None
     ) -> Any:
         # Identity is taken now, in call order, even when the body runs later (a coroutine).
-        call = begin(state, self, args, kwargs, key)
-        if call.replayed:
+        # (begin() inlined: this runs for every step call)
+        if args or kwargs:
+            call = state.begin(
+                self.kind, self.name, _hash_args(self, args, kwargs), key,
+                lambda: previews.preview(args, kwargs),
+            )
+        else:
+            call = state.begin(self.kind, self.name, _NO_ARGS, key)
+        entry = call.entry
+        if entry is not None and entry.status != "intent":  # call.replayed
             return _replayed_async(call) if state.is_async else call.value()
         if self.is_async:
             coro = _run_async(state, self, call, args, kwargs)
@@ -168,7 +178,7 @@ def settle(
         if exc is None:
             try:
                 return call.complete(
-                    value, attempts=attempts, started=started, what=f"result of step {step.name!r}"
+                    value, attempts=attempts, started=started, what=step.result_what
                 )
             except SerializationError:
                 raise  # recorded by complete(): a replay fails the same way
@@ -196,11 +206,18 @@ def _run_sync(
             return answer
     started = time.time()
     attempt = 0
+    telemetry = state.telemetry
     while True:
         attempt += 1
-        token = _step_var.set(state.scope(step.name, call.key, attempt))
+        # state.scope(), inlined: this runs for every step call
+        token = _step_var.set(
+            StepScope(state.run.run_id, step.name, call.key, attempt, state.generation)
+        )
         try:
-            with state.telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+            if telemetry.active:
+                with telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+                    value = step.fn(*args, **kwargs)
+            else:
                 value = step.fn(*args, **kwargs)
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)
@@ -226,11 +243,18 @@ async def _run_async(
             return answer
     started = time.time()
     attempt = 0
+    telemetry = state.telemetry
     while True:
         attempt += 1
-        token = _step_var.set(state.scope(step.name, call.key, attempt))
+        # state.scope(), inlined: this runs for every step call
+        token = _step_var.set(
+            StepScope(state.run.run_id, step.name, call.key, attempt, state.generation)
+        )
         try:
-            with state.telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+            if telemetry.active:
+                with telemetry.step_span(step.name, call.key, attempt, step.kind, step.tool):
+                    value = await step.fn(*args, **kwargs)
+            else:
                 value = await step.fn(*args, **kwargs)
         except Exception as exc:
             delay = step.retry.delay(attempt, exc)

@@ -463,7 +463,12 @@ class SQLiteStore(SQLiteCheckpoints, SQLiteMaintenance, Store):
     def record(
         self, run_id: str, epoch: int, entry: Entry, blobs: Mapping[str, bytes] | None = None
     ) -> None:
-        params = (run_id, *_entry_row(entry), epoch, run_id, epoch)
+        # _entry_row(), inlined: this runs for every journaled call
+        e = entry
+        params = (
+            run_id, e.key, e.position, e.kind, e.name, e.status, e.output, e.args_hash,
+            e.attempts, e.started_at, e.ended_at, e.meta, epoch, run_id, epoch,
+        )
         if blobs:
             with self._tx() as conn:
                 self._put_blobs(conn, run_id, blobs)

@@ -39,14 +39,18 @@ if os.environ.get("OUTLAST_TEST_ENCRYPTION") == "1" and not os.environ.get("OUTL
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In the replay-each-step pass (``OUTLAST_REPLAY_EACH_STEP=1``, see CI) every recorded
-    call stops and replays the run, so tests that count executions (or whose subprocesses
-    inherit the mode) are skipped there: they run in the normal pass."""
+    call stops and replays the run, so tests that count executions, or that watch a run stay
+    in memory through a short wait (or whose subprocesses inherit the mode), are skipped
+    there: they run in the normal pass."""
     if os.environ.get("OUTLAST_REPLAY_EACH_STEP") != "1":
         return
     skip = pytest.mark.skip(reason="counts executions: replay-each-step re-executes by design")
+    stays = pytest.mark.skip(reason="stays in memory: replay-each-step releases after each call")
     for item in items:
         if "counts_executions" in item.keywords:
             item.add_marker(skip)
+        elif "stays_in_memory" in item.keywords:
+            item.add_marker(stays)
 
 
 @pytest.fixture(autouse=True)

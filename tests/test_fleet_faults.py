@@ -6,6 +6,7 @@ apply."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,8 +62,10 @@ def test_a_worker_frozen_in_its_claim_does_not_stop_the_fleet(
     schema = store_url.rsplit("=", 1)[1]
     name = "outlast_frozen_" + schema
     a = spawn_worker(f"{store_url}&application_name={name}", log, concurrency=2, env=env)
-    # B has slots beyond the llm queue's 2, for the unlimited runs
-    b = spawn_worker(store_url, log, concurrency=4, env=env)
+    # B starts once A holds llm runs: B's own freed slots re-claim at once, so a B that starts
+    # first can keep the llm queue's 2 slots to itself (fair, but not what this test needs).
+    # B has slots beyond the llm queue's 2, for the unlimited runs.
+    b: subprocess.Popen[bytes] | None = None
     server = store_url.split("?")[0]
     # claim locks only: the liveness and wake-token locks a worker holds for its whole life
     # (store/postgres_session.py) live in namespaces of their own
@@ -75,7 +78,8 @@ def test_a_worker_frozen_in_its_claim_does_not_stop_the_fleet(
             def held() -> int:
                 return int(conn.execute(held_sql, (name, schema)).fetchone()[0])  # type: ignore[index]
 
-            wait_until(lambda: _starts_by(log, a.pid, 0, 2e9)[0] > 3, 30, "A to claim", [a, b])
+            wait_until(lambda: _starts_by(log, a.pid, 0, 2e9)[0] > 3, 30, "A to claim", [a])
+            b = spawn_worker(store_url, log, concurrency=4, env=env)
             # Freeze A at the moment it is seen holding a claim's lock, if it ever is: a claim
             # that spans round trips keeps that lock while A is stopped.
             for _ in range(15):
@@ -111,7 +115,7 @@ def test_a_worker_frozen_in_its_claim_does_not_stop_the_fleet(
         a.kill()
         wait_until(all_finished(app, ids), 90, "every run to finish", [b])
     finally:
-        stop_all([a, b])
+        stop_all([p for p in (a, b) if p is not None])
     check_journals(app, [r for r in ids if app.get_run(r, steps=False).workflow == "slow"], 1,
                    log)
 

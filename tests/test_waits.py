@@ -42,6 +42,7 @@ def _until(predicate: object, timeout: float = 20.0) -> None:
 # -- timers -------------------------------------------------------------------------------------
 
 
+@pytest.mark.stays_in_memory
 def test_short_sleep_stays_in_memory_and_is_journaled(app: outlast.App) -> None:
     @app.workflow
     def nap(ctx: outlast.Context) -> str:
@@ -242,6 +243,7 @@ def _thousand_suspended(store_url: str, tmp_path: Path) -> None:
         waity.app.close()
 
 
+@pytest.mark.stays_in_memory  # its reminder is a short in-memory wait
 def test_approval_example_reminds_then_sends(sqlite_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OUTLAST_DATABASE_URL": sqlite_url,
            "APPROVAL_REMIND_AFTER": "0.2", "APPROVAL_GIVE_UP_AFTER": "60"}

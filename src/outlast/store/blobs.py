@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,14 @@ _FRAME = b"\xff"
 COMPRESS_MIN = 256
 #: the most one compressed value may inflate to (as serde.MAX_UNPACKED_BYTES)
 MAX_INFLATED = 64 * 2**20
-_ZSTD: Any = None
+_ZSTD: Any = None  # the zstandard module, or False when it is not installed
+#: zstandard's compressor and decompressor objects are not thread-safe (two threads in one
+#: compressor crash the process): each thread gets its own pair
+_LOCAL = threading.local()
 
 
 def _zstd() -> Any:
+    """This thread's ``(compressor, decompressor)``, or False without zstandard."""
     global _ZSTD
     if _ZSTD is None:
         try:
@@ -53,8 +58,13 @@ def _zstd() -> Any:
         except ImportError:
             _ZSTD = False
         else:
-            _ZSTD = (zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor())
-    return _ZSTD
+            _ZSTD = zstandard
+    if _ZSTD is False:
+        return False
+    pair = getattr(_LOCAL, "zstd", None)
+    if pair is None:
+        pair = _LOCAL.zstd = (_ZSTD.ZstdCompressor(level=3), _ZSTD.ZstdDecompressor())
+    return pair
 
 
 def compress(data: bytes) -> bytes:

@@ -4,6 +4,7 @@ stores). The figures at a million runs come from ``bench/scale.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -109,12 +110,11 @@ def test_an_older_sqlite_database_gains_the_scale_indexes(tmp_path: Path) -> Non
         assert [r.run_id for r in store.claim("w", LONG)] == ["r"]
     finally:
         store.close()
-    names = {
-        row[0]
-        for row in sqlite3.connect(path).execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index'"
-        )
-    }
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        names = {
+            row[0]
+            for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
     assert {"outlast_runs_live", "outlast_runs_status", "outlast_runs_ended"} <= names
     assert "outlast_runs_runnable" not in names
 

@@ -88,6 +88,7 @@ class Worker:
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._last_orphan_scan = 0.0
+        self._settled_fault = 0.0
         #: runs this worker released itself (their executors then find them gone)
         self._handed_back: set[str] = set()
         self._signals = 0
@@ -204,30 +205,37 @@ class Worker:
         """Claim up to ``free`` runs; while the store is unreachable (also at start-up), retry
         with backoff instead of exiting, as the store itself does for a mid-run outage."""
         delay = 0.5
-        outage = False
         while True:
             try:
-                if outage:
-                    self.app.store.queue_stats()  # reachable again? (raises while it is not)
-                    # Runs in flight through the outage kept running here and elsewhere; their
-                    # executors renew the leases that ran out meanwhile at their next beat.
-                    # Claiming at once would take those runs over and run their steps in
-                    # flight a second time: wait one beat (and a retry's back-off) first.
-                    grace = self.app.lease / 3 + 1.0
-                    log.warning("store reachable again; claiming in %.1f s", grace)
-                    if self._stopping.wait(grace):
-                        return []
-                    outage = False
+                if self._settle_after_outage():
+                    return []
                 return self._try_claim(free, rescan)
             except Exception as exc:
                 if not _store_fault(exc):
                     raise
-                outage = True
                 log.warning("store unreachable (%s: %s); retrying in %.1f s",
                             type(exc).__name__, str(exc).strip(), delay)
             if self._stopping.wait(delay):
                 return []
             delay = min(delay * 2, MAX_BACKOFF)
+
+    def _settle_after_outage(self) -> bool:
+        """After the store was unreachable (any operation of this process met it so: a
+        claim, a journal write, a heartbeat), wait until one heartbeat and a retry's back-off
+        have passed before claiming. Runs in flight through the outage, here and in other
+        workers, kept running; their executors renew the leases that ran out meanwhile at
+        their next beat. Claiming at once would take those runs over and run their steps in
+        flight a second time. True when the worker is stopping."""
+        last = float(getattr(self.app.store, "last_fault", 0.0) or 0.0)
+        if not last:
+            return False
+        left = last + self.app.lease / 3 + 2.0 - time.monotonic()
+        if left <= 0:
+            return False
+        if last != self._settled_fault:
+            self._settled_fault = last
+            log.warning("store was unreachable; claiming again in %.1f s", left)
+        return self._stopping.wait(left)
 
     def _try_claim(self, free: int, rescan: bool) -> list[RunRecord]:
         if rescan:

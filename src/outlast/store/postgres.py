@@ -97,6 +97,9 @@ class PostgresStore(
     #: ...and a statement waiting this long for a lock gives up (and is retried) instead of
     #: queueing everyone behind it.
     lock_timeout: float = 10.0
+    #: when (``time.monotonic()``) an operation of this store last met the server unreachable;
+    #: 0.0 never. A worker waits a heartbeat after it before claiming (see worker.py).
+    last_fault: float = 0.0
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         #: the blob protocol (addresses, compression, sealing): see blobs.py
@@ -215,7 +218,10 @@ class PostgresStore(
                     or (retry is not None and not retry(unsent))
                     or time.monotonic() + delay > deadline
                 ):
+                    if transient(exc):
+                        self.last_fault = time.monotonic()
                     raise
+                self.last_fault = time.monotonic()
                 maybe_applied = maybe_applied or not unsent
             # after a restart every idle connection is dead: find them all now instead of
             # failing on each in turn

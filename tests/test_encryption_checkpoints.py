@@ -6,6 +6,7 @@ are bound to their place; without the key, nothing is read or freed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 import os
 import sqlite3
@@ -79,7 +80,7 @@ def row_values(url: str) -> list[bytes]:
     sqls = ["SELECT checkpoint FROM {p}lg_checkpoints", "SELECT metadata FROM {p}lg_checkpoints",
             "SELECT value FROM {p}lg_writes"]
     if url.startswith("sqlite"):
-        with sqlite3.connect(url.split("sqlite:///", 1)[1]) as conn:
+        with contextlib.closing(sqlite3.connect(url.split("sqlite:///", 1)[1])) as conn:
             rows = [r for sql in sqls for r in conn.execute(sql.format(p="outlast_"))]
         conn.close()
     else:
@@ -140,7 +141,7 @@ def test_without_the_key_nothing_is_read_or_freed(
     path = sqlite_url.split("sqlite:///", 1)[1]
 
     def blobs() -> int:
-        with sqlite3.connect(path) as conn:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
             return int(conn.execute("SELECT count(*) FROM outlast_blobs").fetchone()[0])
 
     before = blobs()
@@ -171,13 +172,13 @@ def test_a_checkpoint_row_copied_to_another_thread_does_not_decrypt(sqlite_url: 
     finally:
         app.close()
     path = sqlite_url.split("sqlite:///", 1)[1]
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute(
             "UPDATE outlast_lg_checkpoints SET checkpoint = (SELECT checkpoint FROM "
             "outlast_lg_checkpoints c WHERE c.thread_id = 'one' AND c.checkpoint_id = "
             "(SELECT max(checkpoint_id) FROM outlast_lg_checkpoints WHERE thread_id = 'one')) "
             "WHERE thread_id = 'two'")
-    conn.close()
+        conn.commit()
     app = outlast.App(sqlite_url, encryption=keys)
     try:
         saver = OutlastSaver(app)
@@ -216,7 +217,7 @@ def test_dedup_responses_are_sealed(store_url: str, monkeypatch: pytest.MonkeyPa
 
 def _column(url: str, table: str) -> list[bytes]:
     if url.startswith("sqlite"):
-        with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+        with contextlib.closing(sqlite3.connect(url[len("sqlite:///"):])) as conn:
             return [bytes(r[0]) for r in conn.execute(f"SELECT response FROM {table}")]
     import psycopg
 

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 # The tree to measure: this one, or another one for a child process of --against.
 sys.path.insert(0, os.environ.get("OUTLAST_BENCH_SRC") or os.path.join(os.path.dirname(__file__), "..", "src"))
@@ -77,8 +78,9 @@ def raw_postgres(url: str, n: int) -> float:
             conn.execute(f"DROP TABLE {table}")
 
 
-def make_app(url: str) -> tuple[outlast.App, Callable[..., object]]:
-    app = outlast.App(url)
+def make_app(url: str, **options: Any) -> tuple[outlast.App, Callable[..., object]]:
+    """An app with one no-op step and a workflow calling it ``n`` times (``options``: App's)."""
+    app = outlast.App(url, **options)
 
     @app.step
     def noop() -> None:

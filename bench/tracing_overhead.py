@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+import step_overhead  # noqa: E402  (bench/, beside this script)
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
@@ -63,19 +64,7 @@ class DropExporter(SpanExporter):
 
 
 def make_app(url: str, tracing: bool) -> tuple[outlast.App, Callable[..., object]]:
-    app = outlast.App(url, tracing=tracing)
-
-    @app.step
-    def noop() -> None:
-        return None
-
-    @app.workflow
-    def chain(ctx: outlast.Context, n: int) -> int:
-        for _ in range(n):
-            noop()
-        return n
-
-    return app, chain
+    return step_overhead.make_app(url, tracing=tracing)
 
 
 def measure(url: str, config: str, runs: int, steps: int) -> float:

@@ -10,7 +10,6 @@ the SDK's in-memory exporter pinned on outlast's hub.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +18,7 @@ agents = pytest.importorskip("agents")
 
 from agents import Agent, OpenAIProvider, RunConfig, function_tool  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
@@ -29,7 +27,6 @@ from opentelemetry.trace import SpanKind  # noqa: E402
 import outlast  # noqa: E402
 from outlast import aio  # noqa: E402
 from outlast.integrations.openai_agents import Runner  # noqa: E402
-from outlast.telemetry import hub  # noqa: E402
 from outlast.testing.llm_server import FakeLLMServer  # noqa: E402
 from outlast.testing.llm_wire import LLMRequest, Reply, ToolCall  # noqa: E402
 
@@ -41,17 +38,6 @@ pytestmark = pytest.mark.counts_executions
 
 class Crash(BaseException):
     """Stands for the process dying inside a tool (the run is left for the next execution)."""
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    spans = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    hub.tracer_provider = provider
-    yield spans
-    hub.tracer_provider = None
-    provider.shutdown()
 
 
 def reply(request: LLMRequest) -> Reply:
@@ -70,7 +56,7 @@ def names(spans: list[ReadableSpan]) -> Counter[str]:
 
 
 def test_spans_report_only_what_each_execution_runs(
-    sqlite_url: str, exporter: InMemorySpanExporter
+    sqlite_url: str, spans: InMemorySpanExporter
 ) -> None:
     app = outlast.App(sqlite_url)
     crash = {"lookup": True}
@@ -98,13 +84,13 @@ def test_spans_report_only_what_each_execution_runs(
 
         with pytest.raises(Crash):
             app.run(support, run_id="traced")
-        first = list(exporter.get_finished_spans())
-        exporter.clear()
+        first = list(spans.get_finished_spans())
+        spans.clear()
         crash["lookup"] = False
         assert app.run(support, run_id="traced") == "orders: Summary of A1 | A1 shipped"
         assert server.count() == 4  # the three requests before the crash were not sent again
         aio.run(client.close())
-    second = list(exporter.get_finished_spans())
+    second = list(spans.get_finished_spans())
     app.close()
 
     assert names(first) == {
@@ -141,7 +127,7 @@ def test_spans_report_only_what_each_execution_runs(
     assert "error.type" not in lookup_span
 
 
-def test_a_streamed_call_reports_its_usage(sqlite_url: str, exporter: InMemorySpanExporter) -> None:
+def test_a_streamed_call_reports_its_usage(sqlite_url: str, spans: InMemorySpanExporter) -> None:
     app = outlast.App(sqlite_url)
     script = [Reply(text="streamed answer", prompt_tokens=12, completion_tokens=3)]
     with FakeLLMServer(script) as server:
@@ -159,7 +145,7 @@ def test_a_streamed_call_reports_its_usage(sqlite_url: str, exporter: InMemorySp
         assert app.run(talk, run_id="streamed") == "streamed answer"
         aio.run(client.close())
     app.close()
-    (chat,) = [s for s in exporter.get_finished_spans() if s.name == "chat gpt-4o-mini"]
+    (chat,) = [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o-mini"]
     attrs = dict(chat.attributes or {})
     assert attrs["gen_ai.usage.input_tokens"] == 12 and attrs["gen_ai.usage.output_tokens"] == 3
     assert attrs["gen_ai.response.finish_reasons"] == ("completed",)

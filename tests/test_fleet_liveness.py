@@ -194,3 +194,28 @@ def test_dead_owners_is_none_through_a_transaction_pooler(pg_url: str) -> None:
         assert store.dead_owners() is None
     finally:
         store.close()
+
+
+def test_closing_a_store_while_its_token_thread_works_raises_nothing(pg_url: str) -> None:
+    # The wake token's thread owns its connection: a close at any moment (here while the
+    # thread connects, waits for the lock or holds it) ends it without an error in the thread.
+    errors: list[BaseException] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)  # type: ignore[assignment,misc]
+    try:
+        for i in range(12):
+            store = open_store(pg_url)
+            store.attach(f"closer{i}", lambda run_id: None)
+            waiter = threading.Thread(target=store.wait_for_work, args=(5.0,))
+            waiter.start()
+            time.sleep(0.05 * (i % 6))
+            store.close()
+            store.wake_waiters()
+            waiter.join(5)
+            tokens = [t for t in threading.enumerate() if t.name == "outlast-token"]
+            for t in tokens:
+                t.join(3)
+    finally:
+        threading.excepthook = hook
+    assert errors == []
+    assert not [t for t in threading.enumerate() if t.name == "outlast-token"]

@@ -321,6 +321,10 @@ class RunState:
             self._record(run.run_id, run.epoch, entry, blobs)
         except StoreError as exc:  # classified by the store itself (a backend's own retries)
             raise self.fault(exc, step or entry.name) from exc
+        except StoreUnavailable as exc:  # escalated by a wrapped store's guard: name the step
+            if exc.__dict__.get("step") is not None:
+                raise
+            raise self.fault(exc.fault, step or entry.name) from exc.__cause__
         except (OutlastError, faults.UserError):
             raise  # RunConflict and the like pass through, as they do the guard
         except Exception as exc:

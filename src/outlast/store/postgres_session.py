@@ -139,6 +139,9 @@ class Session:
     def _listen(self, conn: Conn) -> None:
         for channel in self.channels:
             conn.execute(f'LISTEN "{channel}"')
+        if self._closed:  # closed meanwhile: nobody would close this one
+            conn.close()
+            return
         self._conn = conn
         self.since = time.monotonic()
 
@@ -155,8 +158,10 @@ class Session:
                 if self._conn is None:
                     self._reconnect()
                     delay = 0.1
-                assert self._conn is not None
-                for note in self._conn.notifies(timeout=1.0):
+                conn = self._conn  # ``close`` may drop it from another thread at any time
+                if conn is None:
+                    continue
+                for note in conn.notifies(timeout=1.0):
                     self._dispatch(note.channel, note.payload)
                     if self._closed:
                         return
@@ -193,8 +198,7 @@ class Session:
                 except Exception:
                     log.exception("cancel of run %s: local interrupt failed", payload)
             return
-        if self._token.holding:
-            self._token.hand_on()
+        if self._token.holding and self._token.hand_on():
             self._wake.set()
 
     def _drop(self) -> None:
@@ -253,6 +257,7 @@ class _Token:
         self._want_until = 0.0
         self._poll = 0.5
         self._handed = False
+        self._settling = False
         self._cond = threading.Condition()
         self._conn: Conn | None = None
         self._thread: threading.Thread | None = None
@@ -270,41 +275,51 @@ class _Token:
                 self._thread.start()
             self._cond.notify_all()
 
-    def hand_on(self) -> None:
+    def hand_on(self) -> bool:
+        """A NOTIFY while held: hand the token on, and say whether this holder should claim.
+        In the first moment of holding a NOTIFY is ignored (see :meth:`_hold`): the catch-up
+        claim that follows covers it, and a second wake-up would be a wasted claim."""
         with self._cond:
+            if self._settling:
+                return False
             self._handed = True
             self._cond.notify_all()
+            return True
 
     def _wanted(self) -> bool:
         return time.monotonic() < self._want_until
 
     def _loop(self) -> None:
+        """The thread owns the connection: only it opens, uses and drops it (``close`` asks it
+        to stop and cancels a blocking query; it never pulls the connection from under it)."""
         delay = 0.1
         while not self._closed:
             try:
-                if self._conn is None:
-                    self._conn = psycopg.connect(self.conninfo, autocommit=True)
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = psycopg.connect(self.conninfo, autocommit=True)
                     delay = 0.1
                 with self._cond:
                     while not self._closed and not self._wanted():
                         self._cond.wait(1.0)
                 if self._closed:
-                    return
-                self._conn.execute(LOCK, self.key)  # blocks while another worker holds it
+                    break
+                conn.execute(LOCK, self.key)  # blocks while another worker holds it
                 with self._cond:
-                    self.holding, self._handed = True, False
+                    self.holding, self._handed, self._settling = True, False, True
                 self._hold()
                 with self._cond:
                     self.holding = False
-                self._conn.execute(UNLOCK, self.key)
+                conn.execute(UNLOCK, self.key)
             except psycopg.Error:
                 with self._cond:
                     self.holding = False
                 self._drop()
                 if self._closed:
-                    return
+                    break
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
+        self._drop()
 
     def _hold(self) -> None:
         """While held: a poll tick wakes the worker (timers, expired leases, dead owners);
@@ -314,10 +329,11 @@ class _Token:
         made the previous holder hand the token on may reach this session after the token
         did, and the claim covers everything committed before it anyway."""
         with self._cond:
+            self._settling = True
             settled = time.monotonic() + SETTLE
             while not self._closed and (left := settled - time.monotonic()) > 0:
                 self._cond.wait(left)
-            self._handed = False
+            self._handed = self._settling = False
         self.session.wake()
         last = time.monotonic()
         with self._cond:
@@ -339,11 +355,15 @@ class _Token:
         self._closed = True
         with self._cond:
             self._cond.notify_all()
+            thread = self._thread
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 conn.cancel_safe(timeout=1.0)
-        self._drop()
+        if thread is None:
+            self._drop()
+        elif thread is not threading.current_thread():
+            thread.join(timeout=2.0)  # it drops its connection on its way out
 
 
 class SessionMethods:

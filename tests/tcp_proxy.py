@@ -62,6 +62,12 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
+                # cut() may have run while we connected: this pair must not outlive it (a
+                # connection that survives the outage is a partition, not an outage)
+                if not self._up.is_set():
+                    client.close()
+                    server.close()
+                    continue
                 self._open += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()

@@ -92,6 +92,11 @@ class IdempotencyMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
+        # The body is read before any answer: a server that answers (or fails) with a body
+        # left unread closes the connection on it, and the client may see a reset instead.
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client disconnected before sending its whole body
         if not key:
             await _send_json(send, 400, "idempotency_key_empty", "the idempotency key is empty")
             return
@@ -103,9 +108,6 @@ class IdempotencyMiddleware:
             await _send_json(send, 400, "idempotency_key_too_long", detail)
             return
         caller = await self._caller(scope)
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client disconnected before sending its whole body
         fingerprint = hashlib.sha256(scope.get("query_string", b"") + b"?" + body).hexdigest()
         # Streaming shortcuts would bypass the capture; the app falls back to body messages.
         extensions = {

@@ -221,21 +221,25 @@ class Worker:
 
     def _settle_after_outage(self) -> bool:
         """After the store was unreachable (any operation of this process met it so: a
-        claim, a journal write, a heartbeat), wait until one heartbeat and a retry's back-off
-        have passed before claiming. Runs in flight through the outage, here and in other
-        workers, kept running; their executors renew the leases that ran out meanwhile at
-        their next beat. Claiming at once would take those runs over and run their steps in
-        flight a second time. True when the worker is stopping."""
+        claim, a journal write, a heartbeat), claim only once it answers again and one
+        heartbeat and a retry's back-off have passed since. Runs in flight through the
+        outage, here and in other workers, kept running; their executors renew the leases
+        that ran out meanwhile at their next beat, and record the steps they finished.
+        Claiming the moment the store is back would take those runs over and run their
+        steps in flight a second time. The wait counts from the store's recovery, seen by a
+        read (a claim is never the first operation after a fault), not from the fault: an
+        outage is as long as it is. True when the worker is stopping; a read that fails
+        raises the store's fault (the caller backs off)."""
         last = float(getattr(self.app.store, "last_fault", 0.0) or 0.0)
-        if not last:
+        if not last or last == self._settled_fault:
             return False
-        left = last + self.app.lease / 3 + 2.0 - time.monotonic()
-        if left <= 0:
-            return False
-        if last != self._settled_fault:
-            self._settled_fault = last
-            log.warning("store was unreachable; claiming again in %.1f s", left)
-        return self._stopping.wait(left)
+        self.app.store.get_run("")  # answers (retried through a blip) or raises the fault
+        wait = self.app.lease / 3 + 2.0
+        log.warning("store was unreachable; claiming again in %.1f s", wait)
+        if self._stopping.wait(wait):
+            return True
+        self._settled_fault = last
+        return False
 
     def _try_claim(self, free: int, rescan: bool) -> list[RunRecord]:
         if rescan:

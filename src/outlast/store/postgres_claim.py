@@ -10,6 +10,7 @@ retry wrapper, its queries ``_q`` and its ``schema``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,7 +34,9 @@ class PostgresClaims:
 
     if TYPE_CHECKING:
 
-        def _run(self, op: Callable[[Conn, bool], T]) -> T: ...
+        def _run(
+            self, op: Callable[[Conn, bool], T], *, retry: Callable[[bool], bool] | None = None
+        ) -> T: ...
 
     def claim(
         self,
@@ -71,7 +74,15 @@ class PostgresClaims:
             if only is not None:
                 where.append("queue = ANY(%(in_queues)s::text[])")
             sql = self._q.claim_simple.replace("{where}", " AND ".join(where))
-        rows = self._run(lambda c, _: c.execute(sql, params).fetchall())
+        # Retried through a blip only: after a fault longer than a third of the lease, other
+        # owners' leases may have run out while they could not renew them, and a claim made
+        # the moment the database is back would take their runs (and their steps in flight)
+        # over. The fault goes to the caller instead; a worker then waits a heartbeat first.
+        first = time.monotonic()
+        rows = self._run(
+            lambda c, _: c.execute(sql, params).fetchall(),
+            retry=lambda unsent: time.monotonic() - first < lease / 3,
+        )
         claimed = [RunRecord(*row) for row in rows]
         claimed.sort(key=lambda r: (-r.priority, r.created_at, r.run_id))
         return claimed

@@ -20,6 +20,7 @@ whose first key is ``"__o"``::
     {"__o":"pd","c":"mod:Qual","v":..}  pydantic v2 model: its model_dump(mode="python")
     {"__o":"ref","h":hash[,"k":"s"|"b"]}   a blob: JSON value, or raw str / bytes
     {"__o":"lc","h":[hash,...]}         a list stored as chunk blobs, concatenated
+    {"__o":"lc","h":[...],"t":[...]}    ...followed by elements inline (outlast.serde_append)
 
 An error (:func:`outlast.serde_errors.dump_error`) is ``{"c":"mod:Qual","m":str(exc),"a":args,"k":attrs}``.
 
@@ -422,6 +423,10 @@ class _Loader:
                 if part is not self.expanded:  # a nested "lc" counted its own chunks
                     self.count(len(part))
                 out += part
+            if "t" in d:  # a mountain range's inline tail (outlast.serde_append)
+                tail = _arr(d["t"])
+                self.count(len(tail))
+                out += tail
             self.expanded = out
             return out
         return _hook(d)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import serde, serde_errors
+from .. import serde, serde_append, serde_errors
 from ..context import RunState
 from ..durable import DurableCall
 from ..errors import BudgetExceeded, NonDeterminismError
@@ -318,7 +318,9 @@ def journal_completed(
         "tokens": tokens_in + tokens_out, "cost": cost, "latency": round(ended - started, 6),
         "stream": prep.stream, "fp": prep.fp,
     }
-    blobs = dict(prep.blobs)
+    blobs: dict[str, bytes] = {}
+    if "request" in payload:  # given as prep.encoded: stored appendable (see stored_request)
+        payload = {**payload, "request": stored_request(prep, blobs)}
     output = encode(payload, what=f"response of model call {prep.call.key!r}", blobs=blobs)
     spent = ledger(state)
     spent.tokens += tokens_in + tokens_out
@@ -330,6 +332,16 @@ def journal_completed(
         prep.span.response(meta if span_meta is None else span_meta(meta), answer)
     _write(prep, "completed", output, attempts, started, ended, meta, blobs)
     return meta
+
+
+def stored_request(prep: Prepared, blobs: dict[str, bytes]) -> str:
+    """The request as its record keeps it: its lists (the conversation) as mountain ranges
+    (:mod:`outlast.serde_append`), so a call that adds two messages to a long conversation
+    stores about what it added. The fingerprint stays that of ``prep.encoded`` (the ordinary
+    encoding), so runs recorded before keep replaying; a record reads the same either way."""
+    what = f"request of model call {prep.call.key!r}"
+    text = serde_append.dumps_appendable(prep.request, what=what, blobs=blobs)
+    return text.decode("utf-8", "surrogatepass")
 
 
 def encode(payload: dict[str, Any], *, what: str, blobs: dict[str, bytes]) -> bytes:

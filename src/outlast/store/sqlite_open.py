@@ -23,14 +23,13 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from ..errors import ConfigurationError
 
-#: The page size of a new database file (existing files keep theirs). Blob rows of 1-4 KB
-#: (2 KB messages, compressed or not) exceed the ~1 KB a WITHOUT ROWID row may keep on a
-#: 4 KB page, so on the default page size each spilled to an overflow page left mostly empty
-#: (3.1-3.5x the payload on disk). Measured with bench/disk_size.py (docs/benchmarks.md).
-#: ``?page_size=4096`` (or 8192) in the URL chooses another for a new file: about a quarter
-#: less CPU per step in short runs, for a larger file when payloads are large
-#: (docs/benchmarks.md, "Layout experiments").
-PAGE_SIZE = 16384
+#: The page size of a new database file (existing files keep theirs). On 4 KB pages (SQLite's
+#: default) the blob table's rows of 1-2 KB (2 KB messages, compressed or not) leave much of
+#: each page empty; 8 KB pages hold them with little waste, grow by at most 1.3x the unique
+#: payload per conversation turn, and cost 11-22% less CPU per step than 16 KB pages, whose
+#: empty database is also twice as large (bench/disk_size.py, bench/step_overhead.py;
+#: docs/benchmarks.md). ``?page_size=N`` in the URL chooses another for a new file.
+PAGE_SIZE = 8192
 
 
 def page_size(given: str | None, url: str) -> int:

@@ -22,7 +22,9 @@ PostgreSQL ``pg_total_relation_size`` summed over outlast's tables (heap, TOAST,
 
 ``--peers``: the same conversation (a 2 KB user message and a 2 KB reply per turn, pseudo-random
 letters: bench/peers.py) through LangGraph's SqliteSaver and DBOS (SQLite system database),
-their file after the same checkpoint, beside the same unique payload (turns x 2 x 2,048).
+their file after the same checkpoint, and (unless ``--sqlite-only``) LangGraph's
+PostgresSaver and DBOS on PostgreSQL, their schema measured as ours, beside the same unique
+payload (turns x 2 x 2,048). Needs the ``bench`` extra.
 """
 
 from __future__ import annotations
@@ -205,32 +207,45 @@ def main() -> None:
                     )
         if args.peers:
             for n in args.turns or [60]:
-                for name, size in peer_sizes(n, folder):
+                for name, backend, size in peer_sizes(n, folder, postgres=not args.sqlite_only):
                     payload = n * 2 * MESSAGE
                     print(
-                        f"{'peer ' + name:<13} {n:>4} {'random':<8} {'sqlite':<9} {payload:>9,} "
+                        f"{'peer ' + name:<13} {n:>4} {'random':<8} {backend:<9} {payload:>9,} "
                         + (f"{size:>10,} {size / payload:>6.2f}" if size else "  not available"),
                         flush=True,
                     )
 
 
-def peer_sizes(turns: int, folder: str) -> list[tuple[str, int | None]]:
-    """File size (after a WAL checkpoint) of LangGraph's SqliteSaver and DBOS for the chat."""
+def peer_sizes(
+    turns: int, folder: str, postgres: bool = True
+) -> list[tuple[str, str, int | None]]:
+    """(peer, backend, bytes on disk) for the chat: LangGraph's SqliteSaver and DBOS on SQLite
+    (the file after a WAL checkpoint), and with ``postgres`` LangGraph's PostgresSaver and DBOS
+    on PostgreSQL (their schema's relations after VACUUM, as :func:`pg_size` measures ours)."""
     import peers
 
-    out: list[tuple[str, int | None]] = []
-    for name, run in (
-        ("langgraph", lambda p: peers.langgraph_conversation("sqlite", turns, path=p)),
-        ("dbos", lambda p: peers.dbos_conversation(turns, p)),
-    ):
+    out: list[tuple[str, str, int | None]] = []
+    runs: list[tuple[str, str, Callable[[str], int]]] = [
+        ("langgraph", "sqlite", lambda p: _file(p, peers.langgraph_conversation("sqlite", turns, path=p))),
+        ("dbos", "sqlite", lambda p: _file(p, peers.dbos_conversation(turns, p))),
+    ]
+    if postgres:
+        runs += [
+            ("langgraph", "postgres", lambda p: peers.langgraph_conversation_pg_disk(turns, PG)),
+            ("dbos", "postgres", lambda p: peers.dbos_conversation_pg_disk(turns, PG)),
+        ]
+    for name, backend, run in runs:
         path = os.path.join(folder, f"{name}-{turns}-{uuid.uuid4().hex[:6]}.db")
         try:
-            run(path)
-            out.append((name, sqlite_size(path)))
+            out.append((name, backend, run(path)))
         except Exception as exc:  # a peer missing or failing is reported, not fatal
-            print(f"  {name}: {peers.failed(name, exc)}", flush=True)
-            out.append((name, None))
+            print(f"  {name} ({backend}): {peers.failed(name, exc)}", flush=True)
+            out.append((name, backend, None))
     return out
+
+
+def _file(path: str, _rows: int) -> int:
+    return sqlite_size(path)
 
 
 if __name__ == "__main__":

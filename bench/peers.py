@@ -320,5 +320,58 @@ def dbos_conversation(turns: int, path: str) -> int:
     return sqlite_bytes(path)[0]
 
 
+def pg_schema_disk(url: str, schema: str) -> int:
+    """What a schema takes on disk: ``pg_total_relation_size`` (heap, TOAST, indexes) of
+    every table, after ``VACUUM``."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()]
+        total = 0
+        for t in tables:
+            conn.execute(f'VACUUM {schema}."{t}"')
+            row = conn.execute("SELECT pg_total_relation_size(%s)", (f'{schema}."{t}"',)).fetchone()
+            total += int(row[0] or 0) if row else 0
+        return total
+
+
+def langgraph_conversation_pg_disk(turns: int, url: str = PG) -> int:
+    """On-disk size of LangGraph's PostgresSaver schema after a ``turns``-turn chat."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.graph import END, START, StateGraph
+
+    def model(state: _Chat) -> dict[str, Any]:
+        return {"messages": [{"role": "assistant", "content": message(len(state["messages"]) // 2)}]}
+
+    builder = StateGraph(_Chat)
+    builder.add_node("model", model)
+    builder.add_edge(START, "model")
+    builder.add_edge("model", END)
+    config: Any = {"configurable": {"thread_id": "chat"}}
+    schema = f"lg_{uuid.uuid4().hex[:10]}"
+    pg_create_schema(url, schema)
+    try:
+        with PostgresSaver.from_conn_string(pg_schema_url(url, schema)) as saver:
+            saver.setup()
+            graph = builder.compile(checkpointer=saver)
+            for turn in range(turns):
+                graph.invoke({"messages": [{"role": "user", "content": message(turn, "user")}]}, config)
+        return pg_schema_disk(url, schema)
+    finally:
+        pg_drop_schema(url, schema)
+
+
+def dbos_conversation_pg_disk(turns: int, url: str = PG) -> int:
+    """On-disk size of DBOS's system schema (PostgreSQL) after a ``turns``-turn agent loop."""
+    schema = f"dbos_{uuid.uuid4().hex[:10]}"
+    try:
+        dbos("dbos-chat", store="postgres", url=url, schema=schema, turns=turns)
+        return pg_schema_disk(url, schema)
+    finally:
+        pg_drop_schema(url, schema)
+
+
 if __name__ == "__main__":
     print(json.dumps(_dbos_child(sys.argv[1], json.loads(sys.argv[2]))), flush=True)

@@ -231,7 +231,7 @@ def peer_sizes(
     ]
     if postgres:
         runs += [
-            ("langgraph", "postgres", lambda p: peers.langgraph_conversation_pg_disk(turns, PG)),
+            ("langgraph", "postgres", lambda p: peers.langgraph_conversation("postgres", turns, url=PG, on_disk=True)),
             ("dbos", "postgres", lambda p: peers.dbos_conversation_pg_disk(turns, PG)),
         ]
     for name, backend, run in runs:

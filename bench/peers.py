@@ -184,9 +184,9 @@ def _invoke_many(graph: Any, runs: int) -> float:
     return time.perf_counter() - start
 
 
-def langgraph_conversation(store: str, turns: int, *, path: str = "", url: str = PG) -> int:
-    """Bytes stored by a LangGraph saver for a ``turns``-turn chat: each turn invokes the graph
-    with a 2 KB user message and the model node appends a 2 KB reply (messages reducer)."""
+def _chat_graph() -> tuple[Any, Any, Any]:
+    """LangGraph's side of the chat: (graph builder, config, talk(graph, turns)). Each turn
+    invokes the graph with a 2 KB user message and the model node appends a 2 KB reply."""
     from langgraph.graph import END, START, StateGraph
 
     def model(state: _Chat) -> dict[str, Any]:
@@ -198,15 +198,23 @@ def langgraph_conversation(store: str, turns: int, *, path: str = "", url: str =
     builder.add_edge("model", END)
     config: Any = {"configurable": {"thread_id": "chat"}}
 
-    def talk(graph: Any) -> None:
+    def talk(graph: Any, turns: int) -> None:
         for turn in range(turns):
             graph.invoke({"messages": [{"role": "user", "content": message(turn, "user")}]}, config)
 
+    return builder, config, talk
+
+
+def langgraph_conversation(store: str, turns: int, *, path: str = "", url: str = PG,
+                           on_disk: bool = False) -> int:
+    """Bytes stored by a LangGraph saver for a ``turns``-turn chat (``on_disk``, PostgreSQL
+    only: the schema's size on disk, :func:`pg_schema_disk`, instead of its rows' bytes)."""
+    builder, _, talk = _chat_graph()
     if store == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         conn = _sqlite_conn(path, "normal")
-        talk(builder.compile(checkpointer=SqliteSaver(conn)))
+        talk(builder.compile(checkpointer=SqliteSaver(conn)), turns)
         conn.commit()
         conn.close()
         return sqlite_bytes(path)[0]
@@ -217,8 +225,8 @@ def langgraph_conversation(store: str, turns: int, *, path: str = "", url: str =
     try:
         with PostgresSaver.from_conn_string(pg_schema_url(url, schema)) as saver:
             saver.setup()
-            talk(builder.compile(checkpointer=saver))
-        return pg_schema_bytes(url, schema)
+            talk(builder.compile(checkpointer=saver), turns)
+        return pg_schema_disk(url, schema) if on_disk else pg_schema_bytes(url, schema)
     finally:
         pg_drop_schema(url, schema)
 
@@ -335,32 +343,6 @@ def pg_schema_disk(url: str, schema: str) -> int:
             row = conn.execute("SELECT pg_total_relation_size(%s)", (f'{schema}."{t}"',)).fetchone()
             total += int(row[0] or 0) if row else 0
         return total
-
-
-def langgraph_conversation_pg_disk(turns: int, url: str = PG) -> int:
-    """On-disk size of LangGraph's PostgresSaver schema after a ``turns``-turn chat."""
-    from langgraph.checkpoint.postgres import PostgresSaver
-    from langgraph.graph import END, START, StateGraph
-
-    def model(state: _Chat) -> dict[str, Any]:
-        return {"messages": [{"role": "assistant", "content": message(len(state["messages"]) // 2)}]}
-
-    builder = StateGraph(_Chat)
-    builder.add_node("model", model)
-    builder.add_edge(START, "model")
-    builder.add_edge("model", END)
-    config: Any = {"configurable": {"thread_id": "chat"}}
-    schema = f"lg_{uuid.uuid4().hex[:10]}"
-    pg_create_schema(url, schema)
-    try:
-        with PostgresSaver.from_conn_string(pg_schema_url(url, schema)) as saver:
-            saver.setup()
-            graph = builder.compile(checkpointer=saver)
-            for turn in range(turns):
-                graph.invoke({"messages": [{"role": "user", "content": message(turn, "user")}]}, config)
-        return pg_schema_disk(url, schema)
-    finally:
-        pg_drop_schema(url, schema)
 
 
 def dbos_conversation_pg_disk(turns: int, url: str = PG) -> int:

@@ -340,6 +340,28 @@ def test_expired_lease_makes_a_run_claimable_again(store: Store) -> None:
     assert second.started_at == first.started_at
 
 
+def test_a_grace_leaves_recently_expired_leases_alone(store: Store) -> None:
+    # After a store outage a worker claims with a grace: a lease that ran out within it may
+    # belong to an executor about to renew it. Other runnable runs are claimed as usual.
+    first = running(store, "w1", SHORT)
+    time.sleep(SHORT + 0.1)
+    store.create_run(new_run("fresh"))
+    assert ids(store.claim("w2", LONG, grace=30.0, limit=5)) == ["fresh"]
+    [second] = store.claim("w2", LONG, grace=0.05, limit=5)  # expired longer ago than that
+    assert (second.run_id, second.owner) == (first.run_id, "w2")
+
+
+def test_a_grace_keeps_recently_expired_leases_in_their_queue_slots(store: Store) -> None:
+    old, newer = queued(store, "q", 2)
+    specs = {"q": QueueSpec("q", concurrency=1)}
+    assert ids(store.claim("w1", SHORT, queues=specs, limit=2)) == [old]
+    time.sleep(SHORT + 0.1)
+    # within the grace the expired run still holds the queue's one slot, and is not taken
+    assert store.claim("w2", LONG, queues=specs, limit=2, grace=30.0) == []
+    [taken] = store.claim("w2", LONG, queues=specs, limit=2)
+    assert taken.run_id == old
+
+
 def test_steal_from_takes_a_live_run_of_that_owner(store: Store) -> None:
     first = running(store, "w1", LONG)
     assert store.claim("w2", LONG, run_id=first.run_id) == []

@@ -88,7 +88,8 @@ class Worker:
         self._lock = threading.Lock()
         self._slot_freed = threading.Event()
         self._last_orphan_scan = 0.0
-        self._settled_fault = 0.0
+        self._seen_fault = 0.0  # the store's last fault this worker has settled after
+        self._outage = (0.0, 0.0)  # (when its faults began, when its grace ends): monotonic
         #: runs this worker released itself (their executors then find them gone)
         self._handed_back: set[str] = set()
         self._signals = 0
@@ -207,9 +208,7 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                if self._settle_after_outage():
-                    return []
-                return self._try_claim(free, rescan)
+                return self._try_claim(free, rescan, self._outage_grace())
             except Exception as exc:
                 if not _store_fault(exc):
                     raise
@@ -219,37 +218,44 @@ class Worker:
                 return []
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def _settle_after_outage(self) -> bool:
-        """After the store was unreachable (any operation of this process met it so: a
-        claim, a journal write, a heartbeat), claim only once it answers again and one
-        heartbeat and a retry's back-off have passed since. Runs in flight through the
-        outage, here and in other workers, kept running; their executors renew the leases
-        that ran out meanwhile at their next beat, and record the steps they finished.
-        Claiming the moment the store is back would take those runs over and run their
-        steps in flight a second time. The wait counts from the store's recovery, seen by a
-        read (a claim is never the first operation after a fault), not from the fault: an
-        outage is as long as it is. True when the worker is stopping; a read that fails
-        raises the store's fault (the caller backs off)."""
-        last = float(getattr(self.app.store, "last_fault", 0.0) or 0.0)
-        if not last or last == self._settled_fault:
-            return False
-        self.app.store.get_run("")  # answers (retried through a blip) or raises the fault
-        wait = self.app.lease / 3 + 2.0
-        log.warning("store was unreachable; claiming again in %.1f s", wait)
-        if self._stopping.wait(wait):
-            return True
-        self._settled_fault = last
-        return False
+    def _outage_grace(self) -> float:
+        """Seconds of grace for leases that ran out recently (0.0: none), after a store fault.
 
-    def _try_claim(self, free: int, rescan: bool) -> list[RunRecord]:
+        Once this process met the store unreachable (a claim, a journal write, a heartbeat,
+        or its session's connection: the store records when the faults began), it claims
+        only after the store answers a read again (the read raises the fault meanwhile, and
+        the caller backs off). Then, for one heartbeat and a retry's back-off (``lease / 3 +
+        2`` s), it leaves alone the runs whose leases ran out since the faults began: their
+        executors, here and in other workers, kept running through the outage and renew those
+        leases at their next beat, and taking the runs over would run their steps in flight a
+        second time. Everything else (new runs, due timers, leases that ran out before the
+        outage) is claimed at once, and owners are not judged by their sessions meanwhile."""
+        store = self.app.store
+        last = float(getattr(store, "last_fault", 0.0) or 0.0)
+        if not last:
+            return 0.0
+        if last != self._seen_fault:
+            store.get_run("")  # answers (retried through a blip) or raises the fault
+            self._seen_fault = last
+            began = float(getattr(store, "fault_began", 0.0) or last)
+            self._outage = (began, time.monotonic() + self.app.lease / 3 + 2.0)
+            log.warning(
+                "store was unreachable; for %.1f s, runs whose leases ran out meanwhile are "
+                "left to their owners to renew", self._outage[1] - time.monotonic(),
+            )
+        began, until = self._outage
+        now = time.monotonic()
+        return 0.0 if now >= until else now - began + 1.0
+
+    def _try_claim(self, free: int, rescan: bool, grace: float = 0.0) -> list[RunRecord]:
         if rescan:
             self._last_orphan_scan = 0.0
-        claimed = self._claim_orphans(free)
+        claimed = [] if grace else self._claim_orphans(free)
         if len(claimed) < free:
             claimed += self.app.store.claim(
                 self.app.owner, self.app.lease, workflows=list(self.app.workflows),
                 queues=self.app.queues or None, limit=free - len(claimed),
-                in_queues=self.queues,
+                in_queues=self.queues, grace=grace,
             )
         return claimed
 

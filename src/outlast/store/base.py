@@ -245,11 +245,13 @@ class Store(abc.ABC):
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
         in_queues: Iterable[str] | None = None,
+        grace: float = 0.0,
     ) -> list[RunRecord]:
         """Take ownership of up to ``limit`` runnable runs and return them as claimed.
 
-        Runnable: ``pending``; ``running`` with an expired lease; ``suspended`` with
-        ``wake_at`` due. With ``run_id``, only that run is considered. With ``steal_from``
+        Runnable: ``pending``; ``running`` with a lease that expired more than ``grace``
+        seconds ago (a run whose lease expired more recently is neither taken nor free: it
+        counts against its queue's limits); ``suspended`` with ``wake_at`` due. With ``run_id``, only that run is considered. With ``steal_from``
         (a dead process on this host), runs still running under that owner are taken too,
         lease or not: that one run with ``run_id``, any of them without. With ``workflows``,
         only runs of those workflow names; with ``in_queues``, only runs of those queues (a

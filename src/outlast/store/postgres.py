@@ -97,9 +97,21 @@ class PostgresStore(
     #: ...and a statement waiting this long for a lock gives up (and is retried) instead of
     #: queueing everyone behind it.
     lock_timeout: float = 10.0
-    #: when (``time.monotonic()``) an operation of this store last met the server unreachable;
-    #: 0.0 never. A worker waits a heartbeat after it before claiming (see worker.py).
+    #: when (``time.monotonic()``) an operation of this store (or its session's connection)
+    #: last met the server unreachable; 0.0 never. See worker.py: after a fault, a worker
+    #: leaves alone the leases that ran out since ``fault_began``, for a heartbeat.
     last_fault: float = 0.0
+    #: when the latest run of faults began: the first fault after an operation succeeded
+    fault_began: float = 0.0
+    #: when an operation last succeeded
+    last_ok: float = 0.0
+
+    def note_fault(self) -> None:
+        """Record that the server was unreachable just now (see :attr:`last_fault`)."""
+        now = time.monotonic()
+        if self.last_ok >= self.last_fault or not self.fault_began:
+            self.fault_began = now
+        self.last_fault = now
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         #: the blob protocol (addresses, compression, sealing): see blobs.py
@@ -209,7 +221,9 @@ class PostgresStore(
         while True:
             try:
                 with self._pool.connection(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
-                    return op(conn, maybe_applied)
+                    result = op(conn, maybe_applied)
+                self.last_ok = time.monotonic()
+                return result
             except psycopg.Error as exc:
                 unsent = isinstance(exc, UNSENT)
                 if (
@@ -219,9 +233,9 @@ class PostgresStore(
                     or time.monotonic() + delay > deadline
                 ):
                     if transient(exc):
-                        self.last_fault = time.monotonic()
+                        self.note_fault()
                     raise
-                self.last_fault = time.monotonic()
+                self.note_fault()
                 maybe_applied = maybe_applied or not unsent
             # after a restart every idle connection is dead: find them all now instead of
             # failing on each in turn

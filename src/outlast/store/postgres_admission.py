@@ -181,3 +181,27 @@ def _with_queue_filter(sql: str) -> str:
 
 
 CLAIM_LIMITED_QUEUES = _with_queue_filter(CLAIM_LIMITED)
+
+
+def _with_grace(sql: str) -> str:
+    """``claim_limited`` with one more argument, ``p_grace`` (seconds): a running run whose
+    lease ran out less than that long ago is neither claimable nor free (it still counts
+    against its queue's limits). A worker passes it right after a store outage, so it does
+    not take over runs whose owners could not renew their leases meanwhile and are about to
+    (see outlast.worker). A new overload (migration 10), as :func:`_with_queue_filter`."""
+    edits = (
+        ("p_queues text[]\n)", "p_queues text[], p_grace float8\n)"),
+        ("AND status = 'running' AND lease_expires_at >= v_now\n",
+         "AND status = 'running' AND lease_expires_at >= v_now - p_grace\n"),
+        ("OR (status = 'running' AND lease_expires_at < $1)",
+         "OR (status = 'running' AND lease_expires_at < $1 - $11)"),
+        ("p_limit - cardinality(v_picked), p_queues\n",
+         "p_limit - cardinality(v_picked), p_queues, p_grace\n"),
+    )
+    for old, new in edits:
+        assert sql.count(old) == 1, old
+        sql = sql.replace(old, new)
+    return sql
+
+
+CLAIM_LIMITED_GRACE = _with_grace(CLAIM_LIMITED_QUEUES)

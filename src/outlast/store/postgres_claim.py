@@ -49,11 +49,14 @@ class PostgresClaims:
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
         in_queues: Iterable[str] | None = None,
+        grace: float = 0.0,
     ) -> list[RunRecord]:
         if limit < 1:
             return []
         names = list(workflows) if workflows is not None else None
-        params: dict[str, Any] = {"owner": owner, "lease": float(lease), "limit": limit}
+        params: dict[str, Any] = {
+            "owner": owner, "lease": float(lease), "limit": limit, "grace": max(0.0, float(grace)),
+        }
         only = list(in_queues) if in_queues is not None else None
         params.update(workflows=names, run_id=run_id, steal_from=steal_from, in_queues=only)
         limited = {

@@ -85,6 +85,9 @@ class Session:
         self.channels = (work_channel, cancel_channel)
         self.owner: str | None = None  # marked owner id once liveness holds
         self.on_cancel: Callable[[str], None] = lambda run_id: None
+        #: called when the session's connection is lost (the store notes a fault: an idle
+        #: process learns of an outage when it begins, not at its next operation)
+        self.on_lost: Callable[[], None] = lambda: None
         #: monotonic time the current listening session started (None: not connected)
         self.since: float | None = None
         self._conn: Conn | None = None
@@ -169,6 +172,7 @@ class Session:
                 self._drop()
                 if self._closed:
                     return
+                self.on_lost()
                 log.debug("session connection lost (%s); reconnecting", exc)
                 self._wake.set()  # meanwhile the worker polls
                 time.sleep(delay)
@@ -384,6 +388,8 @@ class SessionMethods:
 
         def _run(self, op: Callable[[Any, bool], T]) -> T: ...
 
+        def note_fault(self) -> None: ...
+
     def _own_session(self) -> Session | None:
         """The dedicated session (see postgres_session); None through a transaction pooler."""
         if self._pooled_sessions or self._closed:
@@ -393,6 +399,7 @@ class SessionMethods:
                 self._session = Session(
                     self._conninfo, self.schema, self._channel, self._cancel_channel
                 )
+                self._session.on_lost = self.note_fault
                 self._session.start_listening()
             return self._session
 
@@ -404,6 +411,7 @@ class SessionMethods:
                 self._session.close()
             session = Session(self._conninfo, self.schema, self._channel, self._cancel_channel)
             session.on_cancel = on_cancel
+            session.on_lost = self.note_fault
             self._session = session
             return session.start(owner)
 

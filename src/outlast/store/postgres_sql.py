@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import ConfigurationError
 from .base import Entry, RunRecord
 from .migrations import Migration
-from .postgres_admission import CLAIM_LIMITED, CLAIM_LIMITED_QUEUES
+from .postgres_admission import CLAIM_LIMITED, CLAIM_LIMITED_GRACE, CLAIM_LIMITED_QUEUES
 
 #: the server's clock, in seconds; clock_timestamp() (not now()) so a long transaction does not
 #: stamp rows with the time it began
@@ -51,7 +51,7 @@ ENTRY_COLUMNS = ", ".join(f.name for f in fields(Entry))
 # A run is runnable when nobody may be executing it: pending, its owner's lease ran out, or
 # its sleep is over.
 RUNNABLE = f"""(status = 'pending'
-    OR (status = 'running' AND lease_expires_at < {NOW})
+    OR (status = 'running' AND lease_expires_at < {NOW} - %(grace)s)
     OR (status = 'suspended' AND wake_at <= {NOW}))"""
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -226,6 +226,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX blob_refs_run ON {s}.blob_refs (run_id)",
         ),
     ),
+    Migration(
+        10,
+        "claim_limited() with a grace for leases that ran out during a store outage",
+        (CLAIM_LIMITED_GRACE,),
+    ),
 )
 
 
@@ -303,7 +308,8 @@ class Queries:
     claim_limited = f"""SELECT {RUN_COLUMNS} FROM {{s}}.claim_limited(%(schema)s, %(owner)s,
         %(lease)s::float8, %(limit)s::integer, %(workflows)s::text[], %(run_id)s::text,
         %(steal_from)s::text, %(names)s::text[], %(conc)s::integer[], %(worker)s::integer[],
-        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[], %(in_queues)s::text[])"""
+        %(rate)s::integer[], %(period)s::float8[], %(keyc)s::integer[], %(in_queues)s::text[],
+        %(grace)s::float8)"""
     heartbeat = f"""UPDATE {{s}}.runs SET lease_expires_at = {NOW} + %(lease)s
         WHERE run_id = ANY(%(run_ids)s) AND owner = %(owner)s AND status = 'running'
         RETURNING run_id"""

@@ -185,10 +185,10 @@ class SealedStore(Store):
     def claim(self, owner: str, lease: float, *, run_id: str | None = None,
               steal_from: str | None = None, workflows: Iterable[str] | None = None,
               queues: Mapping[str, QueueSpec] | None = None, limit: int = 1,
-              in_queues: Iterable[str] | None = None) -> list[RunRecord]:
+              in_queues: Iterable[str] | None = None, grace: float = 0.0) -> list[RunRecord]:
         runs = self.inner.claim(owner, lease, run_id=run_id, steal_from=steal_from,
                                 workflows=workflows, queues=queues, limit=limit,
-                                in_queues=in_queues)
+                                in_queues=in_queues, grace=grace)
         return [self._run(r) for r in runs]
 
     def heartbeat(self, owner: str, run_ids: Sequence[str], lease: float) -> set[str]:

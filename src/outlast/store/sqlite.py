@@ -274,13 +274,16 @@ class SQLiteStore(SQLiteCheckpoints, SQLiteMaintenance, Store):
         queues: Mapping[str, QueueSpec] | None = None,
         limit: int = 1,
         in_queues: Iterable[str] | None = None,
+        grace: float = 0.0,
     ) -> list[RunRecord]:
         now = time.time()
         runnable = (
-            "(status = 'pending' OR (status = 'running' AND lease_expires_at < :now)"
+            "(status = 'pending' OR (status = 'running' AND lease_expires_at < :expired)"
             " OR (status = 'suspended' AND wake_at <= :now)"
         )
-        params: dict[str, Any] = {"now": now, "owner": owner, "lease": now + lease}
+        params: dict[str, Any] = {
+            "now": now, "owner": owner, "lease": now + lease, "expired": now - max(0.0, grace),
+        }
         if steal_from is not None:
             runnable += " OR (status = 'running' AND owner = :steal)"
             params["steal"] = steal_from

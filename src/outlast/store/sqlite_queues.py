@@ -66,14 +66,15 @@ def _loads(
     if not loads:
         return loads
     names = json.dumps(sorted(loads))
-    # an expired lease does not count: that run is claimable, and counts once claimed
+    # an expired lease does not count (past the claim's grace): that run is claimable, and
+    # counts once claimed
     rows = conn.execute(
         "SELECT queue, concurrency_key, count(*), sum(owner = :owner) FROM outlast_runs "
-        "WHERE status = 'running' AND lease_expires_at >= :now "
+        "WHERE status = 'running' AND lease_expires_at >= :expired "
         "AND queue IN (SELECT value FROM json_each(:names)) AND owner IS NOT :steal "
         "GROUP BY queue, concurrency_key",
-        {"owner": params["owner"], "now": params["now"], "steal": params.get("steal"),
-         "names": names},
+        {"owner": params["owner"], "expired": params.get("expired", params["now"]),
+         "steal": params.get("steal"), "names": names},
     ).fetchall()
     for queue, key, count, mine in rows:
         loads[queue].add(key, int(count), int(mine or 0))

@@ -143,3 +143,23 @@ def test_changed_arguments_name_both_previews(
     with pytest.raises(NonDeterminismError, match=None) as caught:
         journal.next_call("step", "a", "other", None, (lambda: preview) if preview else None)
     assert shown in str(caught.value)
+
+
+def test_a_run_of_store_faults_begins_at_its_first_fault() -> None:
+    # What a worker reads after an outage (outlast.worker): leases that ran out since the
+    # faults *began* are left to their owners, so the start must survive later faults.
+    import time
+
+    from outlast.store.postgres_conn import FaultMarks
+
+    marks = FaultMarks()
+    marks.note_fault()
+    first = marks.fault_began
+    assert first and marks.last_fault == first
+    time.sleep(0.01)
+    marks.note_fault()  # the same outage, seen again
+    assert marks.fault_began == first and marks.last_fault > first
+    marks.last_ok = time.monotonic()  # the store answered
+    time.sleep(0.01)
+    marks.note_fault()  # a new outage
+    assert marks.fault_began > first and marks.fault_began == marks.last_fault

@@ -56,7 +56,7 @@ from .base import Entry, NewRun, RunRecord, Store
 from .blobs import BlobCodec
 from .faults import guard_public
 from .postgres_claim import PostgresClaims
-from .postgres_conn import UNSENT, Pool, classify, transient
+from .postgres_conn import UNSENT, FaultMarks, Pool, classify, transient
 from .postgres_evolve import PostgresEvolution
 from .postgres_maint import PostgresMaintenance
 from .postgres_maint import fields_of as _fields
@@ -78,7 +78,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 @guard_public
 class PostgresStore(
     PostgresClaims, PostgresMaintenance, PostgresEvolution, SessionMethods, PostgresCheckpoints,
-    Store,
+    FaultMarks, Store,
 ):
     """Runs, journals and events in one schema of a PostgreSQL database."""
 
@@ -97,21 +97,6 @@ class PostgresStore(
     #: ...and a statement waiting this long for a lock gives up (and is retried) instead of
     #: queueing everyone behind it.
     lock_timeout: float = 10.0
-    #: when (``time.monotonic()``) an operation of this store (or its session's connection)
-    #: last met the server unreachable; 0.0 never. See worker.py: after a fault, a worker
-    #: leaves alone the leases that ran out since ``fault_began``, for a heartbeat.
-    last_fault: float = 0.0
-    #: when the latest run of faults began: the first fault after an operation succeeded
-    fault_began: float = 0.0
-    #: when an operation last succeeded
-    last_ok: float = 0.0
-
-    def note_fault(self) -> None:
-        """Record that the server was unreachable just now (see :attr:`last_fault`)."""
-        now = time.monotonic()
-        if self.last_ok >= self.last_fault or not self.fault_began:
-            self.fault_began = now
-        self.last_fault = now
 
     def __init__(self, url: str, *, readonly: bool = False) -> None:
         #: the blob protocol (addresses, compression, sealing): see blobs.py

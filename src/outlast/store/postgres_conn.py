@@ -1,8 +1,9 @@
-"""PostgreSQL connections: which faults are worth retrying, and a pool that reconnects
-promptly after an outage. Used by :class:`~outlast.store.postgres.PostgresStore`."""
+"""PostgreSQL connections: which faults are worth retrying, a pool that reconnects
+promptly after an outage, and when the server was last unreachable. Used by :class:`~outlast.store.postgres.PostgresStore`."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -53,6 +54,28 @@ class Pool(ConnectionPool[Conn]):
     def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
         # psycopg_pool's own hook point: the attempt object carries the backoff
         super()._add_connection(attempt or Reconnect(timeout=self.reconnect_timeout), growing)
+
+
+class FaultMarks:
+    """When the server was last unreachable, as a worker needs to know after an outage (a
+    mixin of :class:`~outlast.store.postgres.PostgresStore`; see outlast.worker: for a
+    heartbeat after a fault, a worker leaves alone the leases that ran out since
+    ``fault_began``). Times are ``time.monotonic()``; 0.0 means never."""
+
+    #: when an operation of the store (or its session's connection) last met the server
+    #: unreachable
+    last_fault: float = 0.0
+    #: when the latest run of faults began: the first fault after an operation succeeded
+    fault_began: float = 0.0
+    #: when an operation last succeeded
+    last_ok: float = 0.0
+
+    def note_fault(self) -> None:
+        """Record that the server was unreachable just now."""
+        now = time.monotonic()
+        if self.last_ok >= self.last_fault or not self.fault_began:
+            self.fault_began = now
+        self.last_fault = now
 
 
 def classify(store: Any, exc: BaseException) -> StoreError | None:

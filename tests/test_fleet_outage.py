@@ -48,8 +48,8 @@ def _times(log: Path, kind: str) -> list[float]:
 def test_workers_resume_at_once_after_an_outage_and_run_no_step_twice(
     pg_url: str, proxy: TcpProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # shorter than the lease: an outage past the lease lets whichever worker reconnects
-    # first take the others' runs over, and their steps in flight run again (documented)
+    # shorter than the lease (the next test has one longer): new work resumes at once when
+    # the database is back, and no step runs twice
     log, outage = tmp_path / "side.log", 12.0
     monkeypatch.setenv("FLEET_LOG", str(log))
     app: outlast.App = fleet_app.app

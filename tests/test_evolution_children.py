@@ -52,6 +52,16 @@ def wait_until(app: outlast.App, **statuses: str) -> None:
 
 
 @pytest.fixture
+def opened() -> Iterator[list[outlast.App]]:
+    """Apps a test opened, closed after it (and after its workers stopped: this fixture is
+    asked for first, so it is torn down last)."""
+    apps: list[outlast.App] = []
+    yield apps
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
 def start_worker() -> Iterator[Callable[[outlast.App], None]]:
     """Starts a worker on an app in a thread; every one is stopped after the test."""
     started: list[tuple[Worker, threading.Thread]] = []
@@ -86,10 +96,11 @@ def _fail_the_child_while_the_parent_waits(
 
 
 def test_a_waiting_parent_gets_the_retried_childs_new_outcome(
-    store_url: str, start_worker: Callable[[outlast.App], None]
+    store_url: str, opened: list[outlast.App], start_worker: Callable[[outlast.App], None]
 ) -> None:
     broken, ran = {"work": True}, Counter[str]()
     app = _fail_the_child_while_the_parent_waits(store_url, broken, ran)
+    opened.append(app)
     broken["work"] = False
     app.retry("kid", execute=False)
     start_worker(app)
@@ -114,9 +125,12 @@ def test_a_waiting_parent_gets_the_retried_childs_new_outcome(
     ]
 
 
-def test_a_parent_that_recorded_the_failure_keeps_it_until_retried(store_url: str) -> None:
+def test_a_parent_that_recorded_the_failure_keeps_it_until_retried(
+    store_url: str, opened: list[outlast.App]
+) -> None:
     broken, ran = {"work": True}, Counter[str]()
     app = _fail_the_child_while_the_parent_waits(store_url, broken, ran)
+    opened.append(app)
     with pytest.raises(ValueError, match="work is broken"):
         app.handle("p").result(timeout=20)  # the parent records the child's failure, and fails
     broken["work"] = False

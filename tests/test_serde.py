@@ -512,3 +512,19 @@ def test_packed_payloads_read_back_and_small_ones_stay_plain() -> None:
     assert serde.pack(small) == small
     noise = serde.dumps(bytes(range(256)) * 4)  # base64 of varied bytes: packs poorly
     assert serde.loads(serde.pack(noise)) == bytes(range(256)) * 4
+
+
+def test_a_utc_offset_with_seconds_or_microseconds_survives() -> None:
+    # fromisoformat dropped an offset's sub-minute part (found by the round-trip property)
+    from datetime import datetime, time, timedelta, timezone
+
+    for value in (
+        datetime(2000, 1, 1, tzinfo=timezone(timedelta(microseconds=1))),
+        datetime(2000, 1, 1, 12, tzinfo=timezone(-timedelta(hours=3, seconds=7))),
+        time(1, 2, tzinfo=timezone(timedelta(seconds=30))),
+    ):
+        back = serde.loads(serde.dumps(value))
+        assert back == value and back.utcoffset() == value.utcoffset()
+    # whole-minute offsets keep the bytes they always had (fingerprints do not move)
+    plain = datetime(2000, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert serde.dumps(plain) == b'{"__o":"dt","v":"2000-01-01T00:00:00+02:00"}'

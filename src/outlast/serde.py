@@ -232,6 +232,11 @@ def _enc_datetime(v: datetime | time, b: dict[str, bytes] | None) -> Any:
     out: dict[str, Any]
     if tz is None or type(tz) is timezone:
         out = {_TAG: tag, "v": v.isoformat()}
+        offset = tz.utcoffset(None) if tz is not None else None
+        if offset is not None and (offset.seconds % 60 or offset.microseconds):
+            # fromisoformat drops an offset's sub-minute part on some Pythons: store it whole
+            out = {_TAG: tag, "v": v.replace(tzinfo=None).isoformat(),
+                   "o": offset // timedelta(microseconds=1)}
     elif type(tz) is ZoneInfo and tz.key and tag == "dt":
         out = {_TAG: tag, "v": v.replace(tzinfo=None).isoformat(), "z": tz.key}
     else:
@@ -313,6 +318,8 @@ def _dt(d: dict[str, Any]) -> Any:
     value = (datetime if d[_TAG] == "dt" else time).fromisoformat(d["v"])
     if "z" in d:
         value = value.replace(tzinfo=ZoneInfo(d["z"]))
+    elif "o" in d:
+        value = value.replace(tzinfo=timezone(timedelta(microseconds=int(d["o"]))))
     return value.replace(fold=1) if d.get("f") else value
 
 

@@ -122,25 +122,10 @@ def sqlite_size(path: str) -> int:
 
 
 def pg_size(url: str, schema: str) -> int:
-    import psycopg
+    """The schema's relations after VACUUM (:func:`peers.pg_schema_disk`, as for the peers)."""
+    import peers
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
-            )
-        ]
-        for t in tables:
-            conn.execute(f'VACUUM "{schema}"."{t}"')
-        return sum(
-            int(
-                conn.execute(
-                    "SELECT pg_total_relation_size(%s)", (f'"{schema}"."{t}"',)
-                ).fetchone()[0]
-            )
-            for t in tables
-        )
+    return peers.pg_schema_disk(url, schema)
 
 
 def measure(

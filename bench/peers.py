@@ -89,6 +89,17 @@ def pg_drop_schema(url: str, schema: str) -> None:
 
 def pg_schema_bytes(url: str, schema: str) -> int:
     """Bytes of every row (pg_column_size of the row) in every table of a schema."""
+    return _per_table(url, schema, 'SELECT sum(pg_column_size(x.*)) FROM {table} x')
+
+
+def pg_schema_disk(url: str, schema: str) -> int:
+    """What a schema takes on disk: ``pg_total_relation_size`` (heap, TOAST, indexes) of
+    every table, after ``VACUUM``."""
+    return _per_table(url, schema, "SELECT pg_total_relation_size('{table}')", vacuum=True)
+
+
+def _per_table(url: str, schema: str, query: str, vacuum: bool = False) -> int:
+    """The sum of ``query`` (``{table}``: each table of the schema, quoted) over its tables."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -97,7 +108,10 @@ def pg_schema_bytes(url: str, schema: str) -> int:
         ).fetchall()]
         total = 0
         for t in tables:
-            row = conn.execute(f'SELECT sum(pg_column_size(x.*)) FROM {schema}."{t}" x').fetchone()
+            table = f'"{schema}"."{t}"'
+            if vacuum:
+                conn.execute(f"VACUUM {table}")
+            row = conn.execute(query.format(table=table)).fetchone()
             total += int(row[0] or 0) if row else 0
         return total
 
@@ -326,23 +340,6 @@ def dbos_conversation(turns: int, path: str) -> int:
     """Bytes DBOS stores (SQLite system database) for a ``turns``-turn agent loop."""
     dbos("dbos-chat", store="sqlite", path=path, turns=turns)
     return sqlite_bytes(path)[0]
-
-
-def pg_schema_disk(url: str, schema: str) -> int:
-    """What a schema takes on disk: ``pg_total_relation_size`` (heap, TOAST, indexes) of
-    every table, after ``VACUUM``."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
-        ).fetchall()]
-        total = 0
-        for t in tables:
-            conn.execute(f'VACUUM {schema}."{t}"')
-            row = conn.execute("SELECT pg_total_relation_size(%s)", (f'{schema}."{t}"',)).fetchone()
-            total += int(row[0] or 0) if row else 0
-        return total
 
 
 def dbos_conversation_pg_disk(turns: int, url: str = PG) -> int:
